@@ -1,0 +1,63 @@
+"""Online store: live per-user state (fresh purchases) that the feed reads at request time.
+
+Pick a backend by URL with :func:`open_online_store`; code against :class:`OnlineStore` only.
+"""
+
+from __future__ import annotations
+
+import logging
+from urllib.parse import urlsplit
+
+from sharerank.serving.online_store.base import OnlineStore, OnlineStoreError, Purchase
+from sharerank.serving.online_store.memory import InMemoryOnlineStore
+from sharerank.serving.online_store.redis_store import RedisOnlineStore, RedisSettings, redact_url
+
+__all__ = [
+    "InMemoryOnlineStore",
+    "OnlineStore",
+    "OnlineStoreError",
+    "Purchase",
+    "RedisOnlineStore",
+    "RedisSettings",
+    "open_online_store",
+]
+
+logger = logging.getLogger(__name__)
+
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+
+
+def open_online_store(
+    url: str | None,
+    *,
+    fallback_to_memory: bool = False,
+    settings: RedisSettings | None = None,
+) -> OnlineStore:
+    """Open the online store named by ``url``.
+
+    ``memory://``, ``None`` or ``""`` give an :class:`InMemoryOnlineStore`; ``redis://``, ``rediss://`` and
+    ``unix://`` give a :class:`RedisOnlineStore` with ``settings``. A Redis store is returned even while
+    Redis is down (it connects lazily and callers fail open on :class:`OnlineStoreError`), unless
+    ``fallback_to_memory`` is set: then a Redis that does not answer one ping (bounded by the connect
+    timeout, ~0.2-0.4 s with the defaults) is logged as a warning and replaced by an in-memory store, which
+    suits the demo and a laptop without Redis, not a multi-process deployment.
+
+    Raises:
+        ValueError: the URL's scheme names no backend.
+    """
+    if not url:
+        return InMemoryOnlineStore()
+    scheme = urlsplit(url).scheme.lower()
+    if scheme == "memory":
+        return InMemoryOnlineStore()
+    if scheme not in _REDIS_SCHEMES:
+        raise ValueError(
+            f"unsupported online store URL {redact_url(url)!r}: expected memory://, redis://, rediss:// "
+            "or unix://"
+        )
+    store = RedisOnlineStore(url, settings)
+    if fallback_to_memory and not store.ping():
+        store.close()
+        logger.warning("online store %s does not answer; using an in-memory store instead", redact_url(url))
+        return InMemoryOnlineStore()
+    return store

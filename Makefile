@@ -1,0 +1,33 @@
+# Two commands for people: `make demo` and `make test`. Each creates the virtualenv when missing.
+VENV   ?= .venv
+PYTHON := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+PROTOS := $(wildcard protos/sharerank/v1/*.proto)
+
+.PHONY: demo test bench lint proto clean
+
+$(STAMP): pyproject.toml
+	test -x $(PYTHON) || python3 -m venv $(VENV)
+	$(PYTHON) -m pip install -q --upgrade pip setuptools wheel
+	$(PYTHON) -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/sharerank demo
+
+test: $(STAMP)
+	$(PYTHON) -m pytest -q
+
+bench: $(STAMP)
+	mkdir -p bench/results
+	$(PYTHON) bench/bench_simulate.py --users 100000 --repeats 3 --out-json bench/results/simulate.json
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+
+# Regenerates the committed gRPC code; tests/test_protos.py fails when it is stale.
+proto: $(STAMP)
+	$(PYTHON) -m grpc_tools.protoc -I protos --python_out=protos --grpc_python_out=protos --pyi_out=protos $(PROTOS)
+
+clean:
+	rm -rf $(VENV) .sharerank build *.egg-info

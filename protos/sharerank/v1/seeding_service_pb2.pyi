@@ -1,0 +1,54 @@
+from sharerank.v1 import reason_pb2 as _reason_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class GetSeedTargetsRequest(_message.Message):
+    __slots__ = ("product_id", "category", "budget", "exclude_user_ids", "min_activity", "max_seeds_per_community", "epsilon")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    BUDGET_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    MIN_ACTIVITY_FIELD_NUMBER: _ClassVar[int]
+    MAX_SEEDS_PER_COMMUNITY_FIELD_NUMBER: _ClassVar[int]
+    EPSILON_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    category: str
+    budget: int
+    exclude_user_ids: _containers.RepeatedScalarFieldContainer[str]
+    min_activity: int
+    max_seeds_per_community: int
+    epsilon: float
+    def __init__(self, product_id: _Optional[str] = ..., category: _Optional[str] = ..., budget: _Optional[int] = ..., exclude_user_ids: _Optional[_Iterable[str]] = ..., min_activity: _Optional[int] = ..., max_seeds_per_community: _Optional[int] = ..., epsilon: _Optional[float] = ...) -> None: ...
+
+class SeedTarget(_message.Message):
+    __slots__ = ("user_id", "marginal_reach", "cumulative_reach", "cumulative_reach_ci_low", "cumulative_reach_ci_high", "community", "reasons")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    MARGINAL_REACH_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_REACH_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_REACH_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_REACH_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    COMMUNITY_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    marginal_reach: float
+    cumulative_reach: float
+    cumulative_reach_ci_low: float
+    cumulative_reach_ci_high: float
+    community: str
+    reasons: _containers.RepeatedCompositeFieldContainer[_reason_pb2.Reason]
+    def __init__(self, user_id: _Optional[str] = ..., marginal_reach: _Optional[float] = ..., cumulative_reach: _Optional[float] = ..., cumulative_reach_ci_low: _Optional[float] = ..., cumulative_reach_ci_high: _Optional[float] = ..., community: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_reason_pb2.Reason, _Mapping]]] = ...) -> None: ...
+
+class GetSeedTargetsResponse(_message.Message):
+    __slots__ = ("seeds", "expected_reach", "model_version")
+    SEEDS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REACH_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    seeds: _containers.RepeatedCompositeFieldContainer[SeedTarget]
+    expected_reach: float
+    model_version: str
+    def __init__(self, seeds: _Optional[_Iterable[_Union[SeedTarget, _Mapping]]] = ..., expected_reach: _Optional[float] = ..., model_version: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,169 @@
+"""Shared fixtures: a private Redis for the session, and throwaway Redis servers tests may kill.
+
+Tests run against a real redis-server, never a fake, so latency-free mocks cannot hide protocol bugs; fakes
+are only for injecting faults. Each test namespaces its keys with its own prefix.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+
+def free_port() -> int:
+    """A loopback TCP port nothing listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
+    """True when a Redis at ``url`` answers PING within ``timeout_s``."""
+    client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+    try:
+        return bool(client.ping())
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+
+
+class RedisProcess:
+    """A private, non-persistent ``redis-server`` on a fixed loopback port.
+
+    The port stays the same across :meth:`kill` and :meth:`start`, so a store opened on :attr:`url` sees the
+    outage and then the recovery, as after a real Redis restart (with its data gone: nothing is saved).
+
+    Args:
+        binary: path to ``redis-server``.
+        workdir: folder for the server's log and working directory.
+        port: TCP port on 127.0.0.1. (default: a free one)
+    """
+
+    def __init__(self, binary: str, workdir: Path, port: int | None = None) -> None:
+        self.binary = binary
+        self.workdir = workdir
+        self.port = port or free_port()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def start(self, timeout_s: float = 10.0) -> RedisProcess:
+        """Start the server and wait until it answers PING; raise with its log if it does not."""
+        if self.running:
+            return self
+        log_path = self.workdir / f"redis-{self.port}.log"
+        cmd = [
+            self.binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.workdir),
+        ]
+        with log_path.open("ab") as log:
+            self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                break
+            if redis_answers(self.url, timeout_s=0.2):
+                return self
+            time.sleep(0.02)
+        self.kill()
+        raise RuntimeError(f"redis-server on port {self.port} did not start:\n{log_path.read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        """Stop the server abruptly (SIGKILL), like a crash; no-op when it is not running."""
+        self._stop(graceful=False)
+
+    def stop(self) -> None:
+        """Stop the server with SIGTERM; no-op when it is not running."""
+        self._stop(graceful=True)
+
+    def restart(self) -> RedisProcess:
+        """Kill and start again on the same port."""
+        self.kill()
+        return self.start()
+
+    def _stop(self, *, graceful: bool) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        if graceful:
+            proc.terminate()
+        else:
+            proc.kill()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+    def __repr__(self) -> str:
+        return f"RedisProcess(port={self.port}, running={self.running})"
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a Redis for this test session: a private redis-server, else ``$REDIS_URL``, else skip.
+
+    Shared by every test; isolate with a unique key prefix and never kill it (use
+    ``redis_process_factory`` for that).
+    """
+    binary = shutil.which("redis-server")
+    if binary is not None:
+        server = RedisProcess(binary, tmp_path_factory.mktemp("redis")).start()
+        yield server.url
+        server.stop()
+        return
+    env_url = os.environ.get("REDIS_URL")
+    if env_url and redis_answers(env_url):
+        yield env_url
+        return
+    reason = "redis-server is not on PATH"
+    reason += f" and REDIS_URL={env_url!r} does not answer" if env_url else " and REDIS_URL is not set"
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def dead_redis_url() -> str:
+    """A Redis URL on a loopback port where nothing listens: a store pointed here sees Redis down."""
+    return f"redis://127.0.0.1:{free_port()}/0"
+
+
+@pytest.fixture
+def redis_process_factory(tmp_path: Path) -> Iterator[Callable[[], RedisProcess]]:
+    """Factory of started private redis-servers that a test may kill and restart; all stopped at teardown."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.skip("redis-server is not on PATH; fault tests need their own server to kill")
+    servers: list[RedisProcess] = []
+
+    def start() -> RedisProcess:
+        server = RedisProcess(binary, tmp_path)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.kill()
