@@ -167,3 +167,43 @@ def redis_process_factory(tmp_path: Path) -> Iterator[Callable[[], RedisProcess]
     yield start
     for server in servers:
         server.kill()
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data`` beside the checkout; tests on real datasets skip with a reason without it."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real datasets not found at {SHARED_DATA} (../shared is absent)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small simulated world in the dataset-folder format (shared, read-only by convention)."""
+    from sharerank.training.simulate import simulate_world
+
+    out = tmp_path_factory.mktemp("world")
+    simulate_world(out, users=800, seed=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def registry(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path):
+    """A real MLflow sqlite store with one trained LightGCN version promoted to ``champion``.
+
+    Returns ``(settings, report)`` where report is what ``sharerank train`` prints.
+    """
+    from sharerank.config import Settings
+    from sharerank.training.pipeline import run_training
+    from sharerank.training.tracking import promote
+    from sharerank.training.train import TrainConfig
+
+    home = tmp_path_factory.mktemp("home")
+    settings = Settings(home=home, reload_poll_seconds=0)
+    report = run_training(tiny_world, settings, TrainConfig(epochs=6, embedding_dim=16, num_layers=2, lr=5e-3,
+                                                            batch_size=2048))
+    promote(settings, report["version"])
+    return settings, report

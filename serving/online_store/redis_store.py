@@ -12,6 +12,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.connection import parse_url
 from redis.retry import Retry
+
 from sharerank.serving.online_store.base import OnlineStore, OnlineStoreError, Purchase
 
 _NINETY_DAYS_S = 90 * 24 * 3600

@@ -16,6 +16,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from sharerank.serving.online_store import (
     InMemoryOnlineStore,
     OnlineStore,

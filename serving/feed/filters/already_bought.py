@@ -1,0 +1,16 @@
+"""Never show what the user bought (training history and live purchases)."""
+
+from __future__ import annotations
+
+from sharerank.serving.feed.filters.base import FilterResult, partition
+from sharerank.serving.feed.query import Candidate, FeedQuery
+
+
+class AlreadyBoughtFilter:
+    """Removes products in ``query.bought``. Sources exclude them in-search already; this filter is the
+    guarantee for every source, present and future."""
+
+    name = "AlreadyBought"
+
+    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> FilterResult:
+        return partition(candidates, lambda c: c.product not in query.bought)

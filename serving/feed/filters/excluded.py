@@ -1,0 +1,15 @@
+"""Never show products the caller excluded explicitly."""
+
+from __future__ import annotations
+
+from sharerank.serving.feed.filters.base import FilterResult, partition
+from sharerank.serving.feed.query import Candidate, FeedQuery
+
+
+class ExcludedFilter:
+    """Removes the request's ``exclude_product_ids``."""
+
+    name = "Excluded"
+
+    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> FilterResult:
+        return partition(candidates, lambda c: c.product not in query.exclude_products)

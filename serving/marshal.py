@@ -1,0 +1,98 @@
+"""Proto ↔ domain mapping: the one module that knows both the wire messages and the pipeline types."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from sharerank.serving.errors import invalid_argument
+from sharerank.serving.feed.pipeline import FeedPage
+from sharerank.serving.feed.query import Candidate
+from sharerank.v1 import feed_service_pb2, internal_pb2, reason_pb2
+
+MAX_PAGE_SIZE = 500
+
+
+@dataclass(frozen=True)
+class FeedRequest:
+    """A validated GetFeed request in domain terms (product ids still external)."""
+
+    user_id: str
+    page_size: int
+    offset: int
+    categories: frozenset[str]
+    exclude_product_ids: frozenset[str]
+    explain: bool
+    request_hash: int
+
+
+def parse_feed_request(request: feed_service_pb2.GetFeedRequest) -> FeedRequest:
+    """Validates a GetFeedRequest.
+
+    Raises:
+        ServiceError: INVALID_ARGUMENT naming the bad field.
+    """
+    user_id = request.user_id.strip()
+    if not user_id:
+        raise invalid_argument("user_id must be a non-empty string", "EMPTY_USER_ID")
+    if not 1 <= request.page_size <= MAX_PAGE_SIZE:
+        raise invalid_argument(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {request.page_size}",
+                               "PAGE_SIZE_OUT_OF_RANGE", page_size=str(request.page_size))
+    categories = frozenset(request.categories)
+    excluded = frozenset(request.exclude_product_ids)
+    request_hash = _request_hash(user_id, categories, excluded)
+    offset = 0
+    if request.page_token:
+        token = _decode_token(request.page_token)
+        if token.request_hash != request_hash:
+            raise invalid_argument("page_token was issued for a different user or filters; start from the first "
+                                   "page", "PAGE_TOKEN_MISMATCH")
+        offset = token.offset
+    return FeedRequest(user_id, request.page_size, offset, categories, excluded, request.explain, request_hash)
+
+
+def feed_response(page: FeedPage, request: FeedRequest, categories, products, model_version: str
+                  ) -> feed_service_pb2.GetFeedResponse:
+    next_token = ""
+    if page.has_more:
+        next_token = _encode_token(internal_pb2.FeedPageToken(
+            offset=request.offset + len(page.items), request_hash=request.request_hash,
+            model_version=model_version))
+    return feed_service_pb2.GetFeedResponse(
+        items=[_feed_item(c, categories, products, request.explain) for c in page.items],
+        next_page_token=next_token,
+        model_version=model_version,
+    )
+
+
+def _feed_item(candidate: Candidate, categories, products, explain: bool) -> feed_service_pb2.FeedItem:
+    reasons = [reason_pb2.Reason(kind=reason_pb2.ReasonKind.Value(f"REASON_KIND_{r.kind}"), text=r.text)
+               for r in candidate.reasons] if explain else []
+    return feed_service_pb2.FeedItem(product_id=products[candidate.product], score=candidate.score,
+                                     category=categories[candidate.product], reasons=reasons)
+
+
+def _request_hash(user_id: str, categories: frozenset[str], excluded: frozenset[str]) -> int:
+    digest = hashlib.blake2b(digest_size=8)
+    for part in (user_id, *sorted(categories), "\x00", *sorted(excluded)):
+        digest.update(part.encode())
+        digest.update(b"\x1f")
+    return int.from_bytes(digest.digest(), "little")
+
+
+def _encode_token(token: internal_pb2.FeedPageToken) -> str:
+    return base64.urlsafe_b64encode(token.SerializeToString()).decode()
+
+
+def _decode_token(text: str) -> internal_pb2.FeedPageToken:
+    try:
+        token = internal_pb2.FeedPageToken.FromString(base64.b64decode(text, altchars=b"-_", validate=True))
+    except (binascii.Error, DecodeError, ValueError):
+        raise invalid_argument("page_token is not a token this service issued", "INVALID_PAGE_TOKEN") from None
+    if token.offset < 0:
+        raise invalid_argument("page_token is not a token this service issued", "INVALID_PAGE_TOKEN")
+    return token

@@ -1,0 +1,78 @@
+"""gRPC servicers: thin handlers that parse, call one library function, and map the result or error.
+
+FeedService.GetFeed and AdminService work; the RPCs of later issues answer UNIMPLEMENTED through the
+generated base classes.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from sharerank.serving import marshal
+from sharerank.serving.errors import ServiceError, to_status
+from sharerank.serving.feed.pipeline import FeedPipeline
+from sharerank.serving.model_loader import LoadedModel, ModelHolder, ModelLoadError
+from sharerank.v1 import admin_service_pb2, admin_service_pb2_grpc, feed_service_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+
+def _serving_model(holder: ModelHolder, context: grpc.ServicerContext) -> LoadedModel:
+    model = holder.current
+    if model is None:
+        context.abort(grpc.StatusCode.UNAVAILABLE, "no model loaded yet; retry shortly")
+    return model
+
+
+class FeedService(feed_service_pb2_grpc.FeedServiceServicer):
+    """Personalised feeds from the serving model."""
+
+    def __init__(self, holder: ModelHolder, pipeline: FeedPipeline):
+        self.holder, self.pipeline = holder, pipeline
+
+    def GetFeed(self, request, context):
+        model = _serving_model(self.holder, context)  # read once: a swap never mixes two models
+        bundle = model.bundle
+        try:
+            parsed = marshal.parse_feed_request(request)
+        except ServiceError as error:
+            context.abort_with_status(to_status(error))
+        rows = bundle.product_rows
+        page = self.pipeline.run(
+            model=bundle, user_id=parsed.user_id, page_size=parsed.page_size, offset=parsed.offset,
+            categories=parsed.categories,
+            exclude_products=frozenset(rows[p] for p in parsed.exclude_product_ids if p in rows),
+            explain=parsed.explain)
+        return marshal.feed_response(page, parsed, bundle.category, bundle.products, model.version)
+
+
+class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
+    """Model information and reloads."""
+
+    def __init__(self, holder: ModelHolder):
+        self.holder = holder
+
+    def GetModelInfo(self, request, context):
+        model = _serving_model(self.holder, context)
+        bundle = model.bundle
+        load_time = Timestamp()
+        load_time.FromDatetime(model.load_time)
+        return admin_service_pb2.GetModelInfoResponse(
+            model_name=model.name, model_version=model.version, run_id=model.run_id,
+            model_type=bundle.model_type, user_count=len(bundle.users), product_count=len(bundle.products),
+            index_type=bundle.index.kind, data_fingerprint=str(bundle.info.get("data_fingerprint", "")),
+            load_time=load_time)
+
+    def ReloadModel(self, request, context):
+        try:
+            now, before = self.holder.load(request.model_version or None)
+        except ModelLoadError as exc:
+            current = self.holder.current
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                          f"{exc}; still serving version {current.version if current else 'none'}")
+        return admin_service_pb2.ReloadModelResponse(
+            model_version=now.version, previous_model_version=before.version if before else "",
+            changed=before is None or before.version != now.version)

@@ -1,0 +1,190 @@
+"""`sharerank` command line: results as JSON on stdout, progress and logs on stderr.
+
+Heavy libraries (torch, MLflow, FAISS) are imported inside the commands that need them, so `--help`
+and bad arguments answer at once. Bad input exits with code 2 and a one-line message, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+from sharerank.config import Settings
+
+app = typer.Typer(help="Feed ranking and KOC seeding for social e-commerce.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+stderr = Console(stderr=True)
+JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+class UsageError(Exception):
+    """Bad input from the user: reported in one line, exit code 2."""
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=stderr, show_path=False)], force=True)
+    for noisy in ("mlflow", "alembic", "urllib3", "numba"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def command(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Registers a command that maps bad input (our validation errors) to exit code 2."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from sharerank.training.dataset import DatasetError
+
+        try:
+            return func(*args, **kwargs)
+        except (UsageError, DatasetError, LookupError, ValueError, FileNotFoundError) as exc:
+            stderr.print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return app.command()(wrapper)
+
+
+def emit(result: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+    else:
+        Console().print_json(json.dumps(result, default=str))
+
+
+@contextmanager
+def progress_bar(description: str, total: float | None) -> Iterator[Callable[..., None]]:
+    """A rich progress bar on stderr; yields ``advance(completed=..., description=...)``."""
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+                  TimeElapsedColumn(), console=stderr, transient=False) as bar:
+        task = bar.add_task(description, total=total)
+
+        def advance(**fields: Any) -> None:
+            bar.update(task, **fields)
+
+        yield advance
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+    _setup_logging(verbose)
+
+
+@command
+def simulate(
+    out: Annotated[Path, typer.Option(help="Folder to write the world into.")],
+    users: Annotated[int, typer.Option(min=50, help="Number of users.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Generate a synthetic social-commerce world in the dataset-folder format, plus truth/."""
+    from sharerank.training.simulate import simulate_world
+
+    with progress_bar("simulate", 1.0) as advance:
+        summary = simulate_world(out, users=users, seed=seed,
+                                 progress=lambda stage, frac: advance(completed=frac, description=stage))
+    emit({"out": str(out), **summary}, as_json)
+
+
+@app.command("import")
+def import_(
+    name: Annotated[str, typer.Argument(help="Dataset name: lastfm.")],
+    src: Annotated[Path, typer.Option(help="The dataset as published (e.g. ../shared/data/lastfm).")],
+    out: Annotated[Path, typer.Option(help="Folder to write the dataset folder into.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Convert a public dataset into the dataset folder format."""
+    from sharerank.training.importers import import_lastfm
+
+    importers = {"lastfm": import_lastfm}
+    if name not in importers:
+        stderr.print(f"[red]error:[/red] unknown dataset {name!r}; choose one of {sorted(importers)}")
+        raise typer.Exit(2)
+    if not src.is_dir():
+        stderr.print(f"[red]error:[/red] {src}: no such directory")
+        raise typer.Exit(2)
+    emit({"name": name, "out": str(out), "rows": importers[name](src, out)}, as_json)
+
+
+@command
+def train(
+    data: Annotated[Path, typer.Option(help="Dataset folder.")],
+    model: Annotated[str, typer.Option(help="Model architecture.")] = "lightgcn",
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = 50,
+    embedding_dim: Annotated[int, typer.Option(min=2)] = 64,
+    num_layers: Annotated[int, typer.Option(min=1)] = 3,
+    batch_size: Annotated[int, typer.Option(min=1)] = 4096,
+    lr: Annotated[float, typer.Option(min=0.0)] = 5e-3,
+    patience: Annotated[int, typer.Option(min=1, help="Epochs without validation gain before stopping.")] = 5,
+    max_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget for training.")] = None,
+    seed: int = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Train, log to MLflow and register a model version."""
+    from sharerank.training.pipeline import run_training
+    from sharerank.training.train import TrainConfig
+
+    config = TrainConfig(model=model, epochs=epochs, embedding_dim=embedding_dim, num_layers=num_layers,
+                         batch_size=batch_size, lr=lr, patience=patience, max_seconds=max_seconds, seed=seed)
+    with progress_bar("train", epochs) as advance:
+        def on_epoch(epoch: int, figures: dict[str, float]) -> None:
+            shown = " ".join(f"{k}={v:.4f}" for k, v in figures.items() if k != "epoch_seconds")
+            advance(completed=epoch, description=f"epoch {epoch} {shown}")
+
+        report = run_training(data, Settings(), config, on_epoch=on_epoch)
+    emit(report, as_json)
+
+
+@command
+def promote(
+    version: Annotated[str | None, typer.Option(help="Version to promote; default the newest.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Point the `champion` alias at a registered version."""
+    from sharerank.training.tracking import promote as promote_version
+
+    emit(promote_version(Settings(), version), as_json)
+
+
+@command
+def serve(
+    port: Annotated[int | None, typer.Option(help="Port to listen on (default from settings).")] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+) -> None:
+    """Serve the champion model over gRPC until interrupted."""
+    from sharerank.serving.online_store import open_online_store
+    from sharerank.serving.server import create_server, serve_forever
+
+    settings = Settings()
+    updates = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
+    settings = settings.model_copy(update=updates)
+    store = open_online_store(settings.resolved_redis_url, fallback_to_memory=settings.redis_url is None)
+    server = create_server(settings, store)
+    stderr.print(f"sharerank serving on {settings.host}:{server.port} "
+                 f"(model {server.holder.current.version if server.holder.current else 'none'}, store {store!r})")
+    serve_forever(server)
+
+
+@command
+def demo(
+    users: Annotated[int, typer.Option(min=100, help="Users in the simulated world.")] = 3000,
+    epochs: Annotated[int, typer.Option(min=1)] = 40,
+    seed: int = 7,
+) -> None:
+    """End to end on an embedded default: simulate, train, register, promote, serve, ask for three feeds."""
+    from sharerank.demo import run_demo
+
+    emit(run_demo(Settings(), users=users, epochs=epochs, seed=seed, progress=progress_bar), as_json=True)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,217 @@
+"""The gRPC server on a loopback port, serving a model from a real MLflow registry."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from sharerank.serving.errors import error_info
+from sharerank.serving.online_store import InMemoryOnlineStore, OnlineStore, Purchase, RedisSettings, open_online_store
+from sharerank.serving.server import SERVICE_NAMES, Server, create_server
+from sharerank.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    event_service_pb2,
+    event_service_pb2_grpc,
+    feed_service_pb2,
+    feed_service_pb2_grpc,
+    seeding_service_pb2,
+    seeding_service_pb2_grpc,
+)
+
+
+@pytest.fixture(params=["memory", "redis"])
+def store(request, redis_url: str) -> Iterator[OnlineStore]:
+    if request.param == "memory":
+        yield InMemoryOnlineStore()
+        return
+    store = open_online_store(redis_url, settings=RedisSettings(key_prefix=f"sr:test-server-{id(request)}:"))
+    yield store
+    store.clear()
+    store.close()
+
+
+@pytest.fixture
+def server(registry, store: OnlineStore) -> Iterator[Server]:
+    settings, _ = registry
+    server = create_server(settings, store, address="127.0.0.1:0")
+    yield server
+    server.stop(grace=None)
+
+
+@pytest.fixture
+def channel(server: Server) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield channel
+
+
+@pytest.fixture
+def feed(channel: grpc.Channel) -> feed_service_pb2_grpc.FeedServiceStub:
+    return feed_service_pb2_grpc.FeedServiceStub(channel)
+
+
+def get_feed(stub, user_id: str, page_size: int = 20, **kwargs) -> feed_service_pb2.GetFeedResponse:
+    return stub.GetFeed(feed_service_pb2.GetFeedRequest(user_id=user_id, page_size=page_size, **kwargs), timeout=10)
+
+
+def known_user(server: Server, rank: int = 0) -> str:
+    bundle = server.holder.current.bundle
+    counts = bundle.history.getnnz(axis=1)
+    return str(bundle.users[counts.argsort()[::-1][rank]])
+
+
+def test_feed_for_a_known_user_never_shows_what_they_bought(server: Server, feed, registry) -> None:
+    _, report = registry
+    user = known_user(server)
+    response = get_feed(feed, user, page_size=50)
+    bundle = server.holder.current.bundle
+    bought = {bundle.products[p] for p in bundle.bought(bundle.user_rows[user])}
+    ids = [item.product_id for item in response.items]
+    assert len(ids) == 50 and len(set(ids)) == 50
+    assert not bought & set(ids)
+    assert response.model_version == report["version"]
+    assert [i.score for i in response.items] == sorted((i.score for i in response.items), reverse=True)
+
+
+def test_live_purchase_disappears_from_the_next_feed(server: Server, feed, store: OnlineStore) -> None:
+    user = known_user(server, rank=1)
+    first = get_feed(feed, user).items[0].product_id
+    store.record_purchases([Purchase(user, first, 1.7e9)])
+    assert first not in {item.product_id for item in get_feed(feed, user).items}
+
+
+def test_unknown_user_gets_popular_products(server: Server, feed) -> None:
+    response = get_feed(feed, "never-seen-before", page_size=10, explain=True)
+    bundle = server.holder.current.bundle
+    in_stock_popular = [bundle.products[p] for p in bundle.popular_order if bundle.in_stock[p]][:10]
+    assert [item.product_id for item in response.items] == in_stock_popular
+    assert all(item.reasons and item.reasons[0].text.startswith("popular") for item in response.items)
+
+
+def test_out_of_stock_products_are_never_served(server: Server, feed) -> None:
+    bundle = server.holder.current.bundle
+    out = {bundle.products[p] for p in range(len(bundle.products)) if not bundle.in_stock[p]}
+    assert out, "the simulated catalogue should have out-of-stock products"
+    for user in (known_user(server), "never-seen-before"):
+        assert not out & {i.product_id for i in get_feed(feed, user, page_size=200).items}
+
+
+def test_pages_do_not_repeat_and_end(server: Server, feed) -> None:
+    user = known_user(server)
+    seen: list[str] = []
+    token = ""
+    for _ in range(4):
+        response = get_feed(feed, user, page_size=7, page_token=token)
+        seen += [item.product_id for item in response.items]
+        token = response.next_page_token
+        assert token
+    assert len(seen) == len(set(seen)) == 28
+    one_page = [item.product_id for item in get_feed(feed, user, page_size=28).items]
+    assert seen == one_page
+
+
+def test_category_and_exclusion_filters(server: Server, feed) -> None:
+    user = known_user(server)
+    bundle = server.holder.current.bundle
+    category = str(bundle.category[bundle.popular_order[0]])
+    response = get_feed(feed, user, categories=[category])
+    assert response.items and all(item.category == category for item in response.items)
+    first = get_feed(feed, user).items[0].product_id
+    excluded = get_feed(feed, user, exclude_product_ids=[first, "not-a-product"])
+    assert first not in {item.product_id for item in excluded.items}
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "reason"),
+    [
+        ({"user_id": "", "page_size": 10}, "EMPTY_USER_ID"),
+        ({"user_id": "   ", "page_size": 10}, "EMPTY_USER_ID"),
+        ({"user_id": "u1", "page_size": 0}, "PAGE_SIZE_OUT_OF_RANGE"),
+        ({"user_id": "u1", "page_size": 501}, "PAGE_SIZE_OUT_OF_RANGE"),
+        ({"user_id": "u1", "page_size": -3}, "PAGE_SIZE_OUT_OF_RANGE"),
+        ({"user_id": "u1", "page_size": 5, "page_token": "%%%"}, "INVALID_PAGE_TOKEN"),
+    ],
+)
+def test_bad_requests_are_invalid_argument(feed, kwargs, reason: str) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        feed.GetFeed(feed_service_pb2.GetFeedRequest(**kwargs), timeout=10)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert err.value.details()
+    info = error_info(err.value)
+    assert info is not None and info.reason == reason and info.domain == "sharerank.v1"
+
+
+def test_page_token_reused_with_other_filters_is_rejected(server: Server, feed) -> None:
+    user = known_user(server)
+    token = get_feed(feed, user, page_size=5).next_page_token
+    with pytest.raises(grpc.RpcError) as err:
+        get_feed(feed, user, page_size=5, page_token=token, categories=["Books"])
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert error_info(err.value).reason == "PAGE_TOKEN_MISMATCH"
+
+
+def test_model_info(channel, registry) -> None:
+    settings, report = registry
+    info = admin_service_pb2_grpc.AdminServiceStub(channel).GetModelInfo(admin_service_pb2.GetModelInfoRequest())
+    assert info.model_name == settings.model_name and info.model_version == report["version"]
+    assert info.run_id == report["run_id"] and info.model_type == "lightgcn"
+    assert info.index_type == "Flat" and info.user_count > 0 and info.product_count > 0
+    assert info.data_fingerprint == report["data_fingerprint"] and info.load_time.seconds > 0
+
+
+def test_later_rpcs_are_unimplemented(channel) -> None:
+    calls = [
+        lambda: feed_service_pb2_grpc.FeedServiceStub(channel).GetSimilarProducts(
+            feed_service_pb2.GetSimilarProductsRequest(product_id="p1", page_size=5)),
+        lambda: seeding_service_pb2_grpc.SeedingServiceStub(channel).GetSeedTargets(
+            seeding_service_pb2.GetSeedTargetsRequest(category="Beauty", budget=5)),
+        lambda: event_service_pb2_grpc.EventServiceStub(channel).RecordEvents(
+            event_service_pb2.RecordEventsRequest()),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as err:
+            call()
+        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def test_health_and_reflection(channel) -> None:
+    health = health_pb2_grpc.HealthStub(channel)
+    for service in ("", *SERVICE_NAMES):
+        response = health.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+        assert response.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    responses = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+    listed = {s.name for r in responses for s in r.list_services_response.service}
+    assert set(SERVICE_NAMES) <= listed and "grpc.health.v1.Health" in listed
+
+
+def test_feed_keeps_answering_with_the_online_store_down(registry, dead_redis_url: str) -> None:
+    settings, report = registry
+    server = create_server(settings, open_online_store(dead_redis_url), address="127.0.0.1:0")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            stub = feed_service_pb2_grpc.FeedServiceStub(channel)
+            response = get_feed(stub, known_user(server), page_size=10)
+            assert len(response.items) == 10 and response.model_version == report["version"]
+    finally:
+        server.stop(grace=None)
+
+
+def test_server_without_a_champion_is_not_serving(tmp_path) -> None:
+    from sharerank.config import Settings
+
+    server = create_server(Settings(home=tmp_path, reload_poll_seconds=0), InMemoryOnlineStore(),
+                           address="127.0.0.1:0")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=""))
+            assert status.status == health_pb2.HealthCheckResponse.NOT_SERVING
+            with pytest.raises(grpc.RpcError) as err:
+                get_feed(feed_service_pb2_grpc.FeedServiceStub(channel), "u1")
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        server.stop(grace=None)
