@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(VENV)/bin/sharerank demo
+	@$(VENV)/bin/sharerank demo
 
 test: $(STAMP)
 	$(PYTHON) -m pytest -q

@@ -54,7 +54,7 @@ def build_graph(dataset: Dataset, train: Interactions) -> HeteroData:
         s = dataset.shares
         data[SHARED].edge_index = torch.from_numpy(np.stack([s.sharer, s.recipient]))
         data[SHARED].product = torch.from_numpy(s.product)
-        data[SHARED].time = torch.from_numpy(s.ts)
+        data[SHARED].time = torch.tensor(s.ts)  # a copy: arrow-backed arrays are read-only
     if dataset.social is not None:
         data[FOLLOWS].edge_index = torch.from_numpy(np.stack([dataset.social.src, dataset.social.dst]))
         data[FOLLOWS].edge_weight = torch.from_numpy(dataset.social.value.astype(np.float32))

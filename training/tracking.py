@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,14 +53,18 @@ def log_bundle_model(bundle_dir: Path, settings: Settings) -> RegisteredModel:
     run = mlflow.active_run()
     if run is None:
         raise RuntimeError("log_bundle_model needs an active MLflow run")
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=pyfunc.__file__,  # models from code: no pickled object in the registry
-        artifacts={pyfunc.BUNDLE_ARTIFACT: str(bundle_dir)},
-        signature=pyfunc.SIGNATURE,
-        pip_requirements=PIP_REQUIREMENTS,
-        registered_model_name=settings.model_name,
-    )
+    with warnings.catch_warnings():
+        # The signature documents the input; an input example would make MLflow load and run the model
+        # while logging, which costs seconds to minutes on a large catalogue.
+        warnings.filterwarnings("ignore", message=".*input example was not provided")
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=pyfunc.__file__,  # models from code: no pickled object in the registry
+            artifacts={pyfunc.BUNDLE_ARTIFACT: str(bundle_dir)},
+            signature=pyfunc.SIGNATURE,
+            pip_requirements=PIP_REQUIREMENTS,
+            registered_model_name=settings.model_name,
+        )
     version = str(info.registered_model_version)
     log.info("registered %s version %s from run %s", settings.model_name, version, run.info.run_id)
     return RegisteredModel(run_id=run.info.run_id, version=version, model_uri=info.model_uri)

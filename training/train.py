@@ -23,7 +23,7 @@ from torch import Tensor
 from sharerank.models.lightgcn import LightGCN
 from sharerank.models.propagation import bipartite_adjacency
 from sharerank.training.dataset import Dataset
-from sharerank.training.graph import interaction_matrix, unique_pairs
+from sharerank.training.graph import PURCHASED, build_graph, interaction_matrix
 from sharerank.training.metrics import evaluate_ranking, rank_top_k
 from sharerank.training.split import Split
 
@@ -105,8 +105,10 @@ def train_model(dataset: Dataset, split: Split, config: TrainConfig,
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     num_users, num_products = dataset.num_users, dataset.num_products
-    users, products = unique_pairs(split.train)
-    adj = bipartite_adjacency(torch.from_numpy(users), torch.from_numpy(products), num_users, num_products)
+    graph = build_graph(dataset, split.train)
+    users, products = graph[PURCHASED].edge_index
+    adj = bipartite_adjacency(users, products, num_users, num_products)
+    users, products = users.numpy(), products.numpy()
     bought = interaction_matrix(split.train, num_users, num_products)
     valid_matrix = interaction_matrix(split.valid, num_users, num_products)
     valid_users = np.flatnonzero(np.diff(valid_matrix.indptr))
