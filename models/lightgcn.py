@@ -6,8 +6,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.nn import Embedding
+from torch_geometric.data import HeteroData
 
-from sharerank.models.propagation import spmm_symmetric
+from sharerank.models.propagation import bipartite_adjacency, spmm_symmetric
+from sharerank.training.graph import PURCHASED
 
 __all__ = ["LightGCN"]
 
@@ -42,6 +44,7 @@ class LightGCN(torch.nn.Module):
         alpha (float or torch.Tensor, optional): The layer weights :math:`\alpha_l`, a scalar for
             all layers or a vector of length :obj:`num_layers + 1`. If :obj:`None`, the layer mean
             :math:`\alpha_l = 1 / (L + 1)` of the paper. (default: :obj:`None`)
+        reg_weight (float, optional): :math:`L_2` strength used by :meth:`loss`. (default: :obj:`1e-4`)
 
     Shapes:
         - **input:** normalised adjacency :math:`(U + P, U + P)`, sparse CSR
@@ -55,6 +58,7 @@ class LightGCN(torch.nn.Module):
         embedding_dim: int = 64,
         num_layers: int = 3,
         alpha: float | Tensor | None = None,
+        reg_weight: float = 1e-4,
     ) -> None:
         super().__init__()
         if num_layers < 0:
@@ -64,6 +68,7 @@ class LightGCN(torch.nn.Module):
         self.num_products = num_products
         self.embedding_dim = embedding_dim
         self.num_layers = num_layers
+        self.reg_weight = reg_weight
 
         if alpha is None:
             alpha = 1.0 / (num_layers + 1)
@@ -111,6 +116,20 @@ class LightGCN(torch.nn.Module):
 
         user_out, product_out = out.split([self.num_users, self.num_products])
         return user_out, product_out
+
+    def prepare(self, graph: HeteroData) -> Tensor:
+        """The normalised purchase adjacency of ``graph``, built once per training run."""
+        users, products = graph[PURCHASED].edge_index
+        return bipartite_adjacency(users, products, self.num_users, self.num_products)
+
+    def loss(self, adj: Tensor, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        """BPR loss of a mini-batch; ``neg`` is ``(B, n)`` sampled products, each paired with its row."""
+        n = neg.size(1)
+        users, pos, neg = users.repeat_interleave(n), pos.repeat_interleave(n), neg.reshape(-1)
+        user_out, product_out = self(adj)
+        return self.recommendation_loss(
+            user_out[users], product_out[pos], product_out[neg], self.user_embedding.weight[users],
+            self.product_embedding.weight[pos], self.product_embedding.weight[neg], reg_weight=self.reg_weight)
 
     @torch.no_grad()
     def get_embedding(self, adj: Tensor) -> tuple[Tensor, Tensor]:

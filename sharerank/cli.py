@@ -98,22 +98,21 @@ def simulate(
 
 @app.command("import")
 def import_(
-    name: Annotated[str, typer.Argument(help="Dataset name: lastfm.")],
+    name: Annotated[str, typer.Argument(help="Dataset name (see ../shared/data/README.md).")],
     src: Annotated[Path, typer.Option(help="The dataset as published (e.g. ../shared/data/lastfm).")],
     out: Annotated[Path, typer.Option(help="Folder to write the dataset folder into.")],
     as_json: JsonOption = False,
 ) -> None:
     """Convert a public dataset into the dataset folder format."""
-    from sharerank.training.importers import import_lastfm
+    from sharerank.training.importers import IMPORTERS
 
-    importers = {"lastfm": import_lastfm}
-    if name not in importers:
-        stderr.print(f"[red]error:[/red] unknown dataset {name!r}; choose one of {sorted(importers)}")
+    if name not in IMPORTERS:
+        stderr.print(f"[red]error:[/red] unknown dataset {name!r}; choose one of {sorted(IMPORTERS)}")
         raise typer.Exit(2)
     if not src.is_dir():
         stderr.print(f"[red]error:[/red] {src}: no such directory")
         raise typer.Exit(2)
-    emit({"name": name, "out": str(out), "rows": importers[name](src, out)}, as_json)
+    emit({"name": name, "out": str(out), "rows": IMPORTERS[name](src, out)}, as_json)
 
 
 @command

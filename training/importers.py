@@ -7,7 +7,7 @@ written as strings exactly as they appear in the source.
 from __future__ import annotations
 
 import csv
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -22,6 +22,11 @@ def import_lastfm(src: str | Path, out: str | Path) -> dict[str, int]:
         "social": _copy_pairs(src / "trust.txt", out / "social.csv", ("src_id", "dst_id")),
     }
     return counts
+
+
+IMPORTERS: dict[str, Callable[[str | Path, str | Path], dict[str, int]]] = {
+    "lastfm": import_lastfm,
+}
 
 
 def _pairs(path: Path) -> Iterator[tuple[str, str]]:

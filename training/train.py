@@ -13,15 +13,15 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 from torch import Tensor
+from torch_geometric.data import HeteroData
 
 from sharerank.models.lightgcn import LightGCN
-from sharerank.models.propagation import bipartite_adjacency
 from sharerank.training.dataset import Dataset
 from sharerank.training.graph import PURCHASED, build_graph, interaction_matrix
 from sharerank.training.metrics import evaluate_ranking, rank_top_k
@@ -30,16 +30,19 @@ from sharerank.training.split import Split
 log = logging.getLogger(__name__)
 
 
-class EmbeddingModel(Protocol):
-    """What the loop needs of a model: ego embedding tables, final embeddings from the graph, a loss."""
+class GraphModel(Protocol):
+    """What the loop needs of a model.
 
-    user_embedding: torch.nn.Embedding
-    product_embedding: torch.nn.Embedding
+    ``prepare`` turns the training graph into whatever ``forward`` propagates over (normalised sparse
+    matrices, built once); ``forward`` gives the final user and product embeddings; ``loss`` scores one
+    mini-batch of users, their bought products and ``num_negatives`` sampled products per row.
+    """
 
-    def forward(self, adj: Tensor) -> tuple[Tensor, Tensor]: ...
+    def prepare(self, graph: HeteroData) -> Any: ...
 
-    def recommendation_loss(self, user_emb: Tensor, pos_emb: Tensor, neg_emb: Tensor, ego_user: Tensor,
-                            ego_pos: Tensor, ego_neg: Tensor, reg_weight: float) -> Tensor: ...
+    def forward(self, inputs: Any) -> tuple[Tensor, Tensor]: ...
+
+    def loss(self, inputs: Any, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -53,9 +56,11 @@ class TrainConfig:
     batch_size: int = 4096
     lr: float = 5e-3
     reg_weight: float = 1e-4
+    num_negatives: int = 1  # sampled non-bought products per positive pair
     patience: int = 5  # epochs without a better validation Recall@20 before stopping
     max_seconds: float | None = None  # wall-clock budget for the whole loop
     seed: int = 0
+    model_params: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments of the model
 
 
 @dataclass
@@ -74,24 +79,27 @@ class TrainResult:
         return float(np.median(times)) if times else float("nan")
 
 
-MODELS: dict[str, Callable[[int, int, TrainConfig], EmbeddingModel]] = {
-    "lightgcn": lambda u, p, c: LightGCN(u, p, embedding_dim=c.embedding_dim, num_layers=c.num_layers),
+MODELS: dict[str, Callable[[int, int, TrainConfig], GraphModel]] = {
+    "lightgcn": lambda u, p, c: LightGCN(u, p, embedding_dim=c.embedding_dim, num_layers=c.num_layers,
+                                         reg_weight=c.reg_weight, **c.model_params),
 }
 
 
-def sample_negatives(users: np.ndarray, bought: sp.csr_matrix, rng: np.random.Generator,
+def sample_negatives(users: np.ndarray, bought: sp.csr_matrix, rng: np.random.Generator, num: int = 1,
                      max_rounds: int = 20) -> np.ndarray:
-    """One uniformly random product per user that the user did not buy (rejection sampling, vectorised)."""
+    """``num`` uniformly random products per user that the user did not buy, shape ``(len(users), num)``
+    (rejection sampling, vectorised)."""
     num_products = bought.shape[1]
-    neg = rng.integers(0, num_products, size=len(users))
-    pending = np.arange(len(users))
+    rows = np.repeat(users, num)
+    neg = rng.integers(0, num_products, size=len(rows))
+    pending = np.arange(len(rows))
     for _ in range(max_rounds):
-        hit = np.asarray(bought[users[pending], neg[pending]]).ravel() > 0
+        hit = np.asarray(bought[rows[pending], neg[pending]]).ravel() > 0
         pending = pending[hit]
         if len(pending) == 0:
             break
         neg[pending] = rng.integers(0, num_products, size=len(pending))
-    return neg
+    return neg.reshape(len(users), num)
 
 
 def train_model(dataset: Dataset, split: Split, config: TrainConfig,
@@ -106,24 +114,23 @@ def train_model(dataset: Dataset, split: Split, config: TrainConfig,
     rng = np.random.default_rng(config.seed)
     num_users, num_products = dataset.num_users, dataset.num_products
     graph = build_graph(dataset, split.train)
-    users, products = graph[PURCHASED].edge_index
-    adj = bipartite_adjacency(users, products, num_users, num_products)
-    users, products = users.numpy(), products.numpy()
+    users, products = (t.numpy() for t in graph[PURCHASED].edge_index)
     bought = interaction_matrix(split.train, num_users, num_products)
     valid_matrix = interaction_matrix(split.valid, num_users, num_products)
     valid_users = np.flatnonzero(np.diff(valid_matrix.indptr))
 
     model = MODELS[config.model](num_users, num_products, config)
+    inputs = model.prepare(graph)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     best = (-1.0, 0, copy.deepcopy(model.state_dict()))
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        loss = _train_epoch(model, optimizer, adj, users, products, bought, config, rng)
+        loss = _train_epoch(model, optimizer, inputs, users, products, bought, config, rng)
         figures = {"loss": loss, "epoch_seconds": time.perf_counter() - t0}
         if len(valid_users):
-            user_emb, product_emb = _embeddings(model, adj)
+            user_emb, product_emb = _embeddings(model, inputs)
             top = rank_top_k(user_emb, product_emb, torch.from_numpy(valid_users), bought, 20)
             scores = evaluate_ranking(top, valid_matrix, valid_users, num_products,
                                       np.asarray(bought.sum(axis=0)).ravel(), ks=(20,))
@@ -144,26 +151,23 @@ def train_model(dataset: Dataset, split: Split, config: TrainConfig,
             log.info("time budget of %.0f s spent at epoch %d", config.max_seconds, epoch)
             break
     model.load_state_dict(best[2])
-    user_emb, product_emb = _embeddings(model, adj)
+    user_emb, product_emb = _embeddings(model, inputs)
     return TrainResult(model, user_emb.numpy(), product_emb.numpy(), best_epoch=best[1], history=history)
 
 
-def _train_epoch(model: EmbeddingModel, optimizer: torch.optim.Optimizer, adj: Tensor, users: np.ndarray,
+def _train_epoch(model: GraphModel, optimizer: torch.optim.Optimizer, inputs: Any, users: np.ndarray,
                  products: np.ndarray, bought: sp.csr_matrix, config: TrainConfig,
                  rng: np.random.Generator) -> float:
     model.train()
     order = rng.permutation(len(users))
-    negatives = sample_negatives(users[order], bought, rng)
+    negatives = sample_negatives(users[order], bought, rng, config.num_negatives)
     total, batches = 0.0, 0
     for start in range(0, len(order), config.batch_size):
         idx = order[start:start + config.batch_size]
         u = torch.from_numpy(users[idx])
         pos = torch.from_numpy(products[idx])
         neg = torch.from_numpy(negatives[start:start + config.batch_size])
-        user_emb, product_emb = model(adj)
-        ego_user, ego_product = model.user_embedding.weight, model.product_embedding.weight
-        loss = model.recommendation_loss(user_emb[u], product_emb[pos], product_emb[neg], ego_user[u],
-                                         ego_product[pos], ego_product[neg], reg_weight=config.reg_weight)
+        loss = model.loss(inputs, u, pos, neg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -173,6 +177,6 @@ def _train_epoch(model: EmbeddingModel, optimizer: torch.optim.Optimizer, adj: T
 
 
 @torch.no_grad()
-def _embeddings(model: torch.nn.Module, adj: Tensor) -> tuple[Tensor, Tensor]:
+def _embeddings(model: GraphModel, inputs: Any) -> tuple[Tensor, Tensor]:
     model.eval()
-    return model(adj)
+    return model(inputs)
