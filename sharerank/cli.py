@@ -144,6 +144,88 @@ def train(
     emit(report, as_json)
 
 
+def _parse_models(text: str | None) -> list[str]:
+    from sharerank.training.evaluate import model_names
+
+    known = model_names()
+    names = known if not text else [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(known)}")
+    return names
+
+
+def _results_table(report: dict[str, Any], k: int) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"{report['data']} — {report['test_users']} test users, all products ranked")
+    columns = [f"Recall@{k}", f"NDCG@{k}", f"HitRate@{k}", f"Coverage@{k}", f"LongTail@{k}"]
+    for column in ("model", *columns, "fit s"):
+        table.add_column(column, justify="left" if column == "model" else "right")
+    for name, result in report["models"].items():
+        if "skipped" in result:
+            table.add_row(name, *(["—"] * len(columns)), f"skipped: {result['skipped'][:60]}")
+        else:
+            metrics = result["metrics"]
+            table.add_row(name, *(f"{metrics[c]:.4f}" for c in columns), f"{result['fit_seconds']:.1f}")
+    return table
+
+
+@command
+def eval(  # noqa: A001 - the command is called eval
+    data: Annotated[Path, typer.Option(help="Dataset folder.")],
+    k: Annotated[int, typer.Option(min=1, max=1000, help="Cut-off of the ranking metrics.")] = 20,
+    models: Annotated[str | None, typer.Option(help="Comma-separated models; default all.")] = None,
+    max_seconds: Annotated[float | None, typer.Option(help="Training budget per graph model (s).")] = None,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Maximum epochs per graph model.")] = None,
+    refit: Annotated[bool, typer.Option(help="Retrain graph models on train+validation.")] = True,
+    seed: int = 0,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON report here.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Score every model on the same split: Recall/NDCG/hit rate, coverage, long-tail share; logged to MLflow."""
+    from dataclasses import replace
+
+    from sharerank.training.pipeline import run_evaluation
+    from sharerank.training.train import MODELS, default_config
+
+    names = _parse_models(models)
+    overrides = {key: v for key, v in {"max_seconds": max_seconds, "epochs": epochs}.items() if v is not None}
+    configs = {n: replace(default_config(n), **overrides) for n in names if n in MODELS}
+    with progress_bar("eval", len(names)) as advance:
+        done = []
+
+        def on_model(name: str, result: dict[str, Any]) -> None:
+            done.append(name)
+            advance(completed=len(done), description=f"eval: {name} done")
+
+        def on_epoch(name: str, epoch: int, figures: dict[str, float]) -> None:
+            advance(description=f"eval: {name} epoch {epoch} val_recall@20={figures.get('val_recall_20', 0):.4f}")
+
+        report = run_evaluation(data, Settings(), names, k=k, seed=seed, configs=configs, refit=refit,
+                                on_model=on_model, on_epoch=on_epoch)
+    stderr.print(_results_table(report, k))
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2))
+    emit(report, as_json)
+
+
+@command
+def recommend(
+    data: Annotated[Path, typer.Option(help="Dataset folder.")],
+    k: Annotated[int, typer.Option(min=1, max=1000, help="List length per user.")] = 20,
+    model: Annotated[str, typer.Option(help="Model to fit (see `sharerank eval`).")] = "sharegnn",
+    out: Annotated[Path, typer.Option(help="CSV file: user_id,product_id,rank,score.")] = Path("recommendations.csv"),
+    seed: int = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Write the top-K list of every test user, the same lists `eval` scores."""
+    from sharerank.training.pipeline import run_recommend
+
+    (name,) = _parse_models(model)
+    emit(run_recommend(data, name, k, out, seed=seed), as_json)
+
+
 @command
 def promote(
     version: Annotated[str | None, typer.Option(help="Version to promote; default the newest.")] = None,

@@ -107,3 +107,72 @@ def run_training(data_dir: str | Path, settings: Settings, config: TrainConfig,
     return {"run_id": registered.run_id, "model_name": settings.model_name, "version": registered.version,
             "model_uri": registered.model_uri, "data_fingerprint": dataset.fingerprint,
             "metrics": metrics, "seconds": time.perf_counter() - started}
+
+
+def run_evaluation(data_dir: str | Path, settings: Settings, names: list[str], *, k: int = 20, seed: int = 0,
+                   configs: dict[str, TrainConfig] | None = None, refit: bool = True,
+                   on_model: Callable[[str, dict[str, Any]], None] | None = None,
+                   on_epoch: Callable[[str, int, dict[str, float]], None] | None = None) -> dict[str, Any]:
+    """`sharerank eval`: every named model on one split, one MLflow run per model under a parent run."""
+    import mlflow
+
+    from sharerank.training.evaluate import evaluate
+    from sharerank.training.train import MODELS, default_config
+
+    configs = {n: (configs or {}).get(n) or default_config(n) for n in names if n in MODELS}
+    dataset = load_dataset(data_dir)
+    split = split_dataset(dataset, seed=seed)
+    experiment_id = connect(settings)
+    summary = dataset.summary()
+    name = Path(data_dir).resolve().name
+    with mlflow.start_run(experiment_id=experiment_id, run_name=f"eval-{name}") as parent:
+        mlflow.log_params({"data_dir": str(Path(data_dir).resolve()), "k": k, "seed": seed, "refit": refit,
+                           "models": ",".join(names), **{f"data_{key}": v for key, v in summary.items()}})
+        mlflow.set_tags({"data_fingerprint": dataset.fingerprint, "kind": "evaluation"})
+
+        results: dict[str, Any] = {}
+        for model in names:
+            with mlflow.start_run(experiment_id=experiment_id, run_name=f"eval-{name}-{model}", nested=True):
+                mlflow.set_tags({"data_fingerprint": dataset.fingerprint, "kind": "evaluation", "model": model})
+                if model in configs:
+                    mlflow.log_params(asdict(configs[model]))
+
+                def record_epoch(model: str, epoch: int, figures: dict[str, float]) -> None:
+                    mlflow.log_metrics(figures, step=epoch)  # training curves, readable back from MLflow
+                    if on_epoch is not None:
+                        on_epoch(model, epoch, figures)
+
+                result = evaluate(dataset, split, [model], k=k, configs=configs, refit=refit,
+                                  on_epoch=record_epoch)[model]
+                if "skipped" in result:
+                    mlflow.set_tag("skipped", result["skipped"][:500])
+                else:
+                    mlflow.log_metrics({**_metric_names("test_", result["metrics"]),
+                                        **{key: float(v) for key, v in result.items()
+                                           if key != "metrics" and isinstance(v, int | float)}})
+                results[model] = result
+            if on_model is not None:
+                on_model(model, result)
+    return {"data": str(data_dir), "data_fingerprint": dataset.fingerprint, "k": k, "seed": seed,
+            "test_users": int(len(np.unique(split.test.user))), "run_id": parent.info.run_id, "models": results}
+
+
+def run_recommend(data_dir: str | Path, model: str, k: int, out: str | Path, *, seed: int = 0,
+                  config: TrainConfig | None = None) -> dict[str, Any]:
+    """`sharerank recommend`: the top-k list of every test user, as eval scores it, as CSV."""
+    import csv
+
+    from sharerank.training.evaluate import fit_model, rank, test_users
+
+    dataset = load_dataset(data_dir)
+    split = split_dataset(dataset, seed=seed)
+    fitted = fit_model(model, dataset, split, config)
+    users, seen, _ = test_users(dataset, split)
+    top, scores = rank(fitted.scorer, users, seen, k)
+    with Path(out).open("w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["user_id", "product_id", "rank", "score"])
+        for user, products, values in zip(users, top, scores, strict=True):
+            for position, (product, value) in enumerate(zip(products, values, strict=True), start=1):
+                writer.writerow([dataset.users[user], dataset.products[product], position, f"{value:.6g}"])
+    return {"out": str(out), "model": model, "k": k, "users": int(len(users)), "rows": int(top.size)}

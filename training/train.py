@@ -85,6 +85,16 @@ MODELS: dict[str, Callable[[int, int, TrainConfig], GraphModel]] = {
 }
 
 
+DEFAULT_CONFIGS: dict[str, TrainConfig] = {
+    "lightgcn": TrainConfig(model="lightgcn", epochs=100, patience=8),
+}
+
+
+def default_config(model: str) -> TrainConfig:
+    """The tuned configuration of ``model`` (what ``sharerank eval`` uses unless told otherwise)."""
+    return DEFAULT_CONFIGS.get(model, TrainConfig(model=model))
+
+
 def sample_negatives(users: np.ndarray, bought: sp.csr_matrix, rng: np.random.Generator, num: int = 1,
                      max_rounds: int = 20) -> np.ndarray:
     """``num`` uniformly random products per user that the user did not buy, shape ``(len(users), num)``
