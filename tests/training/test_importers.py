@@ -1,0 +1,221 @@
+"""Importers of the real datasets in ../shared/data: row counts match ../shared/data/README.md and every output
+passes the dataset-folder reader. Each real import runs once per module; tiny hand-made sources cover the rows
+the format cannot hold (self-loops, self-shares, users without items)."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sharerank.training.dataset import Dataset, load_dataset
+from sharerank.training.importers import (
+    IMPORTERS,
+    import_beibei,
+    import_ciao,
+    import_gowalla,
+    import_lastfm,
+)
+
+
+def _read(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _import(name: str, shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Dataset]:
+    out = tmp_path_factory.mktemp(name)
+    counts = IMPORTERS[name](shared_data / name, out)
+    return out, counts, load_dataset(out)
+
+
+@pytest.fixture(scope="module")
+def ciao(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Dataset]:
+    return _import("ciao", shared_data, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def gowalla(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Dataset]:
+    return _import("gowalla", shared_data, tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def beibei(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict, Dataset]:
+    return _import("beibei", shared_data, tmp_path_factory)
+
+
+def test_registry_names_every_dataset() -> None:
+    assert set(IMPORTERS) == {"ciao", "lastfm", "gowalla", "beibei"}
+
+
+# --- Ciao -------------------------------------------------------------------------------------------------
+
+
+def test_ciao_counts_match_the_readme(ciao: tuple[Path, dict, Dataset]) -> None:
+    _, counts, dataset = ciao
+    assert counts["purchases"] == 284_086
+    assert counts["products"] == 105_114
+    assert counts["social"] == 111_781 - counts["social_self_loops_dropped"]
+    assert counts["social_self_loops_dropped"] == 0  # none in the published file
+    assert counts["purchases_repeated_pairs"] == 1_436  # rows repeating an earlier (user, product); kept
+    assert counts["products_multi_category"] == 101
+    assert (dataset.num_users, dataset.num_products, len(dataset.purchases)) == (7_375, 105_114, 284_086)
+    assert dataset.social is not None and len(dataset.social.src) == counts["social"]
+    assert dataset.test is None and dataset.shares is None
+
+
+def test_ciao_times_are_unix_seconds_in_file_order(ciao: tuple[Path, dict, Dataset]) -> None:
+    _, _, dataset = ciao
+    ts = dataset.purchases.ts
+    assert np.isfinite(ts).all() and (ts == np.round(ts)).all()
+    assert (np.diff(ts) >= 0).all()  # the published file is sorted by time; file order is kept
+    assert 957_139_200 <= ts.min() and ts.max() < 1_304_208_000  # 2000-05-01 .. 2011-05-01 UTC
+
+
+def test_ciao_categories_are_catalogue_names(ciao: tuple[Path, dict, Dataset], shared_data: Path) -> None:
+    out, _, dataset = ciao
+    catalogue = {}
+    for line in (shared_data / "ciao" / "catalog_ciao.txt").read_text(encoding="latin-1").splitlines():
+        key, _, name = line.strip().partition(" ")
+        catalogue[int(key)] = name.strip()
+    assert len(catalogue) == 28
+    assert set(dataset.category) <= set(catalogue.values())
+    assert {"Books", "DVDs", "Food & Drink"} <= set(dataset.category)
+    # product 636 is rated 16 times under category 8 and 3 times under 6: the most frequent wins
+    category = dict(zip(dataset.products.tolist(), dataset.category.tolist(), strict=True))
+    assert category["636"] == catalogue[8] == "Entertainment"
+    assert _read(out / "products.csv")[0] == {"product_id": "1", "category": "DVDs"}
+
+
+def test_ciao_timestamped_trust_file_can_be_chosen(shared_data: Path, tmp_path: Path) -> None:
+    counts = import_ciao(shared_data / "ciao", tmp_path, trust_file="trust_timestamp_version.mat")
+    assert counts["social"] == 57_544 and counts["social_self_loops_dropped"] == 0
+    assert load_dataset(tmp_path).num_users == 7_375
+    with pytest.raises(ValueError, match="trust_file"):
+        import_ciao(shared_data / "ciao", tmp_path, trust_file="nope.mat")
+
+
+def test_ciao_self_trust_is_dropped_and_counted(shared_data: Path, tmp_path: Path) -> None:
+    from scipy.io import savemat
+
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "catalog_ciao.txt").write_bytes(b"1 DVDs\r\n2 Books\r\n")
+    rating = np.array([[1, 10, 1, 5, 1, 100], [2, 10, 2, 4, 1, 200], [2, 11, 2, 3, 1, 300], [2, 10, 2, 1, 1, 400]])
+    savemat(src / "rating_with_timestamp.mat", {"rating": rating.astype(np.int32)})
+    savemat(src / "trustnetwork.mat", {"trustnetwork": np.array([[1, 2], [2, 2], [2, 1]], dtype=np.uint16)})
+    counts = import_ciao(src, tmp_path / "out")
+    assert counts == {"products": 2, "purchases": 4, "social": 2, "social_self_loops_dropped": 1,
+                      "social_repeated": 0, "purchases_repeated_pairs": 1, "products_multi_category": 1}
+    dataset = load_dataset(tmp_path / "out")
+    category = dict(zip(dataset.products.tolist(), dataset.category.tolist(), strict=True))
+    assert category == {"10": "Books", "11": "Books"}  # 10: Books twice, DVDs once
+
+
+# --- LastFM -----------------------------------------------------------------------------------------------
+
+
+def test_lastfm_counts_match_the_readme(shared_data: Path, tmp_path: Path) -> None:
+    counts = import_lastfm(shared_data / "lastfm", tmp_path)
+    assert counts == {"purchases": 74_267, "test": 18_567, "social": 25_434}
+    dataset = load_dataset(tmp_path)
+    assert (dataset.num_users, dataset.num_products) == (1_892, 17_632)
+
+
+# --- Gowalla ----------------------------------------------------------------------------------------------
+
+
+def test_gowalla_counts_match_the_readme(gowalla: tuple[Path, dict, Dataset]) -> None:
+    out, counts, dataset = gowalla
+    assert counts == {"purchases": 810_128, "test": 217_242, "train_users_without_items": 0,
+                      "test_users_without_items": 0}
+    assert (dataset.num_users, dataset.num_products) == (29_858, 40_981)
+    assert len(dataset.purchases) == 810_128 and dataset.test is not None and len(dataset.test) == 217_242
+    assert np.isnan(dataset.purchases.ts).all()  # no times: the given test.csv is the hold-out
+    assert not (out / "products.csv").exists()
+    assert len(np.unique(dataset.test.user)) == 29_858
+
+
+def test_gowalla_user_without_items_is_counted(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "train.txt").write_text("0 1 2 3\n1\n2 3  \n")
+    (src / "test.txt").write_text("0 4\n1 2\n2\n")
+    counts = import_gowalla(src, tmp_path / "out")
+    assert counts == {"purchases": 4, "test": 2, "train_users_without_items": 1, "test_users_without_items": 1}
+    dataset = load_dataset(tmp_path / "out")
+    assert sorted(dataset.users.tolist()) == ["0", "1", "2"]  # user 1 stays known through test.csv
+
+
+# --- BeiBei -----------------------------------------------------------------------------------------------
+
+
+def test_beibei_counts_match_the_readme(beibei: tuple[Path, dict, Dataset]) -> None:
+    _, counts, dataset = beibei
+    assert (counts["groups_tune"], counts["groups_invalid"], counts["groups_test"]) == (154_184, 211_291, 178_642)
+    assert counts["groups_without_participants"] == 211_291  # exactly the invalid launches
+    assert counts["self_shares_dropped"] == 0
+    groups = 154_184 + 211_291 + 178_642
+    assert counts["purchases"] == groups + counts["shares"]  # one launch purchase per group, one per join
+    assert dataset.num_users <= 190_080 and dataset.num_products <= 30_782  # data_size.txt
+    assert dataset.shares is not None and len(dataset.shares.id) == counts["shares"]
+    assert len(dataset.purchases) == counts["purchases"] and counts["products"] == dataset.num_products
+    assert set(dataset.category) == {""}
+    prefixes = np.array([s.split("-", 1)[0] for s in dataset.shares.id])
+    assert set(prefixes) == {"tune", "test"}  # nobody joined an invalid launch
+
+
+def test_beibei_joins_point_to_shares_received_by_the_buyer(beibei: tuple[Path, dict, Dataset]) -> None:
+    _, counts, dataset = beibei
+    purchases, shares = dataset.purchases, dataset.shares
+    assert shares is not None
+    joined = purchases.share >= 0
+    assert joined.sum() == counts["shares"]  # every share converted (participants joined through it)
+    via = purchases.share[joined]
+    assert (shares.recipient[via] == purchases.user[joined]).all()
+    assert (shares.product[via] == purchases.product[joined]).all()
+    assert (purchases.ts[joined] == shares.ts[via] + 1).all()  # the join comes just after the share
+    assert len(np.unique(via)) == len(via)
+    # every sharer also bought the item at the launch time (an organic purchase)
+    organic = ~joined
+    launches = set(zip(purchases.user[organic].tolist(), purchases.product[organic].tolist(),
+                       purchases.ts[organic].tolist(), strict=True))
+    assert all(t in launches for t in zip(shares.sharer.tolist(), shares.product.tolist(), shares.ts.tolist(),
+                                          strict=True))
+
+
+def test_beibei_time_keeps_file_and_split_order(beibei: tuple[Path, dict, Dataset]) -> None:
+    out, _, dataset = beibei
+    ts = dataset.purchases.ts
+    assert (np.diff(ts) >= 0).all()  # rows written in time order
+    shares = dataset.shares
+    assert shares is not None
+    is_test = np.char.startswith(shares.id.astype(str), "test-")
+    tune_invalid_groups = 154_184 + 211_291
+    assert shares.ts[is_test].min() >= 2 * tune_invalid_groups > shares.ts[~is_test].max()
+    first = _read(out / "shares.csv")[0]
+    assert first == {"share_id": "tune-1-1", "sharer_id": "26985", "recipient_id": "46622", "product_id": "5267",
+                     "ts": "0"}
+
+
+def test_beibei_self_share_is_dropped_and_counted(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "tune.txt").write_text("1\t7\t2\t1\t3\n")
+    (src / "invalid.txt").write_text("4\t8\n")
+    (src / "test.txt").write_text("2\t7\t1\n")
+    counts = import_beibei(src, tmp_path / "out")
+    assert counts == {"products": 2, "purchases": 6, "shares": 3, "groups_tune": 1, "groups_invalid": 1,
+                      "groups_test": 1, "groups_without_participants": 1, "self_shares_dropped": 1}
+    assert [r["share_id"] for r in _read(tmp_path / "out" / "shares.csv")] == ["tune-1-1", "tune-1-3", "test-1-1"]
+    assert [r["ts"] for r in _read(tmp_path / "out" / "purchases.csv")] == ["0", "1", "1", "2", "4", "5"]
+    load_dataset(tmp_path / "out")
+
+
+def test_beibei_malformed_line_names_file_and_line(tmp_path: Path) -> None:
+    for name, text in (("tune.txt", "1\t2\n"), ("invalid.txt", "1\t2\n3\n"), ("test.txt", "")):
+        (tmp_path / name).write_text(text)
+    with pytest.raises(ValueError, match=r"invalid\.txt, line 2"):
+        import_beibei(tmp_path, tmp_path / "out")
