@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from sharerank.serving.errors import invalid_argument
+from sharerank.serving.errors import invalid_argument, not_found
 from sharerank.serving.feed.pipeline import FeedPage
 from sharerank.serving.feed.query import Candidate
 from sharerank.v1 import feed_service_pb2, internal_pb2, reason_pb2
@@ -39,9 +39,7 @@ def parse_feed_request(request: feed_service_pb2.GetFeedRequest) -> FeedRequest:
     user_id = request.user_id.strip()
     if not user_id:
         raise invalid_argument("user_id must be a non-empty string", "EMPTY_USER_ID")
-    if not 1 <= request.page_size <= MAX_PAGE_SIZE:
-        raise invalid_argument(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {request.page_size}",
-                               "PAGE_SIZE_OUT_OF_RANGE", page_size=str(request.page_size))
+    _check_page_size(request.page_size)
     categories = frozenset(request.categories)
     excluded = frozenset(request.exclude_product_ids)
     request_hash = _request_hash(user_id, categories, excluded)
@@ -53,6 +51,35 @@ def parse_feed_request(request: feed_service_pb2.GetFeedRequest) -> FeedRequest:
                                    "page", "PAGE_TOKEN_MISMATCH")
         offset = token.offset
     return FeedRequest(user_id, request.page_size, offset, categories, excluded, request.explain, request_hash)
+
+
+def _check_page_size(page_size: int) -> None:
+    if not 1 <= page_size <= MAX_PAGE_SIZE:
+        raise invalid_argument(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {page_size}",
+                               "PAGE_SIZE_OUT_OF_RANGE", page_size=str(page_size))
+
+
+def parse_similar_request(request: feed_service_pb2.GetSimilarProductsRequest,
+                          product_rows: dict[str, int]) -> tuple[int, int, frozenset[str]]:
+    """Validates a GetSimilarProductsRequest into ``(product_row, page_size, categories)``.
+
+    Raises:
+        ServiceError: INVALID_ARGUMENT for a bad field, NOT_FOUND for a product the model does not know.
+    """
+    product_id = request.product_id.strip()
+    if not product_id:
+        raise invalid_argument("product_id must be a non-empty string", "EMPTY_PRODUCT_ID")
+    _check_page_size(request.page_size)
+    if product_id not in product_rows:
+        raise not_found(f"product {product_id!r} is not in the serving model's catalogue", "UNKNOWN_PRODUCT",
+                        product_id=product_id)
+    return product_rows[product_id], request.page_size, frozenset(request.categories)
+
+
+def similar_response(items: list[Candidate], categories, products, model_version: str
+                     ) -> feed_service_pb2.GetSimilarProductsResponse:
+    return feed_service_pb2.GetSimilarProductsResponse(
+        items=[_feed_item(c, categories, products, True) for c in items], model_version=model_version)
 
 
 def feed_response(page: FeedPage, request: FeedRequest, categories, products, model_version: str

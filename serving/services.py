@@ -1,7 +1,7 @@
 """gRPC servicers: thin handlers that parse, call one library function, and map the result or error.
 
-FeedService.GetFeed and AdminService work; the RPCs of later issues answer UNIMPLEMENTED through the
-generated base classes.
+FeedService and AdminService work; the RPCs of later issues answer UNIMPLEMENTED through the generated
+base classes.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from sharerank.serving import marshal
 from sharerank.serving.errors import ServiceError, to_status
 from sharerank.serving.feed.pipeline import FeedPipeline
 from sharerank.serving.model_loader import LoadedModel, ModelHolder, ModelLoadError
+from sharerank.serving.similar import similar_products
 from sharerank.v1 import admin_service_pb2, admin_service_pb2_grpc, feed_service_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,16 @@ class FeedService(feed_service_pb2_grpc.FeedServiceServicer):
             exclude_products=frozenset(rows[p] for p in parsed.exclude_product_ids if p in rows),
             explain=parsed.explain)
         return marshal.feed_response(page, parsed, bundle.category, bundle.products, model.version)
+
+    def GetSimilarProducts(self, request, context):
+        model = _serving_model(self.holder, context)
+        bundle = model.bundle
+        try:
+            row, page_size, categories = marshal.parse_similar_request(request, bundle.product_rows)
+        except ServiceError as error:
+            context.abort_with_status(to_status(error))
+        items = similar_products(bundle, row, page_size, categories)
+        return marshal.similar_response(items, bundle.category, bundle.products, model.version)
 
 
 class AdminService(admin_service_pb2_grpc.AdminServiceServicer):

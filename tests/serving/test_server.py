@@ -19,6 +19,7 @@ from sharerank.v1 import (
     event_service_pb2_grpc,
     feed_service_pb2,
     feed_service_pb2_grpc,
+    reason_pb2,
     seeding_service_pb2,
     seeding_service_pb2_grpc,
 )
@@ -163,10 +164,36 @@ def test_model_info(channel, registry) -> None:
     assert info.data_fingerprint == report["data_fingerprint"] and info.load_time.seconds > 0
 
 
+def test_similar_products(server: Server, feed) -> None:
+    bundle = server.holder.current.bundle
+    product = str(bundle.products[bundle.popular_order[0]])
+    response = feed.GetSimilarProducts(feed_service_pb2.GetSimilarProductsRequest(product_id=product, page_size=8))
+    ids = [item.product_id for item in response.items]
+    assert len(ids) == 8 and product not in ids and response.model_version
+    assert all(item.reasons[0].kind == reason_pb2.REASON_KIND_SIMILAR for item in response.items)
+    category = response.items[0].category
+    same = feed.GetSimilarProducts(feed_service_pb2.GetSimilarProductsRequest(product_id=product, page_size=3,
+                                                                              categories=[category]))
+    assert {item.category for item in same.items} == {category}
+
+
+@pytest.mark.parametrize(
+    ("product_id", "page_size", "code", "reason"),
+    [
+        ("", 5, grpc.StatusCode.INVALID_ARGUMENT, "EMPTY_PRODUCT_ID"),
+        ("p1", 0, grpc.StatusCode.INVALID_ARGUMENT, "PAGE_SIZE_OUT_OF_RANGE"),
+        ("no-such-product", 5, grpc.StatusCode.NOT_FOUND, "UNKNOWN_PRODUCT"),
+    ],
+)
+def test_similar_products_errors(feed, product_id: str, page_size: int, code, reason: str) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        feed.GetSimilarProducts(feed_service_pb2.GetSimilarProductsRequest(product_id=product_id,
+                                                                           page_size=page_size))
+    assert err.value.code() == code and error_info(err.value).reason == reason
+
+
 def test_later_rpcs_are_unimplemented(channel) -> None:
     calls = [
-        lambda: feed_service_pb2_grpc.FeedServiceStub(channel).GetSimilarProducts(
-            feed_service_pb2.GetSimilarProductsRequest(product_id="p1", page_size=5)),
         lambda: seeding_service_pb2_grpc.SeedingServiceStub(channel).GetSeedTargets(
             seeding_service_pb2.GetSeedTargetsRequest(category="Beauty", budget=5)),
         lambda: event_service_pb2_grpc.EventServiceStub(channel).RecordEvents(
