@@ -27,6 +27,14 @@ def not_found(message: str, reason: str, **metadata: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.NOT_FOUND, message, reason, **metadata)
 
 
+def unauthenticated(message: str, reason: str, **metadata: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.UNAUTHENTICATED, message, reason, **metadata)
+
+
+def permission_denied(message: str, reason: str, **metadata: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.PERMISSION_DENIED, message, reason, **metadata)
+
+
 def to_status(error: ServiceError) -> grpc.Status:
     detail = any_pb2.Any()
     detail.Pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=DOMAIN, metadata=error.metadata))

@@ -19,8 +19,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 from grpc_reflection.v1alpha import reflection  # noqa: E402
 
 from sharerank.config import Settings  # noqa: E402
+from sharerank.serving.auth import BearerAuthInterceptor  # noqa: E402
 from sharerank.serving.feed.pipeline import FeedPipeline  # noqa: E402
 from sharerank.serving.model_loader import ModelHolder, ModelLoadError  # noqa: E402
+from sharerank.serving.observability import MetricsInterceptor, ServerMetrics  # noqa: E402
 from sharerank.serving.online_store import OnlineStore  # noqa: E402
 from sharerank.serving.services import AdminService, FeedService  # noqa: E402
 from sharerank.v1 import (  # noqa: E402
@@ -48,10 +50,15 @@ SERVICE_NAMES = tuple(
 
 
 class Server:
-    """A running sharerank server: the gRPC server, its port, the model holder and the health servicer."""
+    """A running sharerank server: the gRPC server, its port, the model holder and the health servicer.
 
-    def __init__(self, grpc_server: grpc.Server, port: int, holder: ModelHolder, health_servicer):
+    ``metrics`` is None when metrics are off; ``metrics_port`` also when its port could not be bound.
+    """
+
+    def __init__(self, grpc_server: grpc.Server, port: int, holder: ModelHolder, health_servicer,
+                 metrics: ServerMetrics | None = None, metrics_port: int | None = None):
         self.grpc_server, self.port, self.holder, self.health = grpc_server, port, holder, health_servicer
+        self.metrics, self.metrics_port = metrics, metrics_port
 
     def mark_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -62,17 +69,27 @@ class Server:
         self.mark_serving(False)
         self.holder.stop()
         self.grpc_server.stop(grace).wait()
+        if self.metrics is not None:
+            self.metrics.stop_http()
 
 
 def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | None = None,
-                  address: str | None = None) -> Server:
+                  address: str | None = None, metrics_address: str | None = None) -> Server:
     """Builds and starts the server on ``address`` (default ``host:port`` from settings; port 0 picks one).
 
+    Prometheus metrics go to ``metrics_address`` (default ``host:metrics_port``; port 0 there picks one),
+    unless ``metrics_port`` is 0 and no address is given. Auth is on when ``auth_tokens`` is set.
     The model is loaded before returning when the alias is set; otherwise health stays NOT_SERVING and
     the alias poller (or ReloadModel) loads it later.
     """
     holder = holder or ModelHolder(settings)
-    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"))
+    metrics = ServerMetrics() if metrics_address is not None or settings.metrics_port else None
+    # Metrics outermost, so the calls auth rejects are counted (by code) like any other.
+    interceptors = [MetricsInterceptor(metrics)] if metrics is not None else []
+    if settings.auth_tokens:
+        interceptors.append(BearerAuthInterceptor(settings.auth_tokens))
+    grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"),
+                              interceptors=interceptors)
     feed_service_pb2_grpc.add_FeedServiceServicer_to_server(FeedService(holder, FeedPipeline(store)), grpc_server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(holder), grpc_server)
     seeding_service_pb2_grpc.add_SeedingServiceServicer_to_server(
@@ -85,8 +102,21 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
     port = grpc_server.add_insecure_port(address or f"{settings.host}:{settings.port}")
     if port == 0:
         raise OSError(f"cannot listen on {address or f'{settings.host}:{settings.port}'}")
+    metrics_port = None
+    if metrics is not None:
+        metrics_host, metrics_port = _split_address(metrics_address) if metrics_address else \
+            (settings.host, settings.metrics_port)
+        holder.add_listener(metrics.set_model)
+        if holder.current is not None:
+            metrics.set_model(holder.current)
+        try:
+            metrics_port = metrics.start_http(metrics_host, metrics_port)
+        except OSError as exc:
+            # Serving matters more than its metrics; the error says why the scrape target is down.
+            log.error("metrics off: cannot listen on %s:%s: %s", metrics_host, metrics_port, exc)
+            metrics_port = None
     grpc_server.start()
-    server = Server(grpc_server, port, holder, health_servicer)
+    server = Server(grpc_server, port, holder, health_servicer, metrics, metrics_port)
     server.mark_serving(False)
     holder.add_listener(lambda _: server.mark_serving(True))
     if holder.current is None:
@@ -99,12 +129,17 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
     return server
 
 
+def _split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
 def serve_forever(server: Server) -> None:
     """Blocks until SIGINT/SIGTERM, then stops with a grace period."""
     done = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: done.set())
-    log.info("listening on port %d", server.port)
+    log.info("listening on port %d; metrics on port %s", server.port, server.metrics_port)
     done.wait()
     log.info("shutting down")
     server.stop()

@@ -11,7 +11,7 @@ import logging
 import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from sharerank.serving import marshal
+from sharerank.serving import marshal, observability
 from sharerank.serving.errors import ServiceError, to_status
 from sharerank.serving.feed.pipeline import FeedPipeline
 from sharerank.serving.model_loader import LoadedModel, ModelHolder, ModelLoadError
@@ -47,6 +47,7 @@ class FeedService(feed_service_pb2_grpc.FeedServiceServicer):
             categories=parsed.categories,
             exclude_products=frozenset(rows[p] for p in parsed.exclude_product_ids if p in rows),
             explain=parsed.explain)
+        observability.record_feed_degraded(page.degraded)
         return marshal.feed_response(page, parsed, bundle.category, bundle.products, model.version)
 
     def GetSimilarProducts(self, request, context):

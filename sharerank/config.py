@@ -6,15 +6,20 @@ Every field documents its default; ``Settings()`` with an empty environment yiel
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, get_args
 
-from pydantic import AliasChoices, Field
+from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Role = Literal["storefront", "growth", "admin"]
+"""Who a bearer token speaks for: storefront (FeedService, EventService), growth (SeedingService), admin (all)."""
 
 
 class Settings(BaseSettings):
     """Where models are tracked and served from, and how the server listens."""
 
-    model_config = SettingsConfigDict(env_prefix="SHARERANK_", extra="ignore")
+    # Inputs stay out of validation errors: auth_tokens holds secrets.
+    model_config = SettingsConfigDict(env_prefix="SHARERANK_", extra="ignore", hide_input_in_errors=True)
 
     home: Path = Field(Path(".sharerank"), description="Project-local folder for the MLflow store and artifacts.")
     tracking_uri: str | None = Field(
@@ -34,6 +39,33 @@ class Settings(BaseSettings):
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     workers: int = Field(8, ge=1, le=256, description="gRPC worker threads (a small pool keeps p99 low).")
     reload_poll_seconds: float = Field(30.0, ge=0, description="Champion alias poll period; 0 disables polling.")
+    auth_tokens: dict[str, Role] = Field(
+        default_factory=dict,
+        repr=False,  # secrets: keep them out of logs and tracebacks
+        description="Bearer token → role, as JSON in SHARERANK_AUTH_TOKENS, e.g. "
+        '{"s3cr3t-a": "storefront", "s3cr3t-b": "growth", "s3cr3t-c": "admin"}. Clients send '
+        "`authorization: Bearer <token>`. Roles: storefront (FeedService, EventService), growth "
+        "(SeedingService), admin (every service). Empty (the default): auth is off. Health checking and "
+        "reflection never need a token.",
+    )
+    metrics_port: int = Field(
+        9464, ge=0, le=65535,
+        description="Prometheus /metrics HTTP port, on `host`; 0 disables metrics. If the port is taken the "
+        "server logs an error and serves without metrics.",
+    )
+
+    @field_validator("auth_tokens", mode="before")
+    @classmethod
+    def _check_tokens(cls, tokens: object) -> object:
+        # Checked here, before pydantic's own checks, so no error names a token (its location would).
+        if isinstance(tokens, dict):
+            roles = get_args(Role)
+            for token, role in tokens.items():
+                if not (isinstance(token, str) and token.isprintable()) or not token or any(c.isspace() for c in token):
+                    raise ValueError("auth tokens must be non-empty printable strings without whitespace")
+                if role not in roles:
+                    raise ValueError(f"unknown role {role!r} in auth_tokens; roles are {', '.join(roles)}")
+        return tokens
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -43,7 +43,8 @@ def run_demo(settings: Settings, *, users: int, epochs: int, seed: int, progress
     store = open_online_store(settings.resolved_redis_url, fallback_to_memory=True,
                               settings=RedisSettings(key_prefix=DEMO_PREFIX))
     store.clear()
-    server = create_server(settings.model_copy(update={"reload_poll_seconds": 0}), store, address="127.0.0.1:0")
+    server = create_server(settings.model_copy(update={"reload_poll_seconds": 0, "metrics_port": 0}), store,
+                           address="127.0.0.1:0")
     try:
         dataset = load_dataset(data_dir)
         activity = dataset.purchases.user

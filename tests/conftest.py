@@ -202,7 +202,7 @@ def registry(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path):
     from sharerank.training.train import TrainConfig
 
     home = tmp_path_factory.mktemp("home")
-    settings = Settings(home=home, reload_poll_seconds=0)
+    settings = Settings(home=home, reload_poll_seconds=0, metrics_port=0)
     report = run_training(tiny_world, settings, TrainConfig(epochs=6, embedding_dim=16, num_layers=2, lr=5e-3,
                                                             batch_size=2048))
     promote(settings, report["version"])

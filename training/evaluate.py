@@ -108,8 +108,10 @@ def fit_model(name: str, dataset: Dataset, split: Split, config: TrainConfig | N
             "epochs_run": len(result.history)}
     if refit and len(split.valid):
         everything = Split(train=known, valid=known.take(np.zeros(len(known), dtype=bool)), test=split.test)
+        refit_epoch = None if on_epoch is None else (
+            lambda epoch, figures: on_epoch(epoch, {f"refit_{key}": v for key, v in figures.items()}))
         result = train_model(dataset, everything, replace(config, epochs=max(result.best_epoch, 1)),
-                             on_epoch=on_epoch)
+                             on_epoch=refit_epoch)
         info["refit_epochs"] = len(result.history)
     scorer = EmbeddingScorer(torch.from_numpy(result.user_embedding), torch.from_numpy(result.product_embedding))
     return Fitted(name, scorer, time.perf_counter() - started, info, result)
@@ -132,6 +134,11 @@ def rank(scorer: Scorer, users: np.ndarray, seen: sp.csr_matrix, k: int,
     return np.concatenate(tops), np.concatenate(scores)
 
 
+def ranked_depth(k: int) -> int:
+    """How deep eval ranks: ``recommend`` ranks as deep and cuts, so ties at the cut break the same way."""
+    return max(k, *CUTOFFS)
+
+
 def _batches(users: np.ndarray, size: int) -> Iterator[np.ndarray]:
     for start in range(0, len(users), size):
         yield users[start:start + size]
@@ -146,7 +153,7 @@ class Ranking:
     scores: np.ndarray
 
 
-def test_users(dataset: Dataset, split: Split) -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
+def held_out_users(dataset: Dataset, split: Split) -> tuple[np.ndarray, sp.csr_matrix, sp.csr_matrix]:
     """Users with at least one test purchase, the known (excluded) matrix and the test matrix."""
     seen = interaction_matrix(known_interactions(split), dataset.num_users, dataset.num_products)
     test = interaction_matrix(split.test, dataset.num_users, dataset.num_products)
@@ -161,7 +168,7 @@ def evaluate(dataset: Dataset, split: Split, names: list[str], *, k: int = 20,
     Metrics at every cut-off in :data:`CUTOFFS` and at ``k``: Recall, NDCG, hit rate,
     catalogue coverage and long-tail share (recommended slots outside the 20% most bought products).
     """
-    users, seen, test = test_users(dataset, split)
+    users, seen, test = held_out_users(dataset, split)
     popularity = np.asarray(seen.sum(axis=0)).ravel()
     results: dict[str, dict[str, Any]] = {}
     for name in names:
@@ -173,7 +180,7 @@ def evaluate(dataset: Dataset, split: Split, names: list[str], *, k: int = 20,
             log.warning("%s skipped: %s", name, exc)
             continue
         t0 = time.perf_counter()
-        top, _ = rank(fitted.scorer, users, seen, max(k, *CUTOFFS))
+        top, _ = rank(fitted.scorer, users, seen, ranked_depth(k))
         cutoffs = tuple(sorted({*CUTOFFS, k}))
         metrics = evaluate_ranking(top, test, users, dataset.num_products, popularity, ks=cutoffs)
         results[name] = {"metrics": {m: float(v) for m, v in metrics.items()},

@@ -162,13 +162,14 @@ def run_recommend(data_dir: str | Path, model: str, k: int, out: str | Path, *, 
     """`sharerank recommend`: the top-k list of every test user, as eval scores it, as CSV."""
     import csv
 
-    from sharerank.training.evaluate import fit_model, rank, test_users
+    from sharerank.training.evaluate import fit_model, held_out_users, rank, ranked_depth
 
     dataset = load_dataset(data_dir)
     split = split_dataset(dataset, seed=seed)
     fitted = fit_model(model, dataset, split, config)
-    users, seen, _ = test_users(dataset, split)
-    top, scores = rank(fitted.scorer, users, seen, k)
+    users, seen, _ = held_out_users(dataset, split)
+    top, scores = rank(fitted.scorer, users, seen, ranked_depth(k))
+    top, scores = top[:, :k], scores[:, :k]
     with Path(out).open("w", newline="") as f:
         writer = csv.writer(f, lineterminator="\n")
         writer.writerow(["user_id", "product_id", "rank", "score"])

@@ -1,0 +1,196 @@
+"""Prometheus metrics for the gRPC server, exported over HTTP on a side port.
+
+Each server owns a :class:`ServerMetrics` with its own registry (never the process-global one), so several
+servers in one process do not collide. Metrics:
+
+- ``sharerank_grpc_requests_total{method, code}``: finished calls by method (``sharerank.v1.FeedService/GetFeed``)
+  and status code name (``OK``, ``UNAUTHENTICATED``...); calls that auth rejects are counted too.
+- ``sharerank_grpc_request_duration_seconds{method}``: time in the handler (interceptors included, transport
+  and (de)serialisation not), buckets from 100 µs to 1 s.
+- ``sharerank_feed_degraded_total{hydrator}``: GetFeed responses served without a hydrator's live features
+  because the online store failed (the hydrator failed open).
+- ``sharerank_model_info{name, version}``: 1 for the model being served, updated on every swap.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import socket
+import threading
+from collections.abc import Callable, Iterator
+from time import perf_counter
+from typing import TYPE_CHECKING
+from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+import grpc
+from prometheus_client import CollectorRegistry, Counter, Histogram, Info, make_wsgi_app
+from prometheus_client.exposition import ThreadingWSGIServer
+
+if TYPE_CHECKING:
+    from sharerank.serving.model_loader import LoadedModel
+
+log = logging.getLogger(__name__)
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
+"""Seconds. Trivial calls take ~0.2 ms of server time and feeds a few ms; slower than 1 s is an outage."""
+
+_OK, _UNKNOWN, _CANCELLED = grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN, grpc.StatusCode.CANCELLED
+
+# The metrics of the server handling the current call, for code deep in a handler (set per call by the
+# interceptor; gRPC runs each call in its own contextvars context).
+_current: contextvars.ContextVar[ServerMetrics | None] = contextvars.ContextVar("sharerank_metrics", default=None)
+_degraded = False  # last GetFeed degraded, process-wide: logs only the transitions, not every request
+
+
+class ServerMetrics:
+    """One server's metrics in its own registry, and the HTTP endpoint that exports them."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter("sharerank_grpc_requests", "Finished gRPC calls by method and status code.",
+                                ["method", "code"], registry=self.registry)
+        self.latency = Histogram("sharerank_grpc_request_duration_seconds",
+                                 "Server time per gRPC call (handler and interceptors), by method.",
+                                 ["method"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.degraded = Counter("sharerank_feed_degraded",
+                                "GetFeed responses served without a hydrator's live features (online store "
+                                "failed, the hydrator failed open), by hydrator.",
+                                ["hydrator"], registry=self.registry)
+        self.model = Info("sharerank_model", "The model being served.", registry=self.registry)
+        self._codes: dict[str, dict[grpc.StatusCode, Callable[[], None]]] = {}
+        self._http: ThreadingWSGIServer | None = None
+        self._http_thread: threading.Thread | None = None
+
+    def count(self, method: str, code: grpc.StatusCode) -> None:
+        """Counts one finished call (label lookups cached: they cost more than the increment)."""
+        by_code = self._codes.get(method)
+        if by_code is None:
+            by_code = self._codes.setdefault(method, {})
+        inc = by_code.get(code)
+        if inc is None:
+            inc = by_code.setdefault(code, self.requests.labels(method, code.name).inc)
+        inc()
+
+    def set_model(self, model: LoadedModel) -> None:
+        """Records the served model; the old version's series disappears (a ``ModelHolder`` listener)."""
+        self.model.info({"name": model.name, "version": model.version})
+
+    def start_http(self, host: str, port: int) -> int:
+        """Serves ``/metrics`` on ``host:port`` in a daemon thread; port 0 picks a free one. Returns the port."""
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+        server_class = type("MetricsHTTPServer", (ThreadingWSGIServer,), {"address_family": family})
+        self._http = make_server(host, port, make_wsgi_app(self.registry), server_class, handler_class=_QuietHandler)
+        # A short poll interval: stop() waits for the serving loop to notice.
+        self._http_thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
+                                             name="metrics-http", daemon=True)
+        self._http_thread.start()
+        return self._http.server_port
+
+    def stop_http(self) -> None:
+        """Stops the HTTP endpoint and frees its port; no-op when it is not running."""
+        http, self._http = self._http, None
+        if http is None:
+            return
+        http.shutdown()
+        http.server_close()
+        if self._http_thread is not None:
+            self._http_thread.join(timeout=5)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format, *args):
+        """Scrapes are not worth a log line each."""
+
+
+def record_feed_degraded(hydrators: tuple[str, ...]) -> None:
+    """Notes one GetFeed response and the hydrators that failed open for it (empty: served with live features).
+
+    Counts on the current call's server metrics when there are any, and logs when the feed starts or
+    stops being degraded (not per request: an outage would flood the log).
+    """
+    global _degraded
+    if hydrators:
+        metrics = _current.get()
+        if metrics is not None:
+            for name in hydrators:
+                metrics.degraded.labels(name).inc()
+        if not _degraded:
+            _degraded = True
+            log.warning("feed degraded: %s failed open, serving without live features", ", ".join(hydrators))
+    elif _degraded:
+        _degraded = False
+        log.info("feed recovered: serving with live features again")
+
+
+class MetricsInterceptor(grpc.ServerInterceptor):
+    """Counts every call by method and status code and times it; put it outermost to count auth rejections."""
+
+    def __init__(self, metrics: ServerMetrics):
+        self.metrics = metrics
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
+
+    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
+        handler = continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None:
+            # No such method: counted under one label, so callers cannot mint label values.
+            self.metrics.count("unknown", grpc.StatusCode.UNIMPLEMENTED)
+            return None
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
+        wrapped = self._wrap(handler, method[1:])
+        self._wrapped[method] = (handler, wrapped)  # keyed by name: only known methods get here
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        metrics, observe = self.metrics, self.metrics.latency.labels(method).observe
+        count = metrics.count
+        serdes = {"request_deserializer": handler.request_deserializer,
+                  "response_serializer": handler.response_serializer}
+
+        def unary_response(behavior):
+            def timed(request, context: grpc.ServicerContext):
+                token = _current.set(metrics)
+                start = perf_counter()
+                try:
+                    response = behavior(request, context)
+                except BaseException:
+                    observe(perf_counter() - start)
+                    count(method, context.code() or _UNKNOWN)
+                    raise
+                finally:
+                    _current.reset(token)
+                observe(perf_counter() - start)
+                # A client that cancelled or ran out of deadline got no OK, whatever the handler returned.
+                count(method, context.code() or (_OK if context.is_active() else _CANCELLED))
+                return response
+            return timed
+
+        def stream_response(behavior):
+            def timed(request, context: grpc.ServicerContext) -> Iterator:
+                start, code = perf_counter(), None
+                try:
+                    yield from behavior(request, context)
+                except GeneratorExit:
+                    code = _CANCELLED  # the client went away mid-stream
+                    raise
+                except BaseException:
+                    code = context.code() or _UNKNOWN
+                    raise
+                finally:
+                    if code is None and not context.is_active():
+                        code = _CANCELLED  # a watcher ended by the client's cancel returns normally
+                    observe(perf_counter() - start)
+                    count(method, code or context.code() or _OK)
+            return timed
+
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(unary_response(handler.unary_unary), **serdes)
+        if handler.stream_unary is not None:
+            return grpc.stream_unary_rpc_method_handler(unary_response(handler.stream_unary), **serdes)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(stream_response(handler.unary_stream), **serdes)
+        return grpc.stream_stream_rpc_method_handler(stream_response(handler.stream_stream), **serdes)
+
