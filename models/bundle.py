@@ -8,7 +8,8 @@ Folder layout::
 
     ids.npz      users, products, category (unicode arrays: no pickle on load)
     arrays.npz   user_embedding, product_embedding (float32), history_indptr, history_indices
-                 (what each user bought in the training data, CSR), popularity, in_stock
+                 (what each user bought in the training data, CSR), friends_indptr, friends_indices (each
+                 user's social neighbourhood, CSR), popularity, in_stock
     index.faiss  the product index (row i = product i)
     info.json    model type, hyper-parameters, data fingerprint, metrics
 """
@@ -37,6 +38,9 @@ class ModelBundle:
         in_stock: Whether each product can be sold now.
         user_embedding, product_embedding: float32 matrices ``(U, d)`` and ``(P, d)``.
         history: users × products CSR matrix of training purchases (the "already bought" sets).
+        friends: users × users CSR matrix of social neighbours (trust or friend links and share partners,
+            either direction): whose purchases count as social proof, and whose embeddings stand in
+            for a user the model has not seen.
         popularity: Training purchase count of each product (cold-start ranking).
         index: The product index over ``product_embedding``.
         info: Model type, parameters, data fingerprint and metrics (free-form, JSON-able).
@@ -49,6 +53,7 @@ class ModelBundle:
     user_embedding: np.ndarray
     product_embedding: np.ndarray
     history: sp.csr_matrix
+    friends: sp.csr_matrix
     popularity: np.ndarray
     index: ProductIndex
     info: dict[str, Any] = field(default_factory=dict)
@@ -74,6 +79,10 @@ class ModelBundle:
         """Product rows the user bought in the training data."""
         return self.history.indices[self.history.indptr[user_row]:self.history.indptr[user_row + 1]]
 
+    def friends_of(self, user_row: int) -> np.ndarray:
+        """User rows of the user's social neighbours."""
+        return self.friends.indices[self.friends.indptr[user_row]:self.friends.indptr[user_row + 1]]
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
@@ -82,6 +91,7 @@ class ModelBundle:
         np.savez(path / "arrays.npz", user_embedding=self.user_embedding.astype(np.float32),
                  product_embedding=self.product_embedding.astype(np.float32),
                  history_indptr=self.history.indptr, history_indices=self.history.indices,
+                 friends_indptr=self.friends.indptr, friends_indices=self.friends.indices,
                  popularity=self.popularity, in_stock=self.in_stock)
         self.index.save(path / "index.faiss")
         (path / "info.json").write_text(json.dumps(self.info, indent=2, sort_keys=True, default=str))
@@ -95,6 +105,9 @@ class ModelBundle:
             history = sp.csr_matrix(
                 (np.ones(len(arrays["history_indices"]), dtype=np.float32), arrays["history_indices"],
                  arrays["history_indptr"]), shape=(len(users), len(products)))
+            friends = sp.csr_matrix(
+                (np.ones(len(arrays["friends_indices"]), dtype=np.float32), arrays["friends_indices"],
+                 arrays["friends_indptr"]), shape=(len(users), len(users)))
             return cls(
                 users=users,
                 products=products,
@@ -103,6 +116,7 @@ class ModelBundle:
                 user_embedding=arrays["user_embedding"],
                 product_embedding=arrays["product_embedding"],
                 history=history,
+                friends=friends,
                 popularity=arrays["popularity"],
                 index=ProductIndex.load(path / "index.faiss"),
                 info=json.loads((path / "info.json").read_text()),

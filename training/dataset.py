@@ -3,11 +3,15 @@
 The folder (DESIGN §8) holds CSV files with a header, or the same names with ``.parquet``::
 
     products.csv   product_id,category[,price,seller_id,in_stock]
-    purchases.csv  user_id,product_id[,ts][,share_id]   (ts may be absent only with test.csv)
+    purchases.csv  user_id,product_id[,ts][,share_id][,event_id]   (ts may be absent only with test.csv)
     shares.csv     share_id,sharer_id,recipient_id,product_id,ts          (optional)
     social.csv     src_id,dst_id[,weight]                                 (optional; directed)
     influence.csv  src_id,dst_id,p                                        (optional; IC probabilities)
     test.csv       user_id,product_id                                     (optional; fixed hold-out)
+    views.csv      user_id,product_id,ts[,event_id]                       (optional; weak signals)
+
+``event_id`` is the idempotency key of events recorded through the RecordEvents RPC (a share's is its
+``share_id``); files written by other means may leave it out.
 
 Nothing is dropped silently: a malformed file raises :class:`DatasetError` naming the file, the line
 (the header is line 1) and the column. Ids are strings everywhere; the reader encodes them to dense
@@ -29,11 +33,12 @@ import pyarrow.parquet as pq
 FILES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     # name: (required columns, optional columns)
     "products": (("product_id", "category"), ("price", "seller_id", "in_stock")),
-    "purchases": (("user_id", "product_id"), ("ts", "share_id")),
+    "purchases": (("user_id", "product_id"), ("ts", "share_id", "event_id")),
     "shares": (("share_id", "sharer_id", "recipient_id", "product_id", "ts"), ()),
     "social": (("src_id", "dst_id"), ("weight",)),
     "influence": (("src_id", "dst_id", "p"), ()),
     "test": (("user_id", "product_id"), ()),
+    "views": (("user_id", "product_id", "ts"), ("event_id",)),
 }
 _NUMBER = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
 _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
@@ -104,6 +109,7 @@ class Dataset:
     social: Edges | None
     influence: Edges | None
     test: Interactions | None
+    views: Interactions | None
     fingerprint: str
 
     @property
@@ -123,6 +129,7 @@ class Dataset:
             "social_edges": 0 if self.social is None else len(self.social.src),
             "influence_edges": 0 if self.influence is None else len(self.influence.src),
             "test_pairs": 0 if self.test is None else len(self.test),
+            "views": 0 if self.views is None else len(self.views),
             "fingerprint": self.fingerprint,
         }
 
@@ -147,7 +154,8 @@ def load_dataset(root: str | Path) -> Dataset:
     if purchases_t is not None and "ts" not in purchases_t.table.column_names and test_t is None:
         raise DatasetError(purchases_t.name, "column 'ts' is required unless test.csv is given", line=1)
 
-    products, category, price, seller, in_stock = _catalogue(products_t, [purchases_t, shares_t, test_t])
+    views_t = tables["views"]
+    products, category, price, seller, in_stock = _catalogue(products_t, [purchases_t, shares_t, test_t, views_t])
     users = _vocabulary(
         [
             (tables["purchases"], "user_id"),
@@ -158,6 +166,7 @@ def load_dataset(root: str | Path) -> Dataset:
             (tables["influence"], "src_id"),
             (tables["influence"], "dst_id"),
             (tables["test"], "user_id"),
+            (views_t, "user_id"),
         ]
     )
     shares = _shares(shares_t, users, products) if shares_t is not None else None
@@ -179,6 +188,7 @@ def load_dataset(root: str | Path) -> Dataset:
         social=_edges(tables["social"], users, "weight", default=1.0, low=0.0, low_open=True),
         influence=_edges(tables["influence"], users, "p", default=None, low=0.0, high=1.0),
         test=_interactions(test_t, users, products, None) if test_t is not None else None,
+        views=_interactions(views_t, users, products, None) if views_t is not None else None,
         fingerprint=fingerprint(root),
     )
 

@@ -34,6 +34,22 @@ def interaction_matrix(interactions: Interactions, num_users: int, num_products:
     return sp.csr_matrix((data, (users, products)), shape=(num_users, num_products))
 
 
+def friends_matrix(dataset: Dataset) -> sp.csr_matrix:
+    """Binary, symmetric users × users matrix: social links and share partners, in either direction."""
+    src, dst = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+    if dataset.social is not None:
+        src.append(dataset.social.src)
+        dst.append(dataset.social.dst)
+    if dataset.shares is not None:
+        src.append(dataset.shares.sharer)
+        dst.append(dataset.shares.recipient)
+    a, b = np.concatenate(src), np.concatenate(dst)
+    n = dataset.num_users
+    matrix = sp.csr_matrix((np.ones(2 * len(a), dtype=np.float32), (np.r_[a, b], np.r_[b, a])), shape=(n, n))
+    matrix.data[:] = 1.0  # duplicates summed: back to binary
+    return matrix
+
+
 def build_graph(dataset: Dataset, train: Interactions) -> HeteroData:
     """Builds the heterogeneous graph from the training purchases and all shares and social links.
 

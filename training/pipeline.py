@@ -21,7 +21,7 @@ from sharerank.config import Settings
 from sharerank.models.bundle import ModelBundle
 from sharerank.models.index import ProductIndex
 from sharerank.training.dataset import Dataset, Interactions, load_dataset
-from sharerank.training.graph import interaction_matrix
+from sharerank.training.graph import friends_matrix, interaction_matrix
 from sharerank.training.metrics import evaluate_ranking, popularity_top_k, rank_top_k
 from sharerank.training.split import Split, split_dataset
 from sharerank.training.tracking import connect, log_bundle_model
@@ -64,6 +64,7 @@ def build_bundle(dataset: Dataset, result: TrainResult, info: dict[str, Any]) ->
         user_embedding=result.user_embedding,
         product_embedding=result.product_embedding,
         history=history,
+        friends=friends_matrix(dataset),
         popularity=np.bincount(dataset.purchases.product, minlength=dataset.num_products),
         index=ProductIndex.build(result.product_embedding),
         info=info,

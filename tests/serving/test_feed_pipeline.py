@@ -32,6 +32,7 @@ def bundle() -> ModelBundle:
         category=np.array(["A", "A", "B", "B", "A", "B"], dtype=object),
         in_stock=np.array([True, True, True, False, True, True]),
         user_embedding=user_embedding, product_embedding=product_embedding, history=history,
+        friends=sp.csr_matrix(([1.0, 1.0], ([0, 1], [1, 0])), shape=(2, 2)),
         popularity=np.array([1, 9, 3, 8, 7, 2]), index=ProductIndex.build(product_embedding),
         info={"model_type": "hand-built"})
 

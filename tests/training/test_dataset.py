@@ -118,3 +118,13 @@ def test_parquet_row_errors_name_the_row(tmp_path: Path) -> None:
                    tmp_path / "purchases.parquet")
     with pytest.raises(DatasetError, match=r"purchases.parquet, line 2, column 'ts'"):
         load_dataset(tmp_path)
+
+
+def test_event_ids_and_views_are_read(folder: Path) -> None:
+    write(folder, "purchases.csv", "user_id,product_id,ts,share_id,event_id\nu1,p1,10,,e1\nu2,p1,20,s1,e2\n")
+    write(folder, "views.csv", "user_id,product_id,ts,event_id\nu9,p2,5,e3\n")
+    data = load_dataset(folder)
+    assert data.views is not None and len(data.views) == 1 and "u9" in data.users.tolist()
+    write(folder, "views.csv", "user_id,product_id,ts\nu9,p7,5\n")
+    with pytest.raises(DatasetError, match=r"views.csv, line 2, column 'product_id'"):
+        load_dataset(folder)

@@ -7,7 +7,15 @@ from pathlib import Path
 import numpy as np
 
 from sharerank.training.dataset import load_dataset
-from sharerank.training.graph import FOLLOWS, PURCHASED, PURCHASED_BY, SHARED, build_graph, interaction_matrix
+from sharerank.training.graph import (
+    FOLLOWS,
+    PURCHASED,
+    PURCHASED_BY,
+    SHARED,
+    build_graph,
+    friends_matrix,
+    interaction_matrix,
+)
 from sharerank.training.split import split_dataset
 
 
@@ -34,6 +42,15 @@ def test_held_out_purchases_never_become_edges(tiny_world: Path) -> None:
     train_pairs = set(zip(split.train.user.tolist(), split.train.product.tolist(), strict=True))
     held_out = set(zip(split.test.user.tolist(), split.test.product.tolist(), strict=True)) - train_pairs
     assert held_out and not edges & held_out
+
+
+def test_friends_are_symmetric_binary_and_include_share_partners(tiny_world: Path) -> None:
+    dataset = load_dataset(tiny_world)
+    friends = friends_matrix(dataset)
+    assert (friends != friends.T).nnz == 0 and set(np.unique(friends.data).tolist()) == {1.0}
+    s = dataset.shares
+    assert all(friends[a, b] == 1 for a, b in zip(s.sharer[:50], s.recipient[:50], strict=True))
+    assert friends.diagonal().sum() == 0
 
 
 def test_interaction_matrix_is_binary_and_deduplicated(tiny_world: Path) -> None:
