@@ -6,10 +6,11 @@ training data.
 
 Folder layout::
 
-    ids.npz      users, products, category (unicode arrays: no pickle on load)
+    ids.npz      users, products, category, seller (unicode arrays: no pickle on load; bundles saved
+                 before ``seller`` existed load with every seller "")
     arrays.npz   user_embedding, product_embedding (float32), history_indptr, history_indices
                  (what each user bought in the training data, CSR), friends_indptr, friends_indices (each
-                 user's social neighbourhood, CSR), popularity, in_stock
+                 user's social neighbourhood, CSR), popularity, in_stock, category_prior (optional)
     index.faiss  the product index (row i = product i)
     info.json    model type, hyper-parameters, data fingerprint, metrics
 """
@@ -22,10 +23,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
+import faiss
 import numpy as np
 import scipy.sparse as sp
 
 from sharerank.models.index import ProductIndex
+
+HEAD_FRACTION = 0.2
+"""Share of the catalogue that is the popularity head: the most-bought 20% of products (the "short head" of
+long-tail recommendation); every other product, and every product nobody bought, is long tail."""
 
 
 @dataclass
@@ -44,6 +50,9 @@ class ModelBundle:
         popularity: Training purchase count of each product (cold-start ranking).
         index: The product index over ``product_embedding``.
         info: Model type, parameters, data fingerprint and metrics (free-form, JSON-able).
+        seller: Seller id of each product ("" when unknown; all "" when omitted, as in older bundles).
+        category_prior: True for products the model never trained on, whose embedding is their category's
+            prior (see :meth:`with_products`); all False when omitted.
     """
 
     users: np.ndarray
@@ -57,6 +66,14 @@ class ModelBundle:
     popularity: np.ndarray
     index: ProductIndex
     info: dict[str, Any] = field(default_factory=dict)
+    seller: np.ndarray | None = None
+    category_prior: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.seller is None:
+            self.seller = np.full(len(self.products), "", dtype=object)
+        if self.category_prior is None:
+            self.category_prior = np.zeros(len(self.products), dtype=bool)
 
     @cached_property
     def user_rows(self) -> dict[str, int]:
@@ -71,6 +88,41 @@ class ModelBundle:
         """Product rows by descending popularity (stable: ties keep catalogue order)."""
         return np.argsort(-self.popularity, kind="stable")
 
+    @cached_property
+    def category_codes(self) -> np.ndarray:
+        """Dense int32 code of each product's category, -1 where unknown (""): cheap equality in re-ranking."""
+        return _codes(self.category)
+
+    @cached_property
+    def seller_codes(self) -> np.ndarray:
+        """Dense int32 code of each product's seller, -1 where unknown ("")."""
+        return _codes(self.seller)
+
+    @cached_property
+    def long_tail(self) -> np.ndarray:
+        """True for products outside the popularity head (see :data:`HEAD_FRACTION`)."""
+        tail = np.ones(len(self.products), dtype=bool)
+        head = self.popular_order[: int(len(self.products) * HEAD_FRACTION)]
+        tail[head[self.popularity[head] > 0]] = False
+        return tail
+
+    @cached_property
+    def max_popularity(self) -> float:
+        """Purchases of the most bought product, at least 1 (so scores divided by it stay finite)."""
+        return float(max(self.popularity.max(initial=0), 1))
+
+    @cached_property
+    def has_history(self) -> np.ndarray:
+        """True for users with at least one training purchase (whose embeddings carry taste)."""
+        return np.diff(self.history.indptr) > 0
+
+    def warm(self) -> ModelBundle:
+        """Computes every lazy look-up now, so no request pays for it (call off the request path)."""
+        for name in ("user_rows", "product_rows", "popular_order", "category_codes", "seller_codes", "long_tail",
+                     "max_popularity", "has_history"):
+            getattr(self, name)
+        return self
+
     @property
     def model_type(self) -> str:
         return str(self.info.get("model_type", "unknown"))
@@ -83,16 +135,52 @@ class ModelBundle:
         """User rows of the user's social neighbours."""
         return self.friends.indices[self.friends.indptr[user_row]:self.friends.indptr[user_row + 1]]
 
+    def with_products(self, products: np.ndarray, category: np.ndarray, seller: np.ndarray, in_stock: np.ndarray,
+                      embedding: np.ndarray) -> ModelBundle:
+        """A new bundle with ``products`` appended as category-prior products; this one is left untouched.
+
+        The new rows have no purchases and ``category_prior`` set; their embeddings are added to a copy of
+        the index, so FAISS id ``i`` stays product row ``i`` (no retraining of an IVF index).
+
+        Args:
+            products, category, seller, in_stock: One entry per new product (ids not in this bundle).
+            embedding: ``(len(products), d)`` float32 embeddings of the new products.
+        """
+        n = len(products)
+        if n == 0:
+            return self
+        vectors = np.ascontiguousarray(embedding, dtype=np.float32)
+        index = faiss.clone_index(self.index.index)
+        index.add(vectors)
+        size = len(self.products) + n
+        history = sp.csr_matrix((self.history.data, self.history.indices, self.history.indptr),
+                                shape=(len(self.users), size))
+        return ModelBundle(
+            users=self.users,
+            products=np.concatenate([self.products, np.asarray(products, dtype=object)]),
+            category=np.concatenate([self.category, np.asarray(category, dtype=object)]),
+            in_stock=np.concatenate([self.in_stock, np.asarray(in_stock, dtype=bool)]),
+            user_embedding=self.user_embedding,
+            product_embedding=np.concatenate([self.product_embedding, vectors]),
+            history=history,
+            friends=self.friends,
+            popularity=np.concatenate([self.popularity, np.zeros(n, dtype=self.popularity.dtype)]),
+            index=ProductIndex(index, self.index.nprobe),
+            info=dict(self.info),
+            seller=np.concatenate([self.seller, np.asarray(seller, dtype=object)]),
+            category_prior=np.concatenate([self.category_prior, np.ones(n, dtype=bool)]),
+        )
+
     def save(self, path: str | Path) -> Path:
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         np.savez(path / "ids.npz", users=self.users.astype(str), products=self.products.astype(str),
-                 category=self.category.astype(str))
+                 category=self.category.astype(str), seller=self.seller.astype(str))
         np.savez(path / "arrays.npz", user_embedding=self.user_embedding.astype(np.float32),
                  product_embedding=self.product_embedding.astype(np.float32),
                  history_indptr=self.history.indptr, history_indices=self.history.indices,
                  friends_indptr=self.friends.indptr, friends_indices=self.friends.indices,
-                 popularity=self.popularity, in_stock=self.in_stock)
+                 popularity=self.popularity, in_stock=self.in_stock, category_prior=self.category_prior)
         self.index.save(path / "index.faiss")
         (path / "info.json").write_text(json.dumps(self.info, indent=2, sort_keys=True, default=str))
         return path
@@ -120,4 +208,14 @@ class ModelBundle:
                 popularity=arrays["popularity"],
                 index=ProductIndex.load(path / "index.faiss"),
                 info=json.loads((path / "info.json").read_text()),
+                seller=ids["seller"].astype(object) if "seller" in ids else None,
+                category_prior=arrays["category_prior"] if "category_prior" in arrays else None,
             )
+
+
+def _codes(values: np.ndarray) -> np.ndarray:
+    names, codes = np.unique(values.astype(str), return_inverse=True)
+    codes = codes.astype(np.int32).reshape(-1)
+    if len(names) and names[0] == "":  # "" sorts first: unknown gets -1, the rest stay dense
+        codes -= 1
+    return codes

@@ -15,6 +15,10 @@ from sharerank.serving.feed.query import Candidate
 from sharerank.v1 import feed_service_pb2, internal_pb2, reason_pb2
 
 MAX_PAGE_SIZE = 500
+MAX_SERVED = 1000
+"""Products one feed serves across its pages, at most. The page token carries every served id (pages are
+stateless and never repeat), so this bounds the token: about ``MAX_SERVED × (id length + 2)`` bytes before
+base64. The page that reaches it is cut to fit and has no next page token."""
 
 
 @dataclass(frozen=True)
@@ -23,15 +27,15 @@ class FeedRequest:
 
     user_id: str
     page_size: int
-    offset: int
     categories: frozenset[str]
     exclude_product_ids: frozenset[str]
     explain: bool
     request_hash: int
+    served_product_ids: tuple[str, ...] = ()
 
 
 def parse_feed_request(request: feed_service_pb2.GetFeedRequest) -> FeedRequest:
-    """Validates a GetFeedRequest.
+    """Validates a GetFeedRequest; ``page_size`` comes back cut to what the feed may still serve.
 
     Raises:
         ServiceError: INVALID_ARGUMENT naming the bad field.
@@ -43,14 +47,15 @@ def parse_feed_request(request: feed_service_pb2.GetFeedRequest) -> FeedRequest:
     categories = frozenset(request.categories)
     excluded = frozenset(request.exclude_product_ids)
     request_hash = _request_hash(user_id, categories, excluded)
-    offset = 0
+    served: tuple[str, ...] = ()
     if request.page_token:
         token = _decode_token(request.page_token)
         if token.request_hash != request_hash:
             raise invalid_argument("page_token was issued for a different user or filters; start from the first "
                                    "page", "PAGE_TOKEN_MISMATCH")
-        offset = token.offset
-    return FeedRequest(user_id, request.page_size, offset, categories, excluded, request.explain, request_hash)
+        served = tuple(token.served_product_ids)
+    page_size = min(request.page_size, MAX_SERVED - len(served))
+    return FeedRequest(user_id, page_size, categories, excluded, request.explain, request_hash, served)
 
 
 def _check_page_size(page_size: int) -> None:
@@ -85,10 +90,11 @@ def similar_response(items: list[Candidate], categories, products, model_version
 def feed_response(page: FeedPage, request: FeedRequest, categories, products, model_version: str
                   ) -> feed_service_pb2.GetFeedResponse:
     next_token = ""
-    if page.has_more:
+    served = len(request.served_product_ids) + len(page.items)
+    if page.has_more and served < MAX_SERVED:
         next_token = _encode_token(internal_pb2.FeedPageToken(
-            offset=request.offset + len(page.items), request_hash=request.request_hash,
-            model_version=model_version))
+            offset=served, request_hash=request.request_hash, model_version=model_version,
+            served_product_ids=[*request.served_product_ids, *(products[c.product] for c in page.items)]))
     return feed_service_pb2.GetFeedResponse(
         items=[_feed_item(c, categories, products, request.explain) for c in page.items],
         next_page_token=next_token,
@@ -120,6 +126,6 @@ def _decode_token(text: str) -> internal_pb2.FeedPageToken:
         token = internal_pb2.FeedPageToken.FromString(base64.b64decode(text, altchars=b"-_", validate=True))
     except (binascii.Error, DecodeError, ValueError):
         raise invalid_argument("page_token is not a token this service issued", "INVALID_PAGE_TOKEN") from None
-    if token.offset < 0:
+    if token.offset < 0 or len(token.served_product_ids) >= MAX_SERVED:
         raise invalid_argument("page_token is not a token this service issued", "INVALID_PAGE_TOKEN")
     return token

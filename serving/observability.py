@@ -9,6 +9,9 @@ servers in one process do not collide. Metrics:
   and (de)serialisation not), buckets from 100 µs to 1 s.
 - ``sharerank_feed_degraded_total{hydrator}``: GetFeed responses served without a hydrator's live features
   because the online store failed (the hydrator failed open).
+- ``sharerank_online_store_errors_total{operation}``: online-store writes that failed after RecordEvents had
+  logged the events (``record_purchases``, ``record_shares``, ``record_friend_purchases``); the call still
+  succeeded, the events are in the log, only their live features are missing.
 - ``sharerank_model_info{name, version}``: 1 for the model being served, updated on every swap.
 """
 
@@ -57,6 +60,10 @@ class ServerMetrics:
                                 "GetFeed responses served without a hydrator's live features (online store "
                                 "failed, the hydrator failed open), by hydrator.",
                                 ["hydrator"], registry=self.registry)
+        self.online_store_errors = Counter(
+            "sharerank_online_store_errors",
+            "Online-store writes of RecordEvents that failed after the events were logged, by operation.",
+            ["operation"], registry=self.registry)
         self.model = Info("sharerank_model", "The model being served.", registry=self.registry)
         self._codes: dict[str, dict[grpc.StatusCode, Callable[[], None]]] = {}
         self._http: ThreadingWSGIServer | None = None
@@ -121,6 +128,13 @@ def record_feed_degraded(hydrators: tuple[str, ...]) -> None:
     elif _degraded:
         _degraded = False
         log.info("feed recovered: serving with live features again")
+
+
+def record_online_store_error(operation: str) -> None:
+    """Counts one failed online-store write (``operation`` is the store method) on the current call's server."""
+    metrics = _current.get()
+    if metrics is not None:
+        metrics.online_store_errors.labels(operation).inc()
 
 
 class MetricsInterceptor(grpc.ServerInterceptor):

@@ -1,4 +1,4 @@
-"""The gRPC server: feed and admin services, health checking and reflection.
+"""The gRPC server: feed, event and admin services, health checking and reflection.
 
 Health reports NOT_SERVING until a model is loaded. FAISS runs one OpenMP thread per call: gRPC worker
 threads already give the parallelism, and two OpenMP threads per query were 5× slower here.
@@ -20,11 +20,13 @@ from grpc_reflection.v1alpha import reflection  # noqa: E402
 
 from sharerank.config import Settings  # noqa: E402
 from sharerank.serving.auth import BearerAuthInterceptor  # noqa: E402
+from sharerank.serving.event_log import EventLog  # noqa: E402
+from sharerank.serving.events import EventRecorder  # noqa: E402
 from sharerank.serving.feed.pipeline import FeedPipeline  # noqa: E402
 from sharerank.serving.model_loader import ModelHolder, ModelLoadError  # noqa: E402
 from sharerank.serving.observability import MetricsInterceptor, ServerMetrics  # noqa: E402
 from sharerank.serving.online_store import OnlineStore  # noqa: E402
-from sharerank.serving.services import AdminService, FeedService  # noqa: E402
+from sharerank.serving.services import AdminService, EventService, FeedService  # noqa: E402
 from sharerank.v1 import (  # noqa: E402
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -50,15 +52,17 @@ SERVICE_NAMES = tuple(
 
 
 class Server:
-    """A running sharerank server: the gRPC server, its port, the model holder and the health servicer.
+    """A running sharerank server: the gRPC server, its port, the model holder, the health servicer and the
+    event log it owns (closed by :meth:`stop`).
 
     ``metrics`` is None when metrics are off; ``metrics_port`` also when its port could not be bound.
     """
 
     def __init__(self, grpc_server: grpc.Server, port: int, holder: ModelHolder, health_servicer,
-                 metrics: ServerMetrics | None = None, metrics_port: int | None = None):
+                 metrics: ServerMetrics | None = None, metrics_port: int | None = None,
+                 event_log: EventLog | None = None):
         self.grpc_server, self.port, self.holder, self.health = grpc_server, port, holder, health_servicer
-        self.metrics, self.metrics_port = metrics, metrics_port
+        self.metrics, self.metrics_port, self.event_log = metrics, metrics_port, event_log
 
     def mark_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -69,6 +73,8 @@ class Server:
         self.mark_serving(False)
         self.holder.stop()
         self.grpc_server.stop(grace).wait()
+        if self.event_log is not None:
+            self.event_log.close()  # after the in-flight RecordEvents calls finished
         if self.metrics is not None:
             self.metrics.stop_http()
 
@@ -80,8 +86,23 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
     Prometheus metrics go to ``metrics_address`` (default ``host:metrics_port``; port 0 there picks one),
     unless ``metrics_port`` is 0 and no address is given. Auth is on when ``auth_tokens`` is set.
     The model is loaded before returning when the alias is set; otherwise health stays NOT_SERVING and
-    the alias poller (or ReloadModel) loads it later.
+    the alias poller (or ReloadModel) loads it later. RecordEvents appends to the event log in
+    ``event_log_dir``, which this server holds until :meth:`Server.stop`.
+
+    Raises:
+        EventLogError: another process writes that event log.
+        OSError: the address cannot be bound.
     """
+    event_log = EventLog(settings.resolved_event_log_dir)
+    try:
+        return _start(settings, store, holder, address, metrics_address, event_log)
+    except BaseException:
+        event_log.close()
+        raise
+
+
+def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, address: str | None,
+           metrics_address: str | None, event_log: EventLog) -> Server:
     holder = holder or ModelHolder(settings)
     metrics = ServerMetrics() if metrics_address is not None or settings.metrics_port else None
     # Metrics outermost, so the calls auth rejects are counted (by code) like any other.
@@ -95,7 +116,7 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
     seeding_service_pb2_grpc.add_SeedingServiceServicer_to_server(
         seeding_service_pb2_grpc.SeedingServiceServicer(), grpc_server)
     event_service_pb2_grpc.add_EventServiceServicer_to_server(
-        event_service_pb2_grpc.EventServiceServicer(), grpc_server)
+        EventService(holder, EventRecorder(event_log, store)), grpc_server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), grpc_server)
@@ -116,7 +137,7 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
             log.error("metrics off: cannot listen on %s:%s: %s", metrics_host, metrics_port, exc)
             metrics_port = None
     grpc_server.start()
-    server = Server(grpc_server, port, holder, health_servicer, metrics, metrics_port)
+    server = Server(grpc_server, port, holder, health_servicer, metrics, metrics_port, event_log)
     server.mark_serving(False)
     holder.add_listener(lambda _: server.mark_serving(True))
     if holder.current is None:

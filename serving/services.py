@@ -1,7 +1,7 @@
 """gRPC servicers: thin handlers that parse, call one library function, and map the result or error.
 
-FeedService and AdminService work; the RPCs of later issues answer UNIMPLEMENTED through the generated
-base classes.
+FeedService, EventService and AdminService work; the RPCs of later issues answer UNIMPLEMENTED through the
+generated base classes.
 """
 
 from __future__ import annotations
@@ -13,10 +13,17 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from sharerank.serving import marshal, observability
 from sharerank.serving.errors import ServiceError, to_status
+from sharerank.serving.events import EventRecorder
 from sharerank.serving.feed.pipeline import FeedPipeline
 from sharerank.serving.model_loader import LoadedModel, ModelHolder, ModelLoadError
 from sharerank.serving.similar import similar_products
-from sharerank.v1 import admin_service_pb2, admin_service_pb2_grpc, feed_service_pb2_grpc
+from sharerank.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    event_service_pb2,
+    event_service_pb2_grpc,
+    feed_service_pb2_grpc,
+)
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +50,9 @@ class FeedService(feed_service_pb2_grpc.FeedServiceServicer):
             context.abort_with_status(to_status(error))
         rows = bundle.product_rows
         page = self.pipeline.run(
-            model=bundle, user_id=parsed.user_id, page_size=parsed.page_size, offset=parsed.offset,
-            categories=parsed.categories,
+            model=bundle, user_id=parsed.user_id, page_size=parsed.page_size, categories=parsed.categories,
             exclude_products=frozenset(rows[p] for p in parsed.exclude_product_ids if p in rows),
-            explain=parsed.explain)
+            served=frozenset(rows[p] for p in parsed.served_product_ids if p in rows), explain=parsed.explain)
         observability.record_feed_degraded(page.degraded)
         return marshal.feed_response(page, parsed, bundle.category, bundle.products, model.version)
 
@@ -59,6 +65,24 @@ class FeedService(feed_service_pb2_grpc.FeedServiceServicer):
             context.abort_with_status(to_status(error))
         items = similar_products(bundle, row, page_size, categories)
         return marshal.similar_response(items, bundle.category, bundle.products, model.version)
+
+
+class EventService(event_service_pb2_grpc.EventServiceServicer):
+    """Event ingestion: the event log first, then the online store (see ``serving/events.py``)."""
+
+    def __init__(self, holder: ModelHolder, recorder: EventRecorder):
+        self.holder, self.recorder = holder, recorder
+
+    def RecordEvents(self, request, context):
+        # Events are taken without a model too (the log matters most); the model only adds friends' fan-out.
+        model = self.holder.current
+        try:
+            result = self.recorder.record(request, model.bundle if model is not None else None)
+        except ServiceError as error:
+            context.abort_with_status(to_status(error))
+        return event_service_pb2.RecordEventsResponse(
+            accepted_count=result.accepted, duplicate_count=result.duplicates,
+            model_version=model.version if model is not None else "")
 
 
 class AdminService(admin_service_pb2_grpc.AdminServiceServicer):

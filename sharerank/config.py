@@ -35,6 +35,12 @@ class Settings(BaseSettings):
         description="Online store. redis://... for Redis, memory:// for the in-process store; unset: Redis at "
         "redis://127.0.0.1:6379/0 when it answers, else in-process.",
     )
+    catalogue_path: Path | None = Field(
+        None,
+        description="Optional catalogue for serving: a products.csv or products.parquet (dataset-folder format: "
+        "product_id,category[,price,seller_id,in_stock]), or a dataset folder holding one. Applied at every model "
+        "load: products the model never saw are served with their category's mean embedding. Unset: none.",
+    )
     host: str = Field("127.0.0.1", description="gRPC listen address.")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     workers: int = Field(8, ge=1, le=256, description="gRPC worker threads (a small pool keeps p99 low).")
@@ -47,6 +53,12 @@ class Settings(BaseSettings):
         "`authorization: Bearer <token>`. Roles: storefront (FeedService, EventService), growth "
         "(SeedingService), admin (every service). Empty (the default): auth is off. Health checking and "
         "reflection never need a token.",
+    )
+    event_log_dir: Path | None = Field(
+        None,
+        description="Folder of the append-only event log that RecordEvents writes (the dataset-folder format: "
+        "purchases.csv, shares.csv, views.csv; train on it with `sharerank train --data`); default <home>/events. "
+        "One server process writes a folder at a time: a second one fails to start (it holds a lock file).",
     )
     metrics_port: int = Field(
         9464, ge=0, le=65535,
@@ -74,6 +86,10 @@ class Settings(BaseSettings):
     @property
     def resolved_artifact_root(self) -> str:
         return self.artifact_root or (self.home.resolve() / "mlartifacts").as_uri()
+
+    @property
+    def resolved_event_log_dir(self) -> Path:
+        return self.event_log_dir or self.home / "events"
 
     @property
     def resolved_redis_url(self) -> str:

@@ -68,6 +68,7 @@ def build_bundle(dataset: Dataset, result: TrainResult, info: dict[str, Any]) ->
         popularity=np.bincount(dataset.purchases.product, minlength=dataset.num_products),
         index=ProductIndex.build(result.product_embedding),
         info=info,
+        seller=None if dataset.seller is None else np.asarray(dataset.seller, dtype=object),  # None: all ""
     )
 
 

@@ -1,4 +1,5 @@
-"""Online store: live per-user state (fresh purchases) that the feed reads at request time.
+"""Online store: live per-user state (fresh purchases, shares received, friends' purchases) that the feed reads
+at request time and RecordEvents writes.
 
 Pick a backend by URL with :func:`open_online_store`; code against :class:`OnlineStore` only.
 """
@@ -8,17 +9,33 @@ from __future__ import annotations
 import logging
 from urllib.parse import urlsplit
 
-from sharerank.serving.online_store.base import OnlineStore, OnlineStoreError, Purchase
+from sharerank.serving.online_store.base import (
+    DEFAULT_MAX_ITEMS_PER_KEY,
+    FRIEND_BUYERS_KEPT,
+    FriendsBought,
+    LiveState,
+    OnlineStore,
+    OnlineStoreError,
+    Purchase,
+    ReceivedShare,
+    Share,
+)
 from sharerank.serving.online_store.memory import InMemoryOnlineStore
 from sharerank.serving.online_store.redis_store import RedisOnlineStore, RedisSettings, redact_url
 
 __all__ = [
+    "DEFAULT_MAX_ITEMS_PER_KEY",
+    "FRIEND_BUYERS_KEPT",
+    "FriendsBought",
     "InMemoryOnlineStore",
+    "LiveState",
     "OnlineStore",
     "OnlineStoreError",
     "Purchase",
+    "ReceivedShare",
     "RedisOnlineStore",
     "RedisSettings",
+    "Share",
     "open_online_store",
 ]
 

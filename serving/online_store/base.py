@@ -1,8 +1,19 @@
 """The online store contract: live per-user state the feed reads at request time.
 
 Training sees the event log; the online store sees what happened since, so the feed can stop showing a product
-minutes after it was bought and can cite friends' fresh purchases as social proof. Every backend implements
-:class:`OnlineStore` and is held to one contract suite (``tests/serving/test_online_store.py``).
+minutes after it was bought and can cite friends' fresh purchases and shares received as social proof. Every
+backend implements :class:`OnlineStore` and is held to one contract suite (``tests/serving/test_online_store.py``).
+
+Per user the store keeps three collections, each a map ``product_id -> newest event`` capped at the newest
+``max_items_per_key`` products (older ones are dropped, so a hot user's state stays bounded):
+
+- **purchases**: what the user bought (``ts`` of the newest purchase per product);
+- **shares received**: products shared to the user, with the newest share's time and sharer;
+- **friends bought**: products the user's friends bought (written by fan-out on write), with the newest time,
+  and the up to :data:`FRIEND_BUYERS_KEPT` friends who bought it most recently.
+
+Every write keeps the newest event per ``(user, product)`` (ties broken by the larger id), so replays, retries
+and out-of-order batches converge on the same state whatever their order.
 """
 
 from __future__ import annotations
@@ -12,7 +23,14 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import NamedTuple, Self
+
+DEFAULT_MAX_ITEMS_PER_KEY = 500
+"""Default cap on the products kept per user and collection; the newest ``(ts, product_id)`` win."""
+
+FRIEND_BUYERS_KEPT = 10
+"""Friends remembered per ``(user, product)`` in "friends bought": the ones with the newest purchases. The
+count in :class:`FriendsBought` saturates here ("10 friends bought this" reads the same as 40)."""
 
 
 class OnlineStoreError(Exception):
@@ -44,10 +62,73 @@ class Purchase:
             raise ValueError(f"Purchase.ts must be finite unix seconds, got {self.ts!r}")
 
 
-class OnlineStore(ABC):
-    """Live per-user purchase state, keyed by ``user_id``, newest event time per ``(user, product)``.
+@dataclass(frozen=True, slots=True)
+class Share:
+    """One share event as the online store keeps it: ``sharer_id`` sent ``product_id`` to ``recipient_id``.
 
-    Implementations are thread-safe: one instance is shared by all request threads of a server.
+    Args:
+        sharer_id: who shared (non-empty).
+        recipient_id: who received it (non-empty, not the sharer).
+        product_id: the product shared (non-empty).
+        ts: event time in unix seconds (finite).
+    """
+
+    sharer_id: str
+    recipient_id: str
+    product_id: str
+    ts: float
+
+    def __post_init__(self) -> None:
+        if not self.sharer_id or not self.recipient_id or not self.product_id:
+            raise ValueError(f"Share needs non-empty sharer_id, recipient_id and product_id, got {self!r}")
+        if self.sharer_id == self.recipient_id:
+            raise ValueError(f"Share to oneself: {self!r}")
+        if not math.isfinite(self.ts):
+            raise ValueError(f"Share.ts must be finite unix seconds, got {self.ts!r}")
+
+
+class ReceivedShare(NamedTuple):
+    """A product shared to the user: the newest share of it, by ``sharer_id`` at ``ts`` (unix seconds)."""
+
+    product_id: str
+    sharer_id: str
+    ts: float
+
+
+class FriendsBought(NamedTuple):
+    """A product the user's friends bought.
+
+    ``count`` is how many distinct friends bought it, saturating at :data:`FRIEND_BUYERS_KEPT`; ``last_buyer``
+    is the friend with the newest purchase, at ``ts`` (unix seconds).
+    """
+
+    product_id: str
+    count: int
+    last_buyer: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class LiveState:
+    """What the store knows about one user, newest first, each collection cut at the read's ``limit``.
+
+    Args:
+        purchases: ``{product_id: ts}`` of the user's purchases, newest first (dict order).
+        shares_received: products shared to the user, newest first.
+        friends_bought: products the user's friends bought, newest first.
+    """
+
+    purchases: dict[str, float]
+    shares_received: list[ReceivedShare]
+    friends_bought: list[FriendsBought]
+
+
+class OnlineStore(ABC):
+    """Live per-user state, keyed by ``user_id``: purchases, shares received and friends' purchases.
+
+    Newest event time per ``(user, product)`` wins everywhere, and each collection keeps the newest
+    ``max_items_per_key`` products per user (see the module docstring). Implementations are thread-safe: one
+    instance is shared by all request threads of a server.
     """
 
     @abstractmethod
@@ -55,8 +136,8 @@ class OnlineStore(ABC):
         """Store a batch of purchases in one round trip.
 
         Keeps the latest ``ts`` per ``(user_id, product_id)``: replaying an older event (a retried ingest, a
-        backfill) never overwrites newer state, so writes are idempotent and order-independent. An empty
-        batch is a no-op.
+        backfill) never overwrites newer state, so writes are idempotent and order-independent. Each user
+        keeps their newest ``max_items_per_key`` products. An empty batch is a no-op.
 
         Raises:
             OnlineStoreError: the backend could not take the write; nothing is acknowledged.
@@ -80,6 +161,45 @@ class OnlineStore(ABC):
             OnlineStoreError: the backend could not answer.
         """
         return self.get_purchases_many([user_id])[0]
+
+    @abstractmethod
+    def record_shares(self, shares: Sequence[Share]) -> None:
+        """Add a batch of shares to each recipient's "shares received", in one round trip.
+
+        Keeps, per ``(recipient_id, product_id)``, the share with the newest ``ts`` and its sharer (at equal
+        ``ts`` the larger ``sharer_id``), so replays and reordering never overwrite newer state. An empty batch
+        is a no-op.
+
+        Raises:
+            OnlineStoreError: the backend could not take the write; part of the batch may be applied (every
+                write is idempotent, so the caller may simply resend it).
+        """
+
+    @abstractmethod
+    def record_friend_purchases(self, items: Sequence[tuple[str, Purchase]]) -> None:
+        """Fan-out on write: add each ``(follower_user_id, purchase)`` to the follower's "friends bought".
+
+        Per ``(follower, product)`` keeps the newest ``ts`` over all friends' purchases, and the up to
+        :data:`FRIEND_BUYERS_KEPT` buyers with the newest purchases (each buyer once, at their newest ``ts``;
+        ties by the larger buyer id). Replays and reordering converge on the same state. An empty batch is a
+        no-op.
+
+        Raises:
+            OnlineStoreError: as :meth:`record_shares`.
+        """
+
+    @abstractmethod
+    def get_live_state(self, user_id: str, limit: int = 100) -> LiveState:
+        """Read a user's purchases, shares received and friends' purchases in one round trip.
+
+        Each collection comes newest first (``ts`` descending, ties by ``product_id`` descending) and holds
+        at most ``limit`` products (and never more than the store's cap); an unknown user reads empty. Use
+        :meth:`get_purchases` when every stored purchase matters (filtering what was bought).
+
+        Raises:
+            ValueError: ``limit`` is negative.
+            OnlineStoreError: the backend could not answer.
+        """
 
     @abstractmethod
     def ping(self) -> bool:

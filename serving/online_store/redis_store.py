@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
+from redis.client import Pipeline
 from redis.connection import parse_url
+from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
-from sharerank.serving.online_store.base import OnlineStore, OnlineStoreError, Purchase
+from sharerank.serving.online_store.base import (
+    DEFAULT_MAX_ITEMS_PER_KEY,
+    FRIEND_BUYERS_KEPT,
+    FriendsBought,
+    LiveState,
+    OnlineStore,
+    OnlineStoreError,
+    Purchase,
+    ReceivedShare,
+    Share,
+)
 
 _NINETY_DAYS_S = 90 * 24 * 3600
 # SCAN/UNLINK page size for clear(): large enough to be quick, small enough not to stall Redis.
@@ -34,6 +48,10 @@ class RedisSettings:
         connect_timeout_s: limit on opening a connection. (default: ``0.2``)
         purchase_ttl_s: a user's purchase key expires this long after their last recorded purchase;
             ``None`` keeps it forever. (default: 90 days)
+        social_ttl_s: the same for a user's "shares received" and "friends bought" keys, counted from the
+            last write to each. (default: 90 days)
+        max_items_per_key: products kept per user in each collection (purchases, shares received, friends
+            bought): the newest ``(ts, product_id)``; older ones are removed on write. (default: ``500``)
         max_connections: connections in the pool; a caller waits up to ``socket_timeout_s`` for a free one,
             so size it to the server's worker threads. (default: ``64``)
         retries: immediate retries of a command whose connection broke or timed out mid-call (a restart,
@@ -45,6 +63,8 @@ class RedisSettings:
     socket_timeout_s: float = 0.2
     connect_timeout_s: float = 0.2
     purchase_ttl_s: int | None = _NINETY_DAYS_S
+    social_ttl_s: int | None = _NINETY_DAYS_S
+    max_items_per_key: int = DEFAULT_MAX_ITEMS_PER_KEY
     max_connections: int = 64
     retries: int = 1
 
@@ -53,8 +73,12 @@ class RedisSettings:
             raise ValueError(f"key_prefix must be non-empty and free of braces, got {self.key_prefix!r}")
         if self.socket_timeout_s <= 0 or self.connect_timeout_s <= 0:
             raise ValueError("socket_timeout_s and connect_timeout_s must be > 0")
-        if self.purchase_ttl_s is not None and self.purchase_ttl_s <= 0:
-            raise ValueError(f"purchase_ttl_s must be > 0 or None, got {self.purchase_ttl_s}")
+        for name in ("purchase_ttl_s", "social_ttl_s"):
+            ttl = getattr(self, name)
+            if ttl is not None and ttl <= 0:
+                raise ValueError(f"{name} must be > 0 or None, got {ttl}")
+        if self.max_items_per_key < 1:
+            raise ValueError(f"max_items_per_key must be >= 1, got {self.max_items_per_key}")
         if self.max_connections < 1 or self.retries < 0:
             raise ValueError("max_connections must be >= 1 and retries >= 0")
 
@@ -71,13 +95,163 @@ def _backend_errors(action: str) -> Iterator[None]:
         raise OnlineStoreError(f"redis {action} failed: {type(exc).__name__}: {exc}") from exc
 
 
+# Lua shared by the write scripts. `after` compares ids byte by byte: Lua's `>` on strings follows the
+# server's locale (Redis sets LC_COLLATE), and the tie-break must match Python's and ZSET member order.
+# `trim` keeps the newest `cap` members of a ZSET, the same order as ZREVRANGE, and drops their HASH fields.
+_LUA_HELPERS = """
+local function after(a, b)
+  if a == b then return false end
+  for i = 1, math.min(#a, #b) do
+    local x, y = string.byte(a, i), string.byte(b, i)
+    if x ~= y then return x > y end
+  end
+  return #a > #b
+end
+local function trim(zkey, hkey, cap)
+  local excess = redis.call('ZCARD', zkey) - cap
+  if excess > 0 then
+    local old = redis.call('ZRANGE', zkey, 0, excess - 1)
+    redis.call('ZREMRANGEBYRANK', zkey, 0, excess - 1)
+    for i = 1, #old, 1000 do
+      redis.call('HDEL', hkey, unpack(old, i, math.min(i + 999, #old)))
+    end
+  end
+end
+local function touch(ttl, zkey, hkey)
+  if ttl > 0 then
+    redis.call('EXPIRE', zkey, ttl)
+    redis.call('EXPIRE', hkey, ttl)
+  end
+end
+"""
+
+# KEYS: shared_to, shared_to_by. ARGV: ttl (0: none), cap, then (product_id, ts, sharer_id) triples.
+# A share replaces the stored one only when (ts, sharer_id) is larger, so replays never go backwards.
+_RECORD_SHARES_LUA = _LUA_HELPERS + """
+local zkey, hkey = KEYS[1], KEYS[2]
+local ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
+for i = 3, #ARGV, 3 do
+  local product, ts, sharer = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local t = tonumber(ts)
+  local current = redis.call('ZSCORE', zkey, product)
+  local newer = not current
+  if current then
+    local c = tonumber(current)
+    if t > c then
+      newer = true
+    elseif t == c then
+      local who = redis.call('HGET', hkey, product)
+      newer = (not who) or after(sharer, who)
+    end
+  end
+  if newer then
+    redis.call('ZADD', zkey, ts, product)
+    redis.call('HSET', hkey, product, sharer)
+  end
+end
+trim(zkey, hkey, cap)
+touch(ttl, zkey, hkey)
+return 0
+"""
+
+# KEYS: friends_bought, friends_bought_by. ARGV: ttl (0: none), cap, kept, then (product_id, ts, buyer_id)
+# triples. Per product a JSON array [[buyer_id, ts], ...], newest (ts, buyer_id) first, each buyer once at
+# their newest ts, at most `kept` buyers; the ZSET score is the first entry's ts. A buyer dropped earlier was
+# older than every buyer kept, so keeping the top `kept` converges whatever the order of events.
+_RECORD_FRIEND_PURCHASES_LUA = _LUA_HELPERS + """
+local zkey, hkey = KEYS[1], KEYS[2]
+local ttl, cap, kept = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local function newer(ta, a, tb, b)
+  if ta ~= tb then return ta > tb end
+  return after(a, b)
+end
+local function by_newest(x, y) return newer(tonumber(x[2]), x[1], tonumber(y[2]), y[1]) end
+for i = 4, #ARGV, 3 do
+  local product, ts, buyer = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local t = tonumber(ts)
+  local raw = redis.call('HGET', hkey, product)
+  local buyers = {}
+  if raw then buyers = cjson.decode(raw) end
+  local changed, found = false, false
+  for _, b in ipairs(buyers) do
+    if b[1] == buyer then
+      found = true
+      if t > tonumber(b[2]) then
+        b[2] = ts
+        changed = true
+      end
+      break
+    end
+  end
+  if not found then
+    local n = #buyers
+    if n < kept then
+      buyers[n + 1] = {buyer, ts}
+      changed = true
+    elseif newer(t, buyer, tonumber(buyers[n][2]), buyers[n][1]) then
+      buyers[n] = {buyer, ts}
+      changed = true
+    end
+  end
+  if changed then
+    table.sort(buyers, by_newest)
+    while #buyers > kept do table.remove(buyers) end
+    redis.call('HSET', hkey, product, cjson.encode(buyers))
+    redis.call('ZADD', zkey, buyers[1][2], product)
+  end
+end
+trim(zkey, hkey, cap)
+touch(ttl, zkey, hkey)
+return 0
+"""
+
+# KEYS: purchases, shared_to, shared_to_by, friends_bought, friends_bought_by. ARGV: limit (>= 1).
+# Returns {purchases rows, shares rows, sharers, friends rows, buyer lists}; rows are ZREVRANGE WITHSCORES.
+_READ_LIVE_STATE_LUA = """
+local limit = tonumber(ARGV[1])
+local out = {redis.call('ZREVRANGE', KEYS[1], 0, limit - 1, 'WITHSCORES')}
+for k = 2, 4, 2 do
+  local rows = redis.call('ZREVRANGE', KEYS[k], 0, limit - 1, 'WITHSCORES')
+  local members = {}
+  for i = 1, #rows, 2 do members[#members + 1] = rows[i] end
+  local details = {}
+  if #members > 0 then details = redis.call('HMGET', KEYS[k + 1], unpack(members)) end
+  out[#out + 1] = rows
+  out[#out + 1] = details
+end
+return out
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Script:
+    source: str
+    sha: str
+
+    @classmethod
+    def of(cls, source: str) -> _Script:
+        return cls(source, hashlib.sha1(source.encode()).hexdigest())
+
+
+_RECORD_SHARES = _Script.of(_RECORD_SHARES_LUA)
+_RECORD_FRIEND_PURCHASES = _Script.of(_RECORD_FRIEND_PURCHASES_LUA)
+_READ_LIVE_STATE = _Script.of(_READ_LIVE_STATE_LUA)
+_SCRIPTS = (_RECORD_SHARES, _RECORD_FRIEND_PURCHASES, _READ_LIVE_STATE)
+
+
+def _score(ts: float) -> str:
+    """``ts`` as text that Redis and Lua parse back to the same double (repr is the shortest exact form)."""
+    return repr(float(ts))
+
+
 def _escape_glob(text: str) -> str:
     """Escape SCAN MATCH metacharacters so a prefix matches only itself."""
     return "".join("\\" + c if c in "\\*?[]" else c for c in text)
 
 
 class RedisOnlineStore(OnlineStore):
-    """:class:`OnlineStore` on Redis (>= 6.2, for ``ZADD GT``), one sorted set per user.
+    """:class:`OnlineStore` on Redis (>= 6.2, for ``ZADD GT``): per user one sorted set per collection, plus
+    a hash with the sharer or buyers of each product; Lua scripts keep each user's keys consistent.
 
     The key layout is a written contract, ``serving/online_store/KEYS.md``: other tools may read and write
     these keys directly. The client is created on first use, so constructing the store never touches the
@@ -102,6 +276,22 @@ class RedisOnlineStore(OnlineStore):
         """The key of ``user_id``'s purchase set: ``{prefix}purchases:{<user_id>}`` (braces literal)."""
         return f"{self.settings.key_prefix}purchases:{{{user_id}}}"
 
+    def shared_to_key(self, user_id: str) -> str:
+        """``{prefix}shared_to:{<user_id>}``: products shared to the user, scored by the newest share's ts."""
+        return f"{self.settings.key_prefix}shared_to:{{{user_id}}}"
+
+    def shared_to_by_key(self, user_id: str) -> str:
+        """``{prefix}shared_to_by:{<user_id>}``: product -> the sharer of the newest share of it to the user."""
+        return f"{self.settings.key_prefix}shared_to_by:{{{user_id}}}"
+
+    def friends_bought_key(self, user_id: str) -> str:
+        """``{prefix}friends_bought:{<user_id>}``: products the user's friends bought, scored by the newest ts."""
+        return f"{self.settings.key_prefix}friends_bought:{{{user_id}}}"
+
+    def friends_bought_by_key(self, user_id: str) -> str:
+        """``{prefix}friends_bought_by:{<user_id>}``: product -> JSON ``[[buyer_id, ts], ...]``, newest first."""
+        return f"{self.settings.key_prefix}friends_bought_by:{{{user_id}}}"
+
     def record_purchases(self, purchases: Sequence[Purchase]) -> None:
         if not purchases:
             return
@@ -119,6 +309,8 @@ class RedisOnlineStore(OnlineStore):
                     # GT updates a member only to a larger score (and still adds new members), so the newest
                     # event wins inside Redis even when two writers race with out-of-order events.
                     pipe.zadd(key, scores, gt=True)
+                    # Keep the newest max_items_per_key (ranks count from the lowest score).
+                    pipe.zremrangebyrank(key, 0, -self.settings.max_items_per_key - 1)
                     if ttl is not None:
                         pipe.expire(key, ttl)
                 pipe.execute()
@@ -132,6 +324,87 @@ class RedisOnlineStore(OnlineStore):
                     pipe.zrange(self.purchases_key(user_id), 0, -1, withscores=True)
                 rows = pipe.execute()
         return [dict(row) for row in rows]
+
+    def record_shares(self, shares: Sequence[Share]) -> None:
+        by_recipient: dict[str, list[str]] = {}
+        for share in shares:
+            by_recipient.setdefault(share.recipient_id, []).extend(
+                (share.product_id, _score(share.ts), share.sharer_id))
+        if not by_recipient:
+            return
+        head = (self.settings.social_ttl_s or 0, self.settings.max_items_per_key)
+
+        def fill(pipe: Pipeline) -> None:
+            for user_id, args in by_recipient.items():
+                pipe.evalsha(_RECORD_SHARES.sha, 2, self.shared_to_key(user_id), self.shared_to_by_key(user_id),
+                             *head, *args)
+
+        self._execute("record_shares", fill)
+
+    def record_friend_purchases(self, items: Sequence[tuple[str, Purchase]]) -> None:
+        by_follower: dict[str, list[str]] = {}
+        for follower_id, p in items:
+            if not follower_id:
+                raise ValueError("record_friend_purchases needs non-empty follower user ids")
+            by_follower.setdefault(follower_id, []).extend((p.product_id, _score(p.ts), p.user_id))
+        if not by_follower:
+            return
+        head = (self.settings.social_ttl_s or 0, self.settings.max_items_per_key, FRIEND_BUYERS_KEPT)
+
+        def fill(pipe: Pipeline) -> None:
+            for user_id, args in by_follower.items():
+                pipe.evalsha(_RECORD_FRIEND_PURCHASES.sha, 2, self.friends_bought_key(user_id),
+                             self.friends_bought_by_key(user_id), *head, *args)
+
+        self._execute("record_friend_purchases", fill)
+
+    def get_live_state(self, user_id: str, limit: int = 100) -> LiveState:
+        if limit < 0:
+            raise ValueError(f"limit must be >= 0, got {limit}")
+        limit = min(limit, self.settings.max_items_per_key)
+        if limit == 0:
+            return LiveState({}, [], [])
+        keys = (self.purchases_key(user_id), self.shared_to_key(user_id), self.shared_to_by_key(user_id),
+                self.friends_bought_key(user_id), self.friends_bought_by_key(user_id))
+        (reply,) = self._execute(
+            "get_live_state", lambda pipe: pipe.evalsha(_READ_LIVE_STATE.sha, len(keys), *keys, limit))
+        purchases, shares, sharers, friends, buyers = reply
+        shares_received = [
+            ReceivedShare(product_id, sharer, float(ts))
+            for product_id, ts, sharer in zip(shares[::2], shares[1::2], sharers, strict=True)
+            if sharer is not None  # a member without its hash field was not written by this store's scripts
+        ]
+        friends_bought = []
+        for product_id, ts, raw in zip(friends[::2], friends[1::2], buyers, strict=True):
+            if raw is None:
+                continue
+            kept = json.loads(raw)
+            friends_bought.append(FriendsBought(product_id, len(kept), kept[0][0], float(ts)))
+        return LiveState(
+            purchases={product_id: float(ts) for product_id, ts in zip(purchases[::2], purchases[1::2], strict=True)},
+            shares_received=shares_received,
+            friends_bought=friends_bought,
+        )
+
+    def _execute(self, action: str, fill: Callable[[Pipeline], object]) -> list:
+        """Run the commands ``fill`` queues as one pipeline, loading the scripts once if Redis lost them.
+
+        Redis forgets scripts on a restart or ``SCRIPT FLUSH``: EVALSHA then fails with NOSCRIPT, and the
+        whole pipeline is resent after ``SCRIPT LOAD`` (every command here is idempotent).
+        """
+        client = self._client()
+        with _backend_errors(action):
+            for attempt in range(2):
+                try:
+                    with client.pipeline(transaction=False) as pipe:
+                        fill(pipe)
+                        return pipe.execute()
+                except NoScriptError:
+                    if attempt:
+                        raise
+                    for script in _SCRIPTS:
+                        client.script_load(script.source)
+        raise AssertionError("unreachable")
 
     def ping(self) -> bool:
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import grpc
@@ -36,8 +37,10 @@ def bearer(token: str) -> tuple[tuple[str, str], ...]:
 
 def start(registry, **update) -> Server:
     settings, _ = registry
-    return create_server(settings.model_copy(update={"metrics_port": 0, **update}), InMemoryOnlineStore(),
-                         address="127.0.0.1:0")
+    # Each server its own event log: a log has one writer, and the module's server is up meanwhile.
+    event_log_dir = settings.home / f"events-{uuid.uuid4().hex[:8]}"
+    return create_server(settings.model_copy(update={"metrics_port": 0, "event_log_dir": event_log_dir, **update}),
+                         InMemoryOnlineStore(), address="127.0.0.1:0")
 
 
 @pytest.fixture(scope="module")
@@ -120,7 +123,8 @@ def test_unknown_methods_need_a_token_too(channel) -> None:
 def test_storefront_may_read_feeds_and_record_events_only(channel) -> None:
     assert len(get_feed(channel, bearer(STOREFRONT)).items) == 3
     assert len(get_feed(channel, (("authorization", f"bearer  {STOREFRONT} "),)).items) == 3  # scheme is any case
-    fails(lambda: record_events(channel, bearer(STOREFRONT)), grpc.StatusCode.UNIMPLEMENTED)  # past auth
+    # Past auth: an empty batch is the handler's INVALID_ARGUMENT, not PERMISSION_DENIED.
+    fails(lambda: record_events(channel, bearer(STOREFRONT)), grpc.StatusCode.INVALID_ARGUMENT, "NO_EVENTS")
     error = fails(lambda: reload_model(channel, bearer(STOREFRONT)), grpc.StatusCode.PERMISSION_DENIED,
                   "ROLE_NOT_ALLOWED")
     assert "'storefront'" in error.details() and "sharerank.v1.AdminService/ReloadModel" in error.details()
@@ -145,8 +149,8 @@ def test_admin_may_call_everything(channel, registry) -> None:
     info = admin_service_pb2_grpc.AdminServiceStub(channel).GetModelInfo(
         admin_service_pb2.GetModelInfoRequest(), metadata=bearer(ADMIN), timeout=10)
     assert info.model_version == report["version"]
-    for call in (get_seed_targets, record_events):  # not implemented yet, but admitted
-        fails(lambda call=call: call(channel, bearer(ADMIN)), grpc.StatusCode.UNIMPLEMENTED)
+    fails(lambda: get_seed_targets(channel, bearer(ADMIN)), grpc.StatusCode.UNIMPLEMENTED)  # not yet, but admitted
+    fails(lambda: record_events(channel, bearer(ADMIN)), grpc.StatusCode.INVALID_ARGUMENT, "NO_EVENTS")  # admitted
 
 
 def test_health_and_reflection_need_no_token(channel) -> None:

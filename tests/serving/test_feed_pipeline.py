@@ -2,27 +2,59 @@
 
 from __future__ import annotations
 
+import base64
+import math
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
 
 from sharerank.models.bundle import ModelBundle
 from sharerank.models.index import ProductIndex
+from sharerank.serving import marshal
+from sharerank.serving.errors import ServiceError
 from sharerank.serving.feed.filters.already_bought import AlreadyBoughtFilter
 from sharerank.serving.feed.filters.category import CategoryFilter
+from sharerank.serving.feed.filters.duplicate import DuplicateFilter
 from sharerank.serving.feed.filters.excluded import ExcludedFilter
 from sharerank.serving.feed.filters.out_of_stock import OutOfStockFilter
-from sharerank.serving.feed.hydrators.purchases import PurchasesHydrator
-from sharerank.serving.feed.pipeline import FeedPipeline
+from sharerank.serving.feed.filters.served import ServedFilter
+from sharerank.serving.feed.hydrators.live_state import LiveStateHydrator
+from sharerank.serving.feed.hydrators.user_vector import UserVectorHydrator
+from sharerank.serving.feed.pipeline import FeedPage, FeedPipeline
 from sharerank.serving.feed.query import Candidate, FeedQuery
+from sharerank.serving.feed.rerankers.diversity import (
+    CATEGORY_DECAY,
+    DIVERSITY_FLOOR,
+    SELLER_DECAY,
+    DiversityReranker,
+)
+from sharerank.serving.feed.scorers.long_tail import LONG_TAIL_BOOST, LongTailScorer
+from sharerank.serving.feed.scorers.model import ModelScorer
+from sharerank.serving.feed.scorers.social_proof import (
+    FRIENDS_BOUGHT_WEIGHT,
+    HALF_LIFE_S,
+    MAX_SOCIAL_BOOST,
+    RECENCY_FLOOR,
+    SHARED_TO_YOU_WEIGHT,
+    SocialProofScorer,
+)
 from sharerank.serving.feed.sources.embedding import EmbeddingSource
+from sharerank.serving.feed.sources.friends_bought import FriendsBoughtSource
 from sharerank.serving.feed.sources.popular import PopularSource
+from sharerank.serving.feed.sources.shared_to_you import SharedToYouSource
+from sharerank.serving.model_loader import apply_catalogue, read_catalogue
 from sharerank.serving.online_store import InMemoryOnlineStore, OnlineStoreError, Purchase
+from sharerank.serving.online_store.base import FriendsBought, ReceivedShare, Share
+from sharerank.v1 import feed_service_pb2, internal_pb2
+
+NOW = 1.7e9
 
 
 @pytest.fixture
 def bundle() -> ModelBundle:
     # Six products on a line of decreasing affinity for user u0; p3 is out of stock; u0 bought p0.
+    # u1 is known but bought nothing; u0 and u1 are friends. p1 is the popularity head (the top 20%).
     products = np.array([f"p{i}" for i in range(6)], dtype=object)
     product_embedding = np.array([[6, 0], [5, 0], [4, 0], [3, 0], [2, 0], [1, 0]], dtype=np.float32)
     user_embedding = np.array([[1, 0], [0, 1]], dtype=np.float32)
@@ -34,81 +66,359 @@ def bundle() -> ModelBundle:
         user_embedding=user_embedding, product_embedding=product_embedding, history=history,
         friends=sp.csr_matrix(([1.0, 1.0], ([0, 1], [1, 0])), shape=(2, 2)),
         popularity=np.array([1, 9, 3, 8, 7, 2]), index=ProductIndex.build(product_embedding),
-        info={"model_type": "hand-built"})
+        info={"model_type": "hand-built"},
+        seller=np.array(["s0", "s0", "s1", "s1", "s0", ""], dtype=object))
 
 
 def query(bundle: ModelBundle, **changes) -> FeedQuery:
-    base = FeedQuery(user_id="u0", page_size=3, offset=0, categories=frozenset(), exclude_products=frozenset(),
-                     explain=False, model=bundle, user_row=0)
+    base = FeedQuery(user_id="u0", page_size=3, categories=frozenset(), exclude_products=frozenset(),
+                     explain=False, model=bundle, user_row=0, now=NOW, user_vector=bundle.user_embedding[0])
     return base.with_(**changes)
 
 
-def candidates(*rows: int) -> list[Candidate]:
-    return [Candidate(r, float(-r), "test") for r in rows]
+def candidates(*rows: int, scores: list[float] | None = None) -> list[Candidate]:
+    scores = scores if scores is not None else [float(-r) for r in rows]
+    return [Candidate(r, s, "test") for r, s in zip(rows, scores, strict=True)]
+
+
+def products_of(items: list[Candidate]) -> list[int]:
+    return [c.product for c in items]
+
+
+# Filters
 
 
 def test_already_bought_filter_says_what_it_removed(bundle) -> None:
     result = AlreadyBoughtFilter().apply(query(bundle, bought=frozenset({0, 2})), candidates(0, 1, 2, 3))
-    assert [c.product for c in result.kept] == [1, 3] and [c.product for c in result.removed] == [0, 2]
+    assert products_of(result.kept) == [1, 3] and products_of(result.removed) == [0, 2]
 
 
 def test_excluded_filter(bundle) -> None:
     result = ExcludedFilter().apply(query(bundle, exclude_products=frozenset({1})), candidates(0, 1))
-    assert [c.product for c in result.removed] == [1]
+    assert products_of(result.removed) == [1]
 
 
 def test_out_of_stock_filter(bundle) -> None:
     result = OutOfStockFilter().apply(query(bundle), candidates(2, 3, 4))
-    assert [c.product for c in result.removed] == [3]
+    assert products_of(result.kept) == [2, 4] and products_of(result.removed) == [3]
 
 
 def test_category_filter_is_a_no_op_without_categories(bundle) -> None:
     assert len(CategoryFilter().apply(query(bundle), candidates(0, 2)).kept) == 2
     result = CategoryFilter().apply(query(bundle, categories=frozenset({"B"})), candidates(0, 2, 5))
-    assert [c.product for c in result.kept] == [2, 5]
+    assert products_of(result.kept) == [2, 5] and products_of(result.removed) == [0]
 
 
-def test_hydrator_merges_history_and_live_purchases(bundle) -> None:
+def test_served_filter_removes_what_earlier_pages_served(bundle) -> None:
+    result = ServedFilter().apply(query(bundle, served=frozenset({1, 4})), candidates(1, 2, 4, 5))
+    assert products_of(result.kept) == [2, 5] and products_of(result.removed) == [1, 4]
+
+
+def test_duplicate_filter_keeps_the_first_copy(bundle) -> None:
+    found = [Candidate(1, 5.0, "Embedding"), Candidate(2, 4.0, "Embedding"), Candidate(1, 5.0, "FriendsBought")]
+    result = DuplicateFilter().apply(query(bundle), found)
+    assert [(c.product, c.source) for c in result.kept] == [(1, "Embedding"), (2, "Embedding")]
+    assert [(c.product, c.source) for c in result.removed] == [(1, "FriendsBought")]
+
+
+# Hydrators
+
+
+def test_live_state_hydrator_reads_purchases_and_social_proof(bundle) -> None:
     store = InMemoryOnlineStore()
     store.record_purchases([Purchase("u0", "p4", 1.0), Purchase("u0", "not-in-catalogue", 2.0)])
-    hydrated = PurchasesHydrator(store).hydrate(query(bundle))
+    store.record_friend_purchases([("u0", Purchase("u1", "p5", 10.0)), ("u0", Purchase("f2", "p5", 11.0)),
+                                   ("u0", Purchase("u1", "gone", 12.0))])
+    store.record_shares([Share("u1", "u0", "p2", 20.0), Share("f2", "u0", "p2", 21.0),
+                         Share("f3", "u0", "gone", 22.0)])
+    hydrated = LiveStateHydrator(store).hydrate(query(bundle, now=0.0))
     assert hydrated.bought == frozenset({0, 4}) and hydrated.degraded == ()
+    assert hydrated.friends_bought == {5: FriendsBought("p5", 2, "f2", 11.0)}
+    assert hydrated.shared == {2: ReceivedShare("p2", "f2", 21.0)}  # the newest share of each product
+    assert set(hydrated.sharers) == {"f2", "f3"}  # sharers of unknown products still count (cold start)
+    assert hydrated.now > 0
+
+
+def test_live_state_hydrator_reads_every_purchase_when_the_live_read_is_cut(bundle) -> None:
+    store = InMemoryOnlineStore()
+    store.record_purchases([Purchase("u0", f"p{i}", float(i)) for i in (2, 4, 5)])
+    hydrated = LiveStateHydrator(store, limit=2).hydrate(query(bundle))
+    assert hydrated.bought == frozenset({0, 2, 4, 5})
 
 
 class BrokenStore(InMemoryOnlineStore):
     """Fault injection: every read fails as if Redis were down."""
 
+    def get_live_state(self, user_id, limit=100):
+        raise OnlineStoreError("connection refused")
+
     def get_purchases_many(self, user_ids):
         raise OnlineStoreError("connection refused")
 
 
-def test_hydrator_fails_open_and_marks_the_query_degraded(bundle) -> None:
-    hydrated = PurchasesHydrator(BrokenStore()).hydrate(query(bundle))
-    assert hydrated.bought == frozenset({0}) and hydrated.degraded == ("Purchases",)
+def test_live_state_hydrator_fails_open_and_marks_the_query_degraded(bundle) -> None:
+    hydrated = LiveStateHydrator(BrokenStore()).hydrate(query(bundle))
+    assert hydrated.bought == frozenset({0}) and hydrated.degraded == ("LiveState",)
+    assert not hydrated.friends_bought and not hydrated.shared and not hydrated.sharers
+
+
+def test_user_vector_is_the_users_own_embedding_when_they_bought(bundle) -> None:
+    hydrated = UserVectorHydrator().hydrate(query(bundle, user_vector=None))
+    assert hydrated.user_vector.tolist() == [1.0, 0.0] and hydrated.neighbours == 0
+
+
+def test_cold_user_ranks_by_their_friends_embeddings(bundle) -> None:
+    # u1 bought nothing; their friend u0 did, so u1's feed comes from u0's embedding, not u1's own.
+    known = UserVectorHydrator().hydrate(query(bundle, user_id="u1", user_row=1, user_vector=None))
+    assert known.user_vector.tolist() == [1.0, 0.0] and known.neighbours == 1
+    # An unknown user is placed by who shared to them; sharers the model does not know, or who never
+    # bought anything (u1), carry no taste.
+    unknown = query(bundle, user_id="new", user_row=None, user_vector=None, sharers=("stranger", "u1", "u0"))
+    hydrated = UserVectorHydrator().hydrate(unknown)
+    assert hydrated.user_vector.tolist() == [1.0, 0.0] and hydrated.neighbours == 1
+    nothing = UserVectorHydrator().hydrate(unknown.with_(sharers=("stranger", "u1")))
+    assert nothing.user_vector is None and nothing.neighbours == 0
+
+
+# Sources
 
 
 def test_embedding_source_ranks_by_inner_product_and_skips_unavailable(bundle) -> None:
     found = EmbeddingSource().fetch(query(bundle, bought=frozenset({0})))
-    assert [c.product for c in found] == [1, 2, 4, 5]  # p0 bought, p3 out of stock
+    assert products_of(found) == [1, 2, 4, 5]  # p0 bought, p3 out of stock
     assert [c.score for c in found] == [5.0, 4.0, 2.0, 1.0]
+
+
+def test_embedding_source_skips_what_earlier_pages_served(bundle) -> None:
+    found = EmbeddingSource().fetch(query(bundle, bought=frozenset({0}), served=frozenset({1, 4})))
+    assert products_of(found) == [2, 5]
 
 
 def test_embedding_source_widens_until_the_category_fills_the_page(bundle) -> None:
     found = EmbeddingSource().fetch(query(bundle, categories=frozenset({"B"}), page_size=2))
-    assert [c.product for c in found] == [2, 5]
+    assert products_of(found) == [2, 5]
 
 
-def test_popular_source_serves_unknown_users(bundle) -> None:
-    unknown = query(bundle, user_id="new", user_row=None, explain=True)
+def test_popular_source_serves_users_with_nothing_known(bundle) -> None:
+    unknown = query(bundle, user_id="new", user_row=None, user_vector=None, explain=True)
     assert not EmbeddingSource().applies(unknown) and PopularSource().applies(unknown)
     found = PopularSource().fetch(unknown)
-    assert [c.product for c in found] == [1, 4, 2, 5]  # by popularity, p3 out of stock
+    assert products_of(found) == [1, 4, 2, 5, 0]  # by popularity, p3 out of stock
+    assert found[0].score == 1.0 and found[1].score == pytest.approx(7 / 9)
     assert found[0].reasons[0].text == "popular in A"
+    assert products_of(PopularSource().fetch(unknown.with_(served=frozenset({1, 2})))) == [4, 5, 0]
 
 
-def test_pipeline_pages_without_repeats(bundle) -> None:
+def test_social_sources_add_products_outside_the_top_k(bundle) -> None:
+    social = query(bundle, page_size=1, bought=frozenset({0}),
+                   friends_bought={5: FriendsBought("p5", 2, "u1", NOW)}, shared={4: ReceivedShare("p4", "u1", NOW)})
+    assert products_of(EmbeddingSource().fetch(social)) == [1, 2, 4, 5][:social.depth]
+    assert [(c.product, c.score) for c in FriendsBoughtSource().fetch(social)] == [(5, 1.0)]
+    assert [(c.product, c.score) for c in SharedToYouSource().fetch(social)] == [(4, 2.0)]
+    assert not FriendsBoughtSource().applies(query(bundle)) and not SharedToYouSource().applies(query(bundle))
+    cold = social.with_(user_vector=None)  # no vector: scored like the popular source
+    assert [c.score for c in FriendsBoughtSource().fetch(cold)] == [pytest.approx(2 / 9)]
+
+
+# Scorers
+
+
+def test_model_scorer_rescales_the_ranked_pool_to_unit_range(bundle) -> None:
+    scores = ModelScorer().score(query(bundle), candidates(1, 2, 4, 5), np.array([5.0, 4.0, 2.0, 1.0]))
+    assert scores.tolist() == pytest.approx([1.0, 0.75, 0.25, 0.0])
+    # page_size 1 → depth 4: the 4th best raw score (3) is 0, products below it (social) clip at 0.
+    scores = ModelScorer().score(query(bundle, page_size=1), candidates(0, 1, 2, 3, 4, 5),
+                                 np.array([6.0, 5.0, 4.0, 3.0, 2.0, 1.0]))
+    assert scores.tolist() == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0, 0.0, 0.0])
+    assert ModelScorer().score(query(bundle), candidates(1, 2), np.array([3.0, 3.0])).tolist() == [1.0, 1.0]
+
+
+def test_social_proof_scorer_adds_a_bounded_decaying_boost_in_input_order(bundle) -> None:
+    week = HALF_LIFE_S
+    social = query(bundle, friends_bought={1: FriendsBought("p1", 3, "f", NOW),
+                                           2: FriendsBought("p2", 1, "f", NOW - week),
+                                           4: FriendsBought("p4", 1, "f", NOW - 50 * week),
+                                           5: FriendsBought("p5", 3, "f", NOW)},
+                   shared={0: ReceivedShare("p0", "s", NOW), 5: ReceivedShare("p5", "s", NOW)})
+    found = candidates(3, 1, 2, 4, 0, 5)
+    scores = SocialProofScorer().score(social, found, np.full(6, 0.5))
+    assert scores.tolist() == pytest.approx([
+        0.5,  # no social proof
+        0.5 + FRIENDS_BOUGHT_WEIGHT * math.log2(4),  # 3 friends, now: 0.6
+        0.5 + FRIENDS_BOUGHT_WEIGHT * 0.5,  # 1 friend a half-life ago
+        0.5 + FRIENDS_BOUGHT_WEIGHT * RECENCY_FLOOR,  # long ago: the floor
+        0.5 + SHARED_TO_YOU_WEIGHT,
+        0.5 + MAX_SOCIAL_BOOST,  # 0.6 + 0.4 capped
+    ])
+    assert SocialProofScorer().score(query(bundle), found, np.full(6, 0.5)).tolist() == [0.5] * 6
+    texts = {p: [r.text for r in SocialProofScorer.explain(social, p)] for p in (1, 2, 3, 5)}
+    assert texts == {1: ["3 friends bought this"], 2: ["1 friend bought this"], 3: [],
+                     5: ["3 friends bought this", "shared to you by s"]}
+    assert [r.kind for r in SocialProofScorer.explain(social, 5)] == ["FRIENDS_BOUGHT", "SHARED_TO_YOU"]
+
+
+def test_long_tail_scorer_lifts_products_outside_the_popularity_head(bundle) -> None:
+    assert bundle.long_tail.tolist() == [True, False, True, True, True, True]  # p1 is the top 20%
+    scores = LongTailScorer().score(query(bundle), candidates(1, 4), np.array([0.95, 0.9]))
+    assert scores.tolist() == pytest.approx([0.95, 0.9 + LONG_TAIL_BOOST])  # the tail product now ranks first
+
+
+# Re-ranker
+
+
+def test_diversity_reranker_discounts_repeated_categories_and_sellers(bundle) -> None:
+    # Categories A A B A B, sellers s0 s0 s1 s0 "": without re-ranking the page would start A A A.
+    found = candidates(0, 1, 2, 4, 5)
+    order, scores = DiversityReranker().rerank(query(bundle, page_size=4), found, np.array([1.0, 0.9, 0.7, 0.85, 0.6]))
+    # p0; then p2 (0.7) beats p1 (0.9 · 0.7 · 0.8 = 0.504); then p1 beats p5 (0.6 · 0.7 = 0.42); then p5 beats p4
+    # (0.85 · 0.7² · 0.8² = 0.267).
+    assert (CATEGORY_DECAY, SELLER_DECAY, DIVERSITY_FLOOR) == (0.7, 0.8, 0.1)
+    assert [found[i].product for i in order] == [0, 2, 1, 5, 4]
+    assert scores[:4].tolist() == pytest.approx([1.0, 0.7, 0.504, 0.42])
+    assert scores[4] == 0.85  # past the page: undiscounted, only counts towards has_more
+
+
+def test_diversity_discount_has_a_floor_and_keeps_the_order_within_one_category(bundle) -> None:
+    # All of category A and seller s0 (as under a category filter): everyone is discounted alike, order kept.
+    found = candidates(0, 1, 4)
+    order, scores = DiversityReranker().rerank(query(bundle), found, np.array([1.0, 0.9, 0.8]))
+    assert order.tolist() == [0, 1, 2]
+    assert scores.tolist() == pytest.approx([1.0, 0.9 * CATEGORY_DECAY * SELLER_DECAY,
+                                             max(DIVERSITY_FLOOR, (CATEGORY_DECAY * SELLER_DECAY) ** 2) * 0.8])
+    many = [Candidate(0, 1.0, "test")] * 12  # the twelfth copy is far below the floor without it
+    _, scores = DiversityReranker().rerank(query(bundle, page_size=12), many, np.ones(12))
+    assert scores[-1] == DIVERSITY_FLOOR
+
+
+def naive_diversity(scores: np.ndarray, categories: np.ndarray, sellers: np.ndarray, k: int) -> list[int]:
+    """The definition, slot by slot: the best discounted score among the rest (ties: the earlier one)."""
+    page: list[int] = []
+    for _ in range(min(k, len(scores))):
+        best, best_i = -1.0, -1
+        for i in range(len(scores)):
+            if i in page:
+                continue
+            n_c = sum(categories[j] == categories[i] for j in page) if categories[i] >= 0 else 0
+            n_s = sum(sellers[j] == sellers[i] for j in page) if sellers[i] >= 0 else 0
+            value = scores[i] * max(DIVERSITY_FLOOR, CATEGORY_DECAY ** n_c * SELLER_DECAY ** n_s)
+            if value > best:
+                best, best_i = value, i
+        page.append(best_i)
+    return page
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_diversity_reranker_matches_the_naive_greedy(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    n = 40
+    world = random_bundle(rng, n)
+    scores = rng.random(n)
+    found = candidates(*range(n))
+    order, reranked = DiversityReranker().rerank(
+        FeedQuery(user_id="u", page_size=15, categories=frozenset(), exclude_products=frozenset(), explain=False,
+                  model=world), found, scores)
+    assert order[:15].tolist() == naive_diversity(scores, world.category_codes, world.seller_codes, 15)
+    assert sorted(order.tolist()) == list(range(n))
+    values = reranked[:15].tolist()
+    assert values == sorted(values, reverse=True)  # discounts only grow, so the page reads best first
+
+
+def random_bundle(rng: np.random.Generator, n: int) -> ModelBundle:
+    embedding = rng.normal(size=(n, 4)).astype(np.float32)
+    return ModelBundle(
+        users=np.array(["u"], dtype=object), products=np.array([f"p{i}" for i in range(n)], dtype=object),
+        category=rng.choice(np.array(["A", "B", "C", ""], dtype=object), n), in_stock=np.ones(n, dtype=bool),
+        user_embedding=rng.normal(size=(1, 4)).astype(np.float32), product_embedding=embedding,
+        history=sp.csr_matrix((1, n)), friends=sp.csr_matrix((1, 1)), popularity=rng.integers(0, 9, n),
+        index=ProductIndex.build(embedding), seller=rng.choice(np.array(["s0", "s1", "s2", ""], dtype=object), n))
+
+
+# The pipeline
+
+
+def test_pipeline_pages_never_repeat(bundle) -> None:
     pipeline = FeedPipeline(InMemoryOnlineStore())
     first = pipeline.run(model=bundle, user_id="u0", page_size=2)
-    second = pipeline.run(model=bundle, user_id="u0", page_size=2, offset=2)
-    assert [c.product for c in first.items] == [1, 2] and first.has_more
-    assert [c.product for c in second.items] == [4, 5] and not second.has_more
+    second = pipeline.run(model=bundle, user_id="u0", page_size=2, served=frozenset(products_of(first.items)))
+    assert products_of(first.items) == [1, 2] and first.has_more
+    assert products_of(second.items) == [4, 5] and not second.has_more
+
+
+def test_pipeline_cites_live_social_proof(bundle) -> None:
+    store = InMemoryOnlineStore()
+    store.record_friend_purchases([("u0", Purchase("u1", "p5", NOW)), ("u0", Purchase("f", "p5", NOW))])
+    store.record_shares([Share("u1", "u0", "p4", NOW)])
+    page = FeedPipeline(store).run(model=bundle, user_id="u0", page_size=4, explain=True)
+    reasons = {c.product: [r.text for r in c.reasons] for c in page.items}
+    assert reasons[5][0] == "2 friends bought this" and reasons[4][0] == "shared to you by u1"
+    assert reasons[1] == ["picked for you from your purchases and your network"]
+
+
+def test_pipeline_serves_a_cold_user_from_the_people_who_shared_to_them(bundle) -> None:
+    store = InMemoryOnlineStore()
+    store.record_shares([Share("u0", "newcomer", "p5", NOW)])
+    page = FeedPipeline(store).run(model=bundle, user_id="newcomer", page_size=3, explain=True)
+    assert products_of(page.items)[0] == 0  # u0's taste; popularity would start with p1
+    assert page.items[0].reasons[0].text == "picked for you from what your friends buy"
+    nobody = FeedPipeline(InMemoryOnlineStore()).run(model=bundle, user_id="nobody", page_size=3)
+    assert products_of(nobody.items)[0] == 1  # nothing known: most popular
+
+
+def test_pipeline_fails_open_without_the_online_store(bundle) -> None:
+    page = FeedPipeline(BrokenStore()).run(model=bundle, user_id="u0", page_size=2)
+    assert products_of(page.items) == [1, 2] and page.degraded == ("LiveState",)
+
+
+# Cold-start products: the catalogue's category prior
+
+
+def test_catalogue_products_get_their_category_prior(bundle, tmp_path) -> None:
+    (tmp_path / "products.csv").write_text("product_id,category,seller_id,in_stock\n"
+                                           "p0,A,s0,1\nnew-b,B,s9,1\nnew-c,C,,1\nnew-gone,B,s9,0\n")
+    extended = apply_catalogue(bundle, *read_catalogue(tmp_path / "products.csv"))
+    assert len(bundle.products) == 6 and bundle.index.size == 6  # the loaded bundle is untouched
+    assert extended.products.tolist()[6:] == ["new-b", "new-c", "new-gone"] and extended.index.size == 9
+    b_mean, overall = (4 + 3 + 1) / 3, (6 + 5 + 4 + 3 + 2 + 1) / 6
+    assert extended.product_embedding[6:, 0].tolist() == pytest.approx([b_mean, overall, b_mean])
+    assert extended.category_prior.tolist() == [False] * 6 + [True] * 3
+    assert extended.seller.tolist()[6:] == ["s9", "", "s9"] and extended.in_stock.tolist()[6:] == [True, True, False]
+    assert extended.popularity.tolist()[6:] == [0, 0, 0] and extended.history.shape == (2, 9)
+    page = FeedPipeline(InMemoryOnlineStore()).run(model=extended, user_id="u0", page_size=8, explain=True)
+    reasons = {extended.products[c.product]: c.reasons[0] for c in page.items}
+    assert "new-gone" not in reasons  # out of stock
+    assert reasons["new-b"].kind == "CATEGORY_PRIOR" and reasons["new-b"].text == "new in B"
+    assert reasons["new-c"].kind == "CATEGORY_PRIOR"
+    assert apply_catalogue(bundle, *read_catalogue(tmp_path)) is not bundle  # a folder holding one works too
+
+
+# Page tokens
+
+
+def feed_request(token: str = "", page_size: int = 5) -> feed_service_pb2.GetFeedRequest:
+    return feed_service_pb2.GetFeedRequest(user_id="u0", page_size=page_size, page_token=token)
+
+
+def test_page_token_carries_what_was_served(bundle) -> None:
+    first = marshal.parse_feed_request(feed_request())
+    page = FeedPage(items=candidates(1, 2), has_more=True, degraded=())
+    token = marshal.feed_response(page, first, bundle.category, bundle.products, "7").next_page_token
+    second = marshal.parse_feed_request(feed_request(token))
+    assert second.served_product_ids == ("p1", "p2")
+    page = FeedPage(items=candidates(4), has_more=True, degraded=())
+    token = marshal.feed_response(page, second, bundle.category, bundle.products, "8").next_page_token
+    assert marshal.parse_feed_request(feed_request(token)).served_product_ids == ("p1", "p2", "p4")
+
+
+def test_a_feed_ends_at_the_served_cap(bundle) -> None:
+    served = [f"x{i}" for i in range(marshal.MAX_SERVED - 2)]
+    request = marshal.parse_feed_request(feed_request())
+    token = internal_pb2.FeedPageToken(offset=len(served), request_hash=request.request_hash,
+                                       served_product_ids=served)
+    near_cap = marshal.parse_feed_request(feed_request(base64.urlsafe_b64encode(token.SerializeToString()).decode()))
+    assert near_cap.page_size == 2  # cut to what the feed may still serve
+    page = FeedPage(items=candidates(1, 2), has_more=True, degraded=())
+    assert marshal.feed_response(page, near_cap, bundle.category, bundle.products, "7").next_page_token == ""
+    token.served_product_ids.extend(["y1", "y2"])
+    with pytest.raises(ServiceError) as err:
+        marshal.parse_feed_request(feed_request(base64.urlsafe_b64encode(token.SerializeToString()).decode()))
+    assert err.value.reason == "INVALID_PAGE_TOKEN"

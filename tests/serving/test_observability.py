@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import urllib.request
+import uuid
 from collections.abc import Iterator
 
 import grpc
@@ -37,10 +38,15 @@ def get_feed(channel: grpc.Channel, user_id: str = "anyone", page_size: int = 5,
         feed_service_pb2.GetFeedRequest(user_id=user_id, page_size=page_size), metadata=metadata, timeout=10)
 
 
+def own_event_log(settings) -> dict:
+    """A fresh event_log_dir: an event log has one writer, and some tests run two servers at once."""
+    return {"event_log_dir": settings.home / f"events-{uuid.uuid4().hex[:8]}"}
+
+
 def start(registry, store=None, **update) -> Server:
     settings, _ = registry
-    return create_server(settings.model_copy(update=update), store or InMemoryOnlineStore(),
-                         address="127.0.0.1:0", metrics_address="127.0.0.1:0")
+    return create_server(settings.model_copy(update={**own_event_log(settings), **update}),
+                         store or InMemoryOnlineStore(), address="127.0.0.1:0", metrics_address="127.0.0.1:0")
 
 
 @pytest.fixture
@@ -104,10 +110,10 @@ def test_degraded_feeds_are_counted_and_logged(registry, dead_redis_url: str, ca
             for _ in range(2):
                 assert len(get_feed(channel).items) == 5
         samples = scrape(server)
-        assert value(samples, "sharerank_feed_degraded_total", hydrator="Purchases") == 2
+        assert value(samples, "sharerank_feed_degraded_total", hydrator="LiveState") == 2
         assert value(samples, "sharerank_grpc_requests_total", method=GET_FEED, code="OK") == 2
         logged = [r.getMessage() for r in caplog.records if r.name == observability.__name__]
-        assert logged == ["feed degraded: Purchases failed open, serving without live features"]
+        assert logged == ["feed degraded: LiveState failed open, serving without live features"]
     finally:
         server.stop(grace=None)
     with caplog.at_level(logging.INFO, logger=observability.__name__):
@@ -177,7 +183,8 @@ def test_a_taken_metrics_port_leaves_serving_up(registry, caplog) -> None:
     first = start(registry)
     try:
         with caplog.at_level(logging.ERROR):
-            second = create_server(settings.model_copy(update={"metrics_port": first.metrics_port}),
+            second = create_server(settings.model_copy(update={"metrics_port": first.metrics_port,
+                                                               **own_event_log(settings)}),
                                    InMemoryOnlineStore(), address="127.0.0.1:0")
         try:
             assert second.metrics_port is None

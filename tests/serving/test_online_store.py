@@ -6,6 +6,7 @@ server (see ``tests/conftest.py``), each store under its own key prefix.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -18,16 +19,21 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sharerank.serving.online_store import (
+    FRIEND_BUYERS_KEPT,
+    FriendsBought,
     InMemoryOnlineStore,
+    LiveState,
     OnlineStore,
     OnlineStoreError,
     Purchase,
+    ReceivedShare,
     RedisOnlineStore,
     RedisSettings,
+    Share,
     open_online_store,
 )
 
-StoreFactory = Callable[[], OnlineStore]
+StoreFactory = Callable[..., OnlineStore]
 
 
 def _unique_prefix() -> str:
@@ -36,15 +42,19 @@ def _unique_prefix() -> str:
 
 @pytest.fixture(params=["memory", "redis"])
 def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
-    """Factory of fresh, empty stores of one backend; each call is a separate namespace."""
+    """Factory of fresh, empty stores of one backend; each call is a separate namespace.
+
+    ``max_items_per_key`` sets the per-collection cap (default: each backend's default).
+    """
     stores: list[OnlineStore] = []
 
-    def make() -> OnlineStore:
+    def make(max_items_per_key: int | None = None) -> OnlineStore:
+        cap = {} if max_items_per_key is None else {"max_items_per_key": max_items_per_key}
         if request.param == "memory":
-            store: OnlineStore = InMemoryOnlineStore()
+            store: OnlineStore = InMemoryOnlineStore(**cap)
         else:
             url = request.getfixturevalue("redis_url")
-            store = RedisOnlineStore(url, RedisSettings(key_prefix=_unique_prefix()))
+            store = RedisOnlineStore(url, RedisSettings(key_prefix=_unique_prefix(), **cap))
         stores.append(store)
         return store
 
@@ -159,6 +169,186 @@ def test_any_order_and_batching_converge_to_newest(store: OnlineStore, data: st.
     assert store.get_purchases_many(["u0", "u1", "u2"]) == [expected["u0"], expected["u1"], expected["u2"]]
 
 
+# --- contract: live state (shares received, friends bought) and the cap
+
+
+def test_live_state_of_an_unknown_user_is_empty(store: OnlineStore) -> None:
+    assert store.get_live_state("nobody") == LiveState({}, [], [])
+
+
+def test_live_state_reads_all_three_collections_newest_first(store: OnlineStore) -> None:
+    store.record_purchases([Purchase("alice", "p1", 100.0), Purchase("alice", "p2", 300.0)])
+    store.record_shares([Share("bob", "alice", "p3", 50.0), Share("carol", "alice", "p4", 70.5)])
+    store.record_friend_purchases([("alice", Purchase("bob", "p5", 10.0)), ("alice", Purchase("carol", "p6", 20.0))])
+    state = store.get_live_state("alice")
+    assert state.purchases == {"p2": 300.0, "p1": 100.0}
+    assert list(state.purchases) == ["p2", "p1"]
+    assert state.shares_received == [ReceivedShare("p4", "carol", 70.5), ReceivedShare("p3", "bob", 50.0)]
+    assert state.friends_bought == [FriendsBought("p6", 1, "carol", 20.0), FriendsBought("p5", 1, "bob", 10.0)]
+    # Other users see nothing of it: shares land at the recipient, fan-out at the follower.
+    assert store.get_live_state("bob") == LiveState({}, [], [])
+
+
+def test_live_state_ties_order_by_product_descending(store: OnlineStore) -> None:
+    store.record_shares([Share("bob", "alice", p, 5.0) for p in ("pa", "pc", "pb")])
+    assert [s.product_id for s in store.get_live_state("alice").shares_received] == ["pc", "pb", "pa"]
+
+
+def test_live_state_limit_keeps_the_newest(store: OnlineStore) -> None:
+    store.record_purchases([Purchase("alice", f"p{i}", float(i)) for i in range(10)])
+    store.record_shares([Share("bob", "alice", f"s{i}", float(i)) for i in range(10)])
+    store.record_friend_purchases([("alice", Purchase("bob", f"f{i}", float(i))) for i in range(10)])
+    state = store.get_live_state("alice", limit=3)
+    assert list(state.purchases) == ["p9", "p8", "p7"]
+    assert [s.product_id for s in state.shares_received] == ["s9", "s8", "s7"]
+    assert [f.product_id for f in state.friends_bought] == ["f9", "f8", "f7"]
+    assert store.get_live_state("alice", limit=0) == LiveState({}, [], [])
+    with pytest.raises(ValueError):
+        store.get_live_state("alice", limit=-1)
+
+
+def test_shares_keep_the_newest_share_and_its_sharer(store: OnlineStore) -> None:
+    store.record_shares([Share("bob", "alice", "p1", 100.0)])
+    store.record_shares([Share("carol", "alice", "p1", 200.0)])
+    store.record_shares([Share("dave", "alice", "p1", 150.0)])  # an older replay: changes nothing
+    assert store.get_live_state("alice").shares_received == [ReceivedShare("p1", "carol", 200.0)]
+
+
+def test_shares_at_the_same_time_keep_the_larger_sharer_in_any_order(make_store: StoreFactory) -> None:
+    forward, backward = make_store(), make_store()
+    shares = [Share("bob", "alice", "p1", 5.0), Share("carol", "alice", "p1", 5.0)]
+    forward.record_shares(shares)
+    for share in reversed(shares):
+        backward.record_shares([share])
+    expected = [ReceivedShare("p1", "carol", 5.0)]
+    assert forward.get_live_state("alice").shares_received == expected
+    assert backward.get_live_state("alice").shares_received == expected
+
+
+def test_shares_and_purchases_are_separate(store: OnlineStore) -> None:
+    store.record_shares([Share("bob", "alice", "p1", 1.0)])
+    assert store.get_purchases("alice") == {}
+    assert store.get_live_state("alice").purchases == {}
+
+
+def test_empty_social_batches_are_noops(store: OnlineStore) -> None:
+    store.record_shares([])
+    store.record_friend_purchases([])
+    assert store.get_live_state("alice") == LiveState({}, [], [])
+
+
+def test_friends_bought_counts_distinct_friends_and_keeps_the_last_buyer(store: OnlineStore) -> None:
+    store.record_friend_purchases([
+        ("alice", Purchase("bob", "p1", 100.0)),
+        ("alice", Purchase("carol", "p1", 300.0)),
+        ("alice", Purchase("bob", "p1", 200.0)),  # bob again, newer: still one friend
+    ])
+    assert store.get_live_state("alice").friends_bought == [FriendsBought("p1", 2, "carol", 300.0)]
+    # An older replay of each changes nothing.
+    store.record_friend_purchases([("alice", Purchase("bob", "p1", 50.0)), ("alice", Purchase("carol", "p1", 1.0))])
+    assert store.get_live_state("alice").friends_bought == [FriendsBought("p1", 2, "carol", 300.0)]
+    store.record_friend_purchases([("alice", Purchase("bob", "p1", 400.0))])
+    assert store.get_live_state("alice").friends_bought == [FriendsBought("p1", 2, "bob", 400.0)]
+
+
+def test_friends_bought_count_saturates_at_the_newest_buyers(store: OnlineStore) -> None:
+    n = FRIEND_BUYERS_KEPT + 5
+    store.record_friend_purchases([("alice", Purchase(f"f{i:02d}", "p1", float(i))) for i in range(n)])
+    assert store.get_live_state("alice").friends_bought == [FriendsBought("p1", FRIEND_BUYERS_KEPT, f"f{n - 1:02d}",
+                                                                          float(n - 1))]
+    # A friend older than every buyer kept does not displace one; a newer one does and becomes the last buyer.
+    store.record_friend_purchases([("alice", Purchase("old", "p1", -1.0)), ("alice", Purchase("new", "p1", 99.0))])
+    assert store.get_live_state("alice").friends_bought == [FriendsBought("p1", FRIEND_BUYERS_KEPT, "new", 99.0)]
+
+
+def test_fan_out_writes_to_each_follower(store: OnlineStore) -> None:
+    bought = Purchase("bob", "p1", 10.0)
+    store.record_friend_purchases([("alice", bought), ("carol", bought)])
+    for follower in ("alice", "carol"):
+        assert store.get_live_state(follower).friends_bought == [FriendsBought("p1", 1, "bob", 10.0)]
+    assert store.get_live_state("bob").friends_bought == []
+    assert store.get_purchases("bob") == {}  # fan-out is not the buyer's own purchase
+
+
+def test_every_collection_keeps_the_newest_items_up_to_the_cap(make_store: StoreFactory) -> None:
+    store = make_store(max_items_per_key=3)
+    store.record_purchases([Purchase("alice", f"p{i}", float(i)) for i in range(6)])
+    store.record_shares([Share("bob", "alice", f"s{i}", float(i)) for i in range(6)])
+    store.record_friend_purchases([("alice", Purchase("bob", f"f{i}", float(i))) for i in range(6)])
+    # An event older than everything kept comes back and is dropped again; a newer one displaces the oldest.
+    store.record_purchases([Purchase("alice", "p0", 0.5), Purchase("alice", "p9", 9.0)])
+    store.record_shares([Share("bob", "alice", "s0", 0.5), Share("bob", "alice", "s9", 9.0)])
+    store.record_friend_purchases([("alice", Purchase("carol", "f0", 0.5)), ("alice", Purchase("bob", "f9", 9.0))])
+    assert store.get_purchases("alice") == {"p9": 9.0, "p5": 5.0, "p4": 4.0}
+    state = store.get_live_state("alice", limit=100)
+    assert list(state.purchases) == ["p9", "p5", "p4"]
+    assert [s.product_id for s in state.shares_received] == ["s9", "s5", "s4"]
+    assert [f.product_id for f in state.friends_bought] == ["f9", "f5", "f4"]
+
+
+def test_clear_drops_live_state(store: OnlineStore) -> None:
+    store.record_shares([Share("bob", "alice", "p1", 1.0)])
+    store.record_friend_purchases([("alice", Purchase("bob", "p2", 2.0))])
+    store.clear()
+    assert store.get_live_state("alice") == LiveState({}, [], [])
+
+
+def test_fan_out_rejects_an_empty_follower_before_writing(store: OnlineStore) -> None:
+    with pytest.raises(ValueError):
+        store.record_friend_purchases([("alice", Purchase("bob", "p1", 1.0)), ("", Purchase("bob", "p1", 1.0))])
+    assert store.get_live_state("alice").friends_bought == []
+
+
+_USERS = st.sampled_from(["u0", "u1", "u2"])
+_PRODUCTS = st.sampled_from(["p0", "p1", "p2", "p3"])
+_TIMES = st.sampled_from([0.0, 1.0, 1.5, 2.0, 1e9 + 0.25])  # few values: ties are the interesting case
+
+
+@given(data=st.data())
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_social_writes_converge_in_any_order_and_batching(store: OnlineStore, data: st.DataObject) -> None:
+    shares = data.draw(st.lists(_shares(), max_size=30))
+    buys = data.draw(st.lists(st.tuples(_USERS, st.builds(
+        Purchase, st.sampled_from([f"b{i}" for i in range(FRIEND_BUYERS_KEPT + 3)]), _PRODUCTS, _TIMES)),
+        max_size=60))
+    store.clear()  # the fixture's store is shared by every example hypothesis runs
+    for batch in _batches(data, data.draw(st.permutations(shares))):
+        store.record_shares(batch)
+    for batch in _batches(data, data.draw(st.permutations(buys))):
+        store.record_friend_purchases(batch)
+
+    for user in ("u0", "u1", "u2"):
+        newest_share: dict[str, tuple[float, str]] = {}
+        for s in shares:
+            if s.recipient_id == user:
+                newest_share[s.product_id] = max(newest_share.get(s.product_id, (s.ts, s.sharer_id)),
+                                                 (s.ts, s.sharer_id))
+        by_buyer: dict[str, dict[str, float]] = {}
+        for follower, p in buys:
+            if follower == user:
+                per = by_buyer.setdefault(p.product_id, {})
+                per[p.user_id] = max(per.get(p.user_id, p.ts), p.ts)
+        expected_friends = []
+        for product_id, per in by_buyer.items():
+            kept = sorted(((ts, buyer) for buyer, ts in per.items()), reverse=True)[:FRIEND_BUYERS_KEPT]
+            expected_friends.append(FriendsBought(product_id, len(kept), kept[0][1], kept[0][0]))
+        state = store.get_live_state(user)
+        assert state.shares_received == sorted(
+            (ReceivedShare(p, sharer, ts) for p, (ts, sharer) in newest_share.items()),
+            key=lambda r: (r.ts, r.product_id), reverse=True)
+        assert state.friends_bought == sorted(expected_friends, key=lambda f: (f.ts, f.product_id), reverse=True)
+
+
+def _shares() -> st.SearchStrategy[Share]:
+    return st.tuples(_USERS, _USERS, _PRODUCTS, _TIMES).filter(lambda t: t[0] != t[1]).map(lambda t: Share(*t))
+
+
+def _batches(data: st.DataObject, items: list) -> Iterator[list]:
+    cuts = sorted(data.draw(st.lists(st.integers(0, len(items)), max_size=4)))
+    for start, end in zip([0, *cuts], [*cuts, len(items)], strict=True):
+        yield items[start:end]
+
+
 # --- values every backend rejects the same way
 
 
@@ -174,6 +364,27 @@ def test_any_order_and_batching_converge_to_newest(store: OnlineStore, data: st.
 def test_purchase_rejects_invalid_values(user_id: str, product_id: str, ts: float) -> None:
     with pytest.raises(ValueError):
         Purchase(user_id, product_id, ts)
+
+
+@pytest.mark.parametrize(
+    ("sharer_id", "recipient_id", "product_id", "ts"),
+    [
+        ("", "bob", "p1", 1.0),
+        ("alice", "", "p1", 1.0),
+        ("alice", "bob", "", 1.0),
+        ("alice", "alice", "p1", 1.0),
+        ("alice", "bob", "p1", float("nan")),
+        ("alice", "bob", "p1", float("-inf")),
+    ],
+)
+def test_share_rejects_invalid_values(sharer_id: str, recipient_id: str, product_id: str, ts: float) -> None:
+    with pytest.raises(ValueError):
+        Share(sharer_id, recipient_id, product_id, ts)
+
+
+def test_memory_store_rejects_a_cap_below_one() -> None:
+    with pytest.raises(ValueError):
+        InMemoryOnlineStore(max_items_per_key=0)
 
 
 # --- Redis: the written key layout (KEYS.md)
@@ -195,6 +406,61 @@ def test_redis_layout_matches_keys_md(redis_url: str, raw_redis: redis.Redis) ->
         assert raw_redis.type(key) == "zset"
         assert raw_redis.zrange(key, 0, -1, withscores=True) == [("p9", 1718000000.0), ("p7", 1718003600.5)]
         assert 0 < raw_redis.ttl(key) <= 3600
+        store.clear()
+
+
+def test_redis_social_layout_matches_keys_md(redis_url: str, raw_redis: redis.Redis) -> None:
+    prefix = _unique_prefix()
+    settings_ = RedisSettings(key_prefix=prefix, social_ttl_s=600)
+    with RedisOnlineStore(redis_url, settings_) as store:
+        store.record_shares([Share("u1", "u42", "p7", 1718000000.0), Share("u2", "u42", "p7", 1718000500.0)])
+        store.record_friend_purchases([("u42", Purchase("u1", "p9", 1718000000.0)),
+                                       ("u42", Purchase("u3", "p9", 1718003600.5))])
+        keys = {f"{prefix}{name}:{{u42}}" for name in
+                ("shared_to", "shared_to_by", "friends_bought", "friends_bought_by")}
+        assert set(raw_redis.keys(f"{prefix}*")) == keys
+        assert raw_redis.zrange(f"{prefix}shared_to:{{u42}}", 0, -1, withscores=True) == [("p7", 1718000500.0)]
+        assert raw_redis.hgetall(f"{prefix}shared_to_by:{{u42}}") == {"p7": "u2"}
+        assert raw_redis.zrange(f"{prefix}friends_bought:{{u42}}", 0, -1, withscores=True) == [("p9", 1718003600.5)]
+        raw = raw_redis.hget(f"{prefix}friends_bought_by:{{u42}}", "p9")
+        assert json.loads(raw) == [["u3", "1718003600.5"], ["u1", "1718000000.0"]]
+        for key in keys:
+            assert raw_redis.type(key) in {"zset", "hash"}
+            assert 0 < raw_redis.ttl(key) <= 600
+        store.clear()
+
+
+def test_redis_trim_drops_hash_fields_with_their_members(redis_url: str, raw_redis: redis.Redis) -> None:
+    with RedisOnlineStore(redis_url, RedisSettings(key_prefix=_unique_prefix(), max_items_per_key=2)) as store:
+        store.record_shares([Share("bob", "alice", f"p{i}", float(i)) for i in range(5)])
+        store.record_friend_purchases([("alice", Purchase("bob", f"p{i}", float(i))) for i in range(5)])
+        assert set(raw_redis.hkeys(store.shared_to_by_key("alice"))) == {"p3", "p4"}
+        assert set(raw_redis.hkeys(store.friends_bought_by_key("alice"))) == {"p3", "p4"}
+        store.clear()
+
+
+def test_redis_reloads_scripts_it_lost(redis_url: str, raw_redis: redis.Redis) -> None:
+    with RedisOnlineStore(redis_url, RedisSettings(key_prefix=_unique_prefix())) as store:
+        store.record_shares([Share("bob", "alice", "p1", 1.0)])
+        raw_redis.script_flush()  # what a Redis restart or failover does to the script cache
+        assert store.get_live_state("alice").shares_received == [ReceivedShare("p1", "bob", 1.0)]
+        raw_redis.script_flush()
+        store.record_friend_purchases([("alice", Purchase("bob", "p2", 2.0))])
+        assert store.get_live_state("alice").friends_bought == [FriendsBought("p2", 1, "bob", 2.0)]
+        store.clear()
+
+
+def test_redis_refused_commands_raise_store_errors(redis_url: str, raw_redis: redis.Redis) -> None:
+    with RedisOnlineStore(redis_url, RedisSettings(key_prefix=_unique_prefix())) as store:
+        # Keys of the wrong type (a foreign writer broke the layout): Redis answers WRONGTYPE inside the scripts.
+        for key in (store.shared_to_key("alice"), store.friends_bought_key("alice")):
+            raw_redis.set(key, "not a sorted set")
+        with pytest.raises(OnlineStoreError, match="record_shares"):
+            store.record_shares([Share("bob", "alice", "p1", 1.0)])
+        with pytest.raises(OnlineStoreError, match="record_friend_purchases"):
+            store.record_friend_purchases([("alice", Purchase("bob", "p1", 1.0))])
+        with pytest.raises(OnlineStoreError, match="get_live_state"):
+            store.get_live_state("alice")
         store.clear()
 
 
@@ -235,6 +501,8 @@ def test_redis_clear_treats_glob_characters_in_the_prefix_literally(redis_url: s
         {"key_prefix": "sr:{x}:"},
         {"socket_timeout_s": 0},
         {"purchase_ttl_s": 0},
+        {"social_ttl_s": -1},
+        {"max_items_per_key": 0},
         {"max_connections": 0},
         {"retries": -1},
     ],
@@ -265,6 +533,9 @@ def test_redis_down_pings_false_and_raises_store_errors_fast(dead_redis_url: str
         lambda: store.record_purchases([Purchase("u1", "p1", 1.0)]),
         lambda: store.get_purchases("u1"),
         lambda: store.get_purchases_many(["u1", "u2"]),
+        lambda: store.record_shares([Share("u2", "u1", "p1", 1.0)]),
+        lambda: store.record_friend_purchases([("u1", Purchase("u2", "p1", 1.0))]),
+        lambda: store.get_live_state("u1"),
         store.clear,
     ]
     started = time.monotonic()
@@ -290,6 +561,9 @@ def test_redis_recovers_after_a_restart(redis_process_factory: Callable[[], Any]
         assert store.get_purchases("u1") == {}  # nothing persisted: a restart loses live state
         store.record_purchases([Purchase("u1", "p2", 2.0)])
         assert store.get_purchases("u1") == {"p2": 2.0}
+        # The new server has no scripts cached either: the store loads them again on its own.
+        store.record_shares([Share("u2", "u1", "p3", 3.0)])
+        assert store.get_live_state("u1") == LiveState({"p2": 2.0}, [ReceivedShare("p3", "u2", 3.0)], [])
 
 
 # --- the factory

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sharerank.serving.feed.filters.base import FilterResult, partition
+import numpy as np
+
+from sharerank.serving.feed.filters.base import FilterResult, partition_mask, rows_of
 from sharerank.serving.feed.query import Candidate, FeedQuery
 
 
@@ -13,6 +15,6 @@ class CategoryFilter:
 
     def apply(self, query: FeedQuery, candidates: list[Candidate]) -> FilterResult:
         if not query.categories:
-            return partition(candidates, lambda c: True)
-        category = query.model.category
-        return partition(candidates, lambda c: category[c.product] in query.categories)
+            return FilterResult(candidates, [])
+        category = query.model.category[rows_of(candidates)]
+        return partition_mask(candidates, np.isin(category, list(query.categories)))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sharerank.serving.feed.filters.base import FilterResult, partition
+from sharerank.serving.feed.filters.base import FilterResult, drop_products
 from sharerank.serving.feed.query import Candidate, FeedQuery
 
 
@@ -12,4 +12,4 @@ class ExcludedFilter:
     name = "Excluded"
 
     def apply(self, query: FeedQuery, candidates: list[Candidate]) -> FilterResult:
-        return partition(candidates, lambda c: c.product not in query.exclude_products)
+        return drop_products(candidates, query.exclude_products)

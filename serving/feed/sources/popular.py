@@ -8,28 +8,37 @@ from sharerank.serving.feed.query import Candidate, FeedQuery, Reason
 
 
 class PopularSource:
-    """Most-bought products in stock, for users the model has not seen (never an error for them)."""
+    """Most-bought products in stock, for users with nothing known (never an error for them).
+
+    Scores are the popularity share of the most bought product, the scale of
+    :func:`~sharerank.serving.feed.sources.base.model_scores` without a user vector. Walks the popularity
+    order in widening chunks, so a request touches only the head of a large catalogue.
+    """
 
     name = "Popular"
 
     def applies(self, query: FeedQuery) -> bool:
-        return query.user_row is None
+        return query.user_vector is None
 
     def fetch(self, query: FeedQuery) -> list[Candidate]:
         model = query.model
-        order = model.popular_order
-        eligible = model.in_stock[order]
-        if query.categories:
-            eligible &= np.isin(model.category[order], list(query.categories))
-        order = order[eligible]
-        blocked = query.bought | query.exclude_products
-        rows = [int(r) for r in order[: query.depth + len(blocked)] if int(r) not in blocked][: query.depth]
-        top = max(float(model.popularity[order[0]]), 1.0) if len(order) else 1.0
-        return [Candidate(r, float(model.popularity[r]) / top, self.name, self._reasons(query, model.category[r]))
-                for r in rows]
+        order, blocked, wanted = model.popular_order, query.blocked, list(query.categories)
+        found: list[int] = []
+        start, size = 0, query.depth + len(blocked) + 8
+        while len(found) < query.depth and start < len(order):
+            chunk = order[start:start + size]
+            eligible = model.in_stock[chunk]
+            if wanted:
+                eligible &= np.isin(model.category[chunk], wanted)
+            found += [r for r in chunk[eligible].tolist() if r not in blocked]
+            start, size = start + size, 2 * size
+        rows = found[: query.depth]
+        scores = (model.popularity[rows] / model.max_popularity).tolist()
+        return [Candidate(r, s, self.name, self._reasons(query, r)) for r, s in zip(rows, scores, strict=True)]
 
     @staticmethod
-    def _reasons(query: FeedQuery, category: str) -> tuple[Reason, ...]:
+    def _reasons(query: FeedQuery, row: int) -> tuple[Reason, ...]:
         if not query.explain:
             return ()
+        category = query.model.category[row]
         return (Reason("POPULAR", f"popular in {category}" if category else "popular now"),)
