@@ -1,0 +1,324 @@
+"""A training-free graph signal filter over the item–item graph (GF-CF / BSPM family)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from numba import njit, prange
+from torch import Tensor
+
+__all__ = ["GraphFilter"]
+
+
+class GraphFilter:
+    r"""The blurring–sharpening graph filter of the `"Blurring-Sharpening Process Models for
+    Collaborative Filtering" <https://arxiv.org/abs/2211.09324>`_ paper (BSPM, SIGIR'23), which
+    contains GF-CF from `"How Powerful is Graph Convolution for Recommendation?"
+    <https://arxiv.org/abs/2108.07567>`_ (CIKM'21) as the special case without sharpening.
+
+    With :math:`\mathbf{R}` the binary users × products matrix, the normalised matrix and the
+    item–item graph are
+
+    .. math::
+        \tilde{\mathbf{R}} = \mathbf{D}_U^{-1/2} \mathbf{R} \mathbf{D}_I^{-1/2}, \qquad
+        \tilde{\mathbf{P}} = \tilde{\mathbf{R}}^{\top} \tilde{\mathbf{R}},
+
+    and a user's row :math:`\mathbf{x}` of :math:`\mathbf{R}` is filtered in three steps:
+
+    .. math::
+        \begin{aligned}
+        \text{blur:}\quad & \tfrac{d\mathbf{r}}{dt} = \mathbf{r}(\tilde{\mathbf{P}} - \mathbf{I}),
+            \ \mathbf{r}(0) = \mathbf{x}, \ \text{Euler to } T_b
+            \quad (T_b = 1,\ 1 \text{ step}: \ \mathbf{r}_b = \mathbf{x} \tilde{\mathbf{P}}) \\
+        \text{ideal low-pass:}\quad & \mathbf{r}_i = \mathbf{x} \mathbf{D}_I^{-1/2} \mathbf{V}_k
+            \mathbf{V}_k^{\top} \mathbf{D}_I^{1/2} \\
+        \text{sharpen:}\quad & \tfrac{d\mathbf{r}}{dt} = -\mathbf{r} \tilde{\mathbf{P}}, \
+            \mathbf{r}(0) = \mathbf{r}_b + \beta \mathbf{r}_i, \ \text{RK4 to } T_s,
+            \qquad \text{score} = \mathbf{r}(T_s),
+        \end{aligned}
+
+    where :math:`\mathbf{V}_k` holds the top-:math:`k` right singular vectors of
+    :math:`\tilde{\mathbf{R}}` (the top eigenvectors of :math:`\tilde{\mathbf{P}}`). That is the
+    paper's early merge (BSPM-EM); with :obj:`early_merge=False` the ideal term is added after
+    sharpening (:math:`\text{score} = \mathbf{r}(T_s) + \beta \mathbf{r}_i`), and
+    :obj:`sharpen_time=0`, :obj:`early_merge=False` is GF-CF (:math:`\mathbf{x}\tilde{\mathbf{P}}
+    + \beta \mathbf{r}_i`; the paper's Gowalla setting is :math:`k = 256`, :math:`\beta = 0.3`).
+
+    Nothing is learnt. :meth:`fit` normalises the matrix and finds :math:`\mathbf{V}_k` by block
+    Lanczos on the smaller of :math:`\tilde{\mathbf{R}}^\top\tilde{\mathbf{R}}` and
+    :math:`\tilde{\mathbf{R}}\tilde{\mathbf{R}}^\top` (applied as two sparse products, never
+    formed; solved densely when small), which is ~10× faster than ARPACK's ``svds`` here and
+    ranks as well. :meth:`score` applies
+    :math:`\tilde{\mathbf{P}}` as :math:`(\mathbf{X}\tilde{\mathbf{R}}^{\top})\tilde{\mathbf{R}}`
+    with a multi-threaded CSR kernel, :obj:`chunk_size` users at a time, so memory is a few
+    ``chunk_size × (U + P)`` blocks however many users are scored. One RK4 step costs four
+    applications of :math:`\tilde{\mathbf{P}}`.
+
+    The defaults are the paper's Gowalla setting: on the LightGCN Gowalla split, Recall@20 /
+    NDCG@20 0.1927 / 0.1604 (paper: 0.1920 / 0.1597; LightGCN 0.1824 / 0.1554), with ~20 s of
+    :meth:`fit` and ~2.5 min to score all 29,858 users on two busy cores. GF-CF's setting gives
+    0.1875 / 0.1540 there with :math:`k = 448` and 0.1849 / 0.1518 with :math:`k = 256`.
+
+    Args:
+        num_factors (int, optional): :math:`k`, the rank of the ideal low-pass filter; 0 turns it
+            off. (default: :obj:`448`)
+        ideal_weight (float, optional): :math:`\beta`, the weight of the ideal low-pass term.
+            (default: :obj:`0.2`)
+        blur_time (float, optional): :math:`T_b`, the end time of the blurring ODE.
+            (default: :obj:`1.0`)
+        blur_steps (int, optional): Euler steps of the blurring ODE. (default: :obj:`1`)
+        sharpen_time (float, optional): :math:`T_s`, the end time of the sharpening ODE; 0 turns
+            sharpening off. (default: :obj:`2.5`)
+        sharpen_steps (int, optional): RK4 steps of the sharpening ODE. (default: :obj:`1`)
+        early_merge (bool, optional): Add the ideal low-pass term before sharpening (BSPM-EM)
+            rather than after it. (default: :obj:`True`)
+        chunk_size (int, optional): Users filtered per kernel call inside :meth:`score`.
+            (default: :obj:`512`)
+        seed (int, optional): Seed of the Lanczos start block. (default: :obj:`0`)
+
+    Shapes:
+        - **fit input:** binary interactions :math:`(U, P)`, scipy sparse
+        - **score input:** user ids :math:`(N)`
+        - **score output:** scores :math:`(N, P)`, float32
+    """
+
+    name = "graphfilter"
+
+    def __init__(
+        self,
+        num_factors: int = 448,
+        ideal_weight: float = 0.2,
+        blur_time: float = 1.0,
+        blur_steps: int = 1,
+        sharpen_time: float = 2.5,
+        sharpen_steps: int = 1,
+        early_merge: bool = True,
+        chunk_size: int = 512,
+        seed: int = 0,
+    ) -> None:
+        if num_factors < 0:
+            raise ValueError(f"'num_factors' must be non-negative (got {num_factors})")
+        if blur_time < 0 or sharpen_time < 0:
+            raise ValueError(f"ODE end times must be non-negative (got {blur_time}, {sharpen_time})")
+        if blur_steps < 1 or sharpen_steps < 1:
+            raise ValueError(f"ODE step counts must be positive (got {blur_steps}, {sharpen_steps})")
+        if chunk_size < 1:
+            raise ValueError(f"'chunk_size' must be positive (got {chunk_size})")
+        self.num_factors = num_factors
+        self.ideal_weight = ideal_weight
+        self.blur_time = blur_time
+        self.blur_steps = blur_steps
+        self.sharpen_time = sharpen_time
+        self.sharpen_steps = sharpen_steps
+        self.early_merge = early_merge
+        self.chunk_size = chunk_size
+        self.seed = seed
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Forgets the fitted graph."""
+        self._interactions: sp.csr_matrix | None = None
+        self._norm: sp.csr_matrix | None = None  # R̃, users × products
+        self._norm_t: sp.csr_matrix | None = None  # R̃ᵀ, products × users
+        self._left: np.ndarray | None = None  # D_I^{-1/2} V_k, (P, k)
+        self._right_t: np.ndarray | None = None  # (V_kᵀ D_I^{1/2})ᵀ = D_I^{1/2} V_k, (P, k)
+        self.singular_values: np.ndarray | None = None
+
+    def fit(self, interactions: sp.spmatrix) -> GraphFilter:
+        """Normalises the interaction matrix and finds the top singular vectors; returns ``self``."""
+        x = _binary_csr(interactions)
+        num_users, num_products = x.shape
+        d_user = _inv_sqrt(np.asarray(x.sum(axis=1)).ravel())
+        item_degree = np.asarray(x.sum(axis=0)).ravel()
+        d_item = _inv_sqrt(item_degree)
+        norm = sp.diags(d_user) @ x @ sp.diags(d_item)
+        self._interactions = x
+        self._norm = _kernel_csr(norm)
+        self._norm_t = _kernel_csr(norm.T)
+        k = min(self.num_factors, num_users, num_products)
+        if k > 0:
+            if num_users < num_products:
+                # Eigenvectors of the smaller Gram matrix R̃R̃ᵀ, then V = R̃ᵀ U Σ⁻¹.
+                eigenvalues, left = _top_eigenvectors(self._apply_user_gram, num_users, k, seed=self.seed)
+                sigma = np.sqrt(np.clip(eigenvalues, 0.0, None))
+                inv_sigma = np.divide(1.0, sigma, out=np.zeros_like(sigma), where=sigma > 1e-6 * sigma.max())
+                vectors = _spmm(self._norm_t, left) * inv_sigma.astype(np.float32)[None, :]
+            else:
+                eigenvalues, vectors = _top_eigenvectors(self._apply_p, num_products, k, seed=self.seed)
+            self.singular_values = np.sqrt(np.clip(eigenvalues, 0.0, None))
+            self._left = np.ascontiguousarray(vectors * d_item[:, None], dtype=np.float32)
+            self._right_t = np.ascontiguousarray(vectors * np.sqrt(item_degree)[:, None], dtype=np.float32)
+        return self
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray | Tensor) -> Tensor:
+        """Filtered scores of every product for :obj:`users`, float32 ``(len(users), P)``."""
+        if self._interactions is None:
+            raise RuntimeError("GraphFilter.score() called before fit()")
+        users = np.asarray(torch.as_tensor(users).cpu(), dtype=np.int64).reshape(-1)
+        out = torch.empty(len(users), self._interactions.shape[1], dtype=torch.float32)
+        for start in range(0, len(users), self.chunk_size):
+            chunk = users[start : start + self.chunk_size]
+            out[start : start + len(chunk)] = torch.from_numpy(self._filter(chunk)).T
+        return out
+
+    def _filter(self, users: np.ndarray) -> np.ndarray:
+        """Runs blur, ideal low-pass and sharpening for a few users; products × users layout, so
+        every sparse product gathers contiguous rows."""
+        x = self._interactions[users]
+        # Blurring: Euler steps r <- r + tau (rP - r); the first product of the first step
+        # starts from the sparse x.
+        tau = self.blur_time / self.blur_steps
+        r = None
+        for _ in range(self.blur_steps):
+            if r is None:
+                rp = _spmm(self._norm_t, np.ascontiguousarray((x @ self._norm_t).T.toarray()))
+                base = None if tau == 1.0 else np.ascontiguousarray(x.T.toarray())
+            else:
+                rp, base = self._apply_p(r), r
+            r = rp if tau == 1.0 else (1.0 - tau) * base + tau * rp
+        ideal = None
+        if self._left is not None and self.ideal_weight != 0.0:
+            ideal = self._right_t @ np.ascontiguousarray((x @ self._left).T)
+            ideal *= self.ideal_weight
+            if self.early_merge:
+                r += ideal
+        if self.sharpen_time > 0:
+            h = self.sharpen_time / self.sharpen_steps
+            for _ in range(self.sharpen_steps):
+                r = self._rk4_step(r, h)
+        if ideal is not None and not self.early_merge:
+            r += ideal
+        return r
+
+    def _rk4_step(self, r: np.ndarray, h: float) -> np.ndarray:
+        r"""One classical RK4 step of :math:`dr/dt = -r\tilde{P}`. For a linear ODE it equals
+        :math:`r\,(I - hP + (hP)^2/2 - (hP)^3/6 + (hP)^4/24)`, evaluated in Horner form with
+        four applications of :math:`\tilde{P}` and one buffer."""
+        w = r
+        for c in (4.0, 3.0, 2.0, 1.0):
+            w = self._apply_p(w)
+            w *= -h / c
+            w += r
+        return w
+
+    def _apply_p(self, z: np.ndarray) -> np.ndarray:
+        r""":math:`\tilde{P} z` for a products × m block, as :math:`\tilde{R}^T (\tilde{R} z)`."""
+        return _spmm(self._norm_t, _spmm(self._norm, np.ascontiguousarray(z, dtype=np.float32)))
+
+    def _apply_user_gram(self, z: np.ndarray) -> np.ndarray:
+        r""":math:`\tilde{R}\tilde{R}^T z` for a users × m block."""
+        return _spmm(self._norm, _spmm(self._norm_t, np.ascontiguousarray(z, dtype=np.float32)))
+
+    def __repr__(self) -> str:
+        return (
+            f"{self.__class__.__name__}(num_factors={self.num_factors}, ideal_weight={self.ideal_weight}, "
+            f"blur_time={self.blur_time}, sharpen_time={self.sharpen_time}, sharpen_steps={self.sharpen_steps}, "
+            f"early_merge={self.early_merge})"
+        )
+
+
+def _binary_csr(interactions: sp.spmatrix) -> sp.csr_matrix:
+    """The interactions as a canonical float32 CSR matrix with 1 at every non-zero entry."""
+    if not sp.issparse(interactions) or interactions.ndim != 2:
+        raise TypeError(f"'interactions' must be a 2-D scipy sparse matrix (got {type(interactions).__name__})")
+    x = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
+    x.sum_duplicates()
+    x.eliminate_zeros()
+    x.data[:] = 1.0
+    return x
+
+
+def _inv_sqrt(degree: np.ndarray) -> np.ndarray:
+    """:math:`d^{-1/2}` with 0 for isolated nodes."""
+    out = np.zeros(len(degree), dtype=np.float64)
+    np.divide(1.0, np.sqrt(degree), out=out, where=degree > 0)
+    return out
+
+
+def _kernel_csr(matrix: sp.spmatrix) -> sp.csr_matrix:
+    """CSR with float32 values and int64 index arrays, the types :func:`_spmm_kernel` is compiled for."""
+    m = sp.csr_matrix(matrix, dtype=np.float32)
+    m.sort_indices()
+    m.indptr = m.indptr.astype(np.int64)
+    m.indices = m.indices.astype(np.int64)
+    return m
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def _spmm_kernel(indptr, indices, data, z, out):  # pragma: no cover - compiled
+    width = z.shape[1]
+    for row in prange(out.shape[0]):
+        acc = out[row]
+        acc[:] = 0.0
+        for p in range(indptr[row], indptr[row + 1]):
+            v = data[p]
+            src = z[indices[p]]
+            for c in range(width):
+                acc[c] += v * src[c]
+
+
+def _spmm(a: sp.csr_matrix, z: np.ndarray) -> np.ndarray:
+    """``a @ z`` for CSR ``a`` and a dense row-major float32 ``z`` on all cores (scipy's is single
+    threaded and torch's CSR product was ~2-3x slower on this shape)."""
+    out = np.empty((a.shape[0], z.shape[1]), dtype=np.float32)
+    if z.shape[1]:
+        _spmm_kernel(a.indptr, a.indices, a.data, z, out)
+    return out
+
+
+def _top_eigenvectors(
+    apply,
+    n: int,
+    k: int,
+    block_size: int = 64,
+    krylov_factor: float = 3.0,
+    dense_max: int = 3000,
+    seed: int = 0,
+) -> tuple[np.ndarray, np.ndarray]:
+    """The top-:obj:`k` eigenpairs of a symmetric positive semi-definite ``n × n`` operator given
+    by ``apply(block) -> operator @ block``, descending.
+
+    Small operators are formed and solved densely. Otherwise: block Lanczos with full
+    re-orthogonalisation (two Gram–Schmidt passes) to a Krylov basis of about
+    ``krylov_factor × k`` vectors, then Rayleigh–Ritz. The leading pairs are exact to float32
+    precision; those near the :obj:`k`-th, where the spectrum is dense, are approximate, which an
+    ideal low-pass filter does not notice (Gowalla: same Recall@20 as ARPACK's vectors).
+    """
+    rng = np.random.default_rng(seed)
+    block_size = max(1, min(block_size, math.ceil(k / 4)))  # at least ~4 Krylov steps
+    steps = max(2, math.ceil(max(krylov_factor * k, k + block_size) / block_size))
+    if n <= dense_max or steps * block_size >= n // 2:
+        dense = torch.from_numpy(apply(np.eye(n, dtype=np.float32))).double()
+        values, vectors = torch.linalg.eigh((dense + dense.T) / 2)
+        order = torch.argsort(values, descending=True)[:k]
+        return values[order].numpy(), vectors[:, order].float().numpy()
+
+    basis = torch.empty(n, steps * block_size)
+    images = torch.empty(n, steps * block_size)  # operator @ basis
+    block = torch.from_numpy(rng.standard_normal((n, block_size), dtype=np.float32))
+    basis[:, :block_size] = torch.linalg.qr(block).Q
+    for j in range(steps):
+        cols = slice(j * block_size, (j + 1) * block_size)
+        images[:, cols] = torch.from_numpy(apply(basis[:, cols].contiguous().numpy()))
+        if j + 1 == steps:
+            break
+        done = basis[:, : (j + 1) * block_size]
+        w = images[:, cols].clone()
+        norms = w.norm(dim=0)
+        for _ in range(2):
+            w -= done @ (done.T @ w)
+        # An (almost) invariant subspace: continue with fresh random directions.
+        lost = w.norm(dim=0) < 1e-4 * norms.clamp_min(1e-30)
+        if lost.any():
+            w[:, lost] = torch.from_numpy(rng.standard_normal((n, int(lost.sum())), dtype=np.float32))
+            for _ in range(2):
+                w -= done @ (done.T @ w)
+        basis[:, (j + 1) * block_size : (j + 2) * block_size] = torch.linalg.qr(w).Q
+    projected = (basis.T @ images).double()
+    values, vectors = torch.linalg.eigh((projected + projected.T) / 2)
+    order = torch.argsort(values, descending=True)[:k]
+    return values[order].numpy(), (basis.double() @ vectors[:, order]).float().numpy()

@@ -1,0 +1,124 @@
+import numpy as np
+import pytest
+import scipy.sparse as sp
+import torch
+
+from sharerank.models.graph_filter import GraphFilter, _top_eigenvectors
+
+
+def random_interactions(num_users: int, num_products: int, density: float, seed: int) -> sp.csr_matrix:
+    x = sp.random(num_users, num_products, density=density, format="lil", random_state=seed)
+    x[num_users - 1, :] = 0  # a user without purchases
+    x[:, num_products - 1] = 0  # a product nobody bought
+    x = x.tocsr()
+    x.data[:] = 1.0
+    return x
+
+
+def dense_reference(x: np.ndarray, k: int, beta: float, blur_time: float, blur_steps: int, sharpen_time: float,
+                    sharpen_steps: int, early_merge: bool) -> np.ndarray:
+    """The filter's formula in float64, with dense eigenvectors and textbook Euler / RK4 steps."""
+    du, di = x.sum(axis=1), x.sum(axis=0)
+    inv_u = np.divide(1.0, np.sqrt(du), out=np.zeros_like(du), where=du > 0)
+    inv_i = np.divide(1.0, np.sqrt(di), out=np.zeros_like(di), where=di > 0)
+    norm = inv_u[:, None] * x * inv_i[None, :]
+    p = norm.T @ norm
+    values, vectors = np.linalg.eigh(p)
+    order = np.argsort(-values)
+    assert values[order[k - 1]] - values[order[k]] > 1e-3, "test data must separate the top-k subspace"
+    v = vectors[:, order[:k]]
+    ideal = beta * x @ (np.diag(inv_i) @ v @ v.T @ np.diag(np.sqrt(di)))
+
+    r, tau = x.copy(), blur_time / blur_steps
+    for _ in range(blur_steps):
+        r = r + tau * (r @ p - r)
+    if early_merge:
+        r = r + ideal
+    h = sharpen_time / sharpen_steps
+    for _ in range(sharpen_steps):
+        k1 = -r @ p
+        k2 = -(r + h / 2 * k1) @ p
+        k3 = -(r + h / 2 * k2) @ p
+        k4 = -(r + h * k3) @ p
+        r = r + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+    if not early_merge:
+        r = r + ideal
+    return r
+
+
+CONFIGS = [
+    dict(num_factors=6, ideal_weight=0.2, blur_time=1.0, blur_steps=1, sharpen_time=2.5, sharpen_steps=1,
+         early_merge=True),  # BSPM-EM, the Gowalla setting
+    dict(num_factors=4, ideal_weight=0.3, blur_time=1.0, blur_steps=1, sharpen_time=0.0, sharpen_steps=1,
+         early_merge=False),  # GF-CF
+    dict(num_factors=5, ideal_weight=0.5, blur_time=0.7, blur_steps=2, sharpen_time=1.2, sharpen_steps=2,
+         early_merge=False),
+    dict(num_factors=0, ideal_weight=0.2, blur_time=1.0, blur_steps=1, sharpen_time=1.0, sharpen_steps=1,
+         early_merge=True),
+]
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+@pytest.mark.parametrize("shape, chunk_size", [((40, 30), 3), ((40, 30), 512), ((26, 40), 4)])
+def test_graph_filter_matches_dense_reference(config: dict, shape: tuple[int, int], chunk_size: int) -> None:
+    # More users than products: eigenvectors of R̃ᵀR̃; fewer: of R̃R̃ᵀ, mapped back.
+    num_users, num_products = shape
+    x = random_interactions(num_users, num_products, 0.15, seed=0)
+    model = GraphFilter(**config, chunk_size=chunk_size).fit(x)
+    users = np.array([0, 7, num_users - 1, 7, 12, 25, 3])
+    scores = model.score(users)
+
+    assert scores.dtype == torch.float32 and scores.shape == (7, num_products)
+    expected = dense_reference(x.toarray().astype(np.float64), max(config["num_factors"], 1),
+                               config["ideal_weight"] if config["num_factors"] else 0.0,
+                               config["blur_time"], config["blur_steps"], config["sharpen_time"],
+                               config["sharpen_steps"], config["early_merge"])[users]
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    assert torch.equal(scores[2], torch.zeros(num_products))  # the last user bought nothing
+    own = torch.from_numpy(x[users].toarray() > 0)
+    assert torch.isfinite(scores[own]).all()
+
+
+@pytest.mark.parametrize("shape", [(40, 30), (26, 40)])
+def test_graph_filter_singular_values(shape: tuple[int, int]) -> None:
+    x = random_interactions(*shape, 0.15, seed=0)
+    model = GraphFilter(num_factors=6).fit(x)
+    expected = np.linalg.svd(model._norm.toarray().astype(np.float64), compute_uv=False)[:6]
+    np.testing.assert_allclose(model.singular_values, expected, rtol=1e-4)
+    assert model.singular_values[0] == pytest.approx(1.0, abs=1e-5)  # the normalised top singular value
+
+
+@pytest.mark.parametrize("block_size, krylov_factor", [(8, 3.0), (64, 3.0), (4, 8.0)])
+def test_block_lanczos_matches_dense_eigh(block_size: int, krylov_factor: float) -> None:
+    rng = np.random.default_rng(0)
+    n, k = 400, 12
+    basis = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    spectrum = 0.9 ** np.arange(n)
+    operator = (basis * spectrum) @ basis.T
+    values, vectors = _top_eigenvectors(lambda z: (operator @ z).astype(np.float32), n, k,
+                                        block_size=block_size, krylov_factor=krylov_factor, dense_max=0)
+    assert values.shape == (k,) and vectors.shape == (n, k) and vectors.dtype == np.float32
+    # The leading pairs converge first; the ones near the k-th are approximate with a small basis.
+    np.testing.assert_allclose(values[: k // 2], spectrum[: k // 2], rtol=1e-5)
+    np.testing.assert_allclose(values, spectrum[:k], rtol=1e-2)
+    np.testing.assert_allclose(vectors.T @ vectors, np.eye(k), atol=1e-5)
+    head = vectors[:, : k // 2]
+    np.testing.assert_allclose(head @ head.T, basis[:, : k // 2] @ basis[:, : k // 2].T, atol=1e-4)
+    if krylov_factor > 3:
+        np.testing.assert_allclose(values, spectrum[:k], rtol=1e-5)
+
+
+def test_graph_filter_errors_and_repr() -> None:
+    assert GraphFilter.name == "graphfilter"
+    assert repr(GraphFilter()) == (
+        "GraphFilter(num_factors=448, ideal_weight=0.2, blur_time=1.0, sharpen_time=2.5, sharpen_steps=1, "
+        "early_merge=True)"
+    )
+    with pytest.raises(RuntimeError):
+        GraphFilter().score(np.arange(2))
+    with pytest.raises(ValueError):
+        GraphFilter(num_factors=-1)
+    with pytest.raises(ValueError):
+        GraphFilter(sharpen_steps=0)
+    with pytest.raises(TypeError):
+        GraphFilter().fit(np.ones((3, 3)))
