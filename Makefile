@@ -21,6 +21,10 @@ test: $(STAMP)
 bench: $(STAMP)
 	mkdir -p bench/results
 	$(PYTHON) bench/bench_simulate.py --users 100000 --repeats 3 --out-json bench/results/simulate.json
+# GetFeed over loopback gRPC: 1M products, 100k users, real server (1 and 2 processes), in-process store and
+# Redis (a private redis-server when on PATH); the built model is cached between runs.
+	OMP_NUM_THREADS=1 $(PYTHON) bench/bench_feed_grpc.py --products 1000000 --users 100000 --repeats 3 \
+		--cache .sharerank/bench-cache --out-json bench/results/feed_grpc.json
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

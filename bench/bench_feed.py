@@ -36,10 +36,21 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def synthetic_bundle(products: int, users: int, dim: int, seed: int = 0) -> ModelBundle:
+def synthetic_bundle(products: int, users: int, dim: int, seed: int = 0, clusters: int = 0) -> ModelBundle:
+    """A served model of random data. ``clusters`` > 0 draws products and users around that many shared
+    centres (trained embeddings are clustered, and IVF recall depends on it); 0: isotropic Gaussian."""
     rng = np.random.default_rng(seed)
-    product_embedding = rng.standard_normal((products, dim), dtype=np.float32) / np.sqrt(dim)
-    user_embedding = rng.standard_normal((users, dim), dtype=np.float32) / np.sqrt(dim)
+    if clusters:
+        centres = rng.standard_normal((clusters, dim), dtype=np.float32)
+        product_embedding = centres[rng.integers(0, clusters, products)]
+        product_embedding += 0.5 * rng.standard_normal((products, dim), dtype=np.float32)
+        product_embedding /= np.sqrt(dim)
+        user_embedding = centres[rng.integers(0, clusters, users)]
+        user_embedding += 0.5 * rng.standard_normal((users, dim), dtype=np.float32)
+        user_embedding /= np.sqrt(dim)
+    else:
+        product_embedding = rng.standard_normal((products, dim), dtype=np.float32) / np.sqrt(dim)
+        user_embedding = rng.standard_normal((users, dim), dtype=np.float32) / np.sqrt(dim)
     popularity = rng.zipf(1.6, products).clip(max=100_000) - 1
     per_user = rng.integers(0, 30, users)
     rows = np.repeat(np.arange(users), per_user)

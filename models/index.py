@@ -4,16 +4,56 @@ The index type follows the catalogue size: exact search (``IndexFlatIP``) below 
 products, where a scan costs well under a millisecond; an inverted-file index above it, where an exact
 scan of a million 64-d vectors takes ~10 ms (FIELD_NOTES). Row ``i`` of the embedding matrix is FAISS id
 ``i``, so excluded products are removed inside the search by id selector rather than after it.
+
+An IVF index visits ``nprobe`` of its lists per query. Recall depends on the data, so
+:meth:`ProductIndex.tune_nprobe` picks the smallest ``nprobe`` that reaches a recall target against exact
+search on sample queries (training calls it with the model's own user embeddings). ``nprobe`` is stored in
+the FAISS file itself (the IVF header), so :meth:`ProductIndex.load` restores it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import faiss
 import numpy as np
 
 DEFAULT_EXACT_BELOW = 100_000
+DEFAULT_NPROBE = 8
+NPROBE_CANDIDATES = (1, 2, 4, 8, 16, 32, 64, 128)
+
+
+@dataclass(frozen=True)
+class NprobeReport:
+    """What :meth:`ProductIndex.tune_nprobe` measured and chose.
+
+    Attributes:
+        nprobe: The nprobe now set (the smallest candidate that reached ``target``; the best one tried when
+            none did).
+        recall: Mean recall@k of that nprobe against exact search on the queries.
+        target: The recall asked for.
+        reached: Whether ``recall >= target``.
+        k: The cut-off of the recall (capped at the index size).
+        queries: How many queries were measured.
+        tried: ``(nprobe, recall)`` of every candidate measured, in the order tried.
+    """
+
+    nprobe: int
+    recall: float
+    target: float
+    reached: bool
+    k: int
+    queries: int
+    tried: tuple[tuple[int, float], ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able form (for a bundle's ``info`` and MLflow)."""
+        out = asdict(self)
+        out["tried"] = [[n, r] for n, r in self.tried]
+        return out
 
 
 class ProductIndex:
@@ -21,17 +61,38 @@ class ProductIndex:
 
     Args:
         index (faiss.Index): A trained, filled FAISS index whose ids are product rows.
-        nprobe (int): Inverted lists visited per query for IVF indexes (ignored for exact search).
+        nprobe (int | None): Inverted lists visited per query for IVF indexes (ignored for exact search).
+            None: the nprobe stored in an IVF index (as read from a file), else ``DEFAULT_NPROBE``.
     """
 
-    def __init__(self, index: faiss.Index, nprobe: int = 8):
+    def __init__(self, index: faiss.Index, nprobe: int | None = None):
         self.index = index
-        self.nprobe = nprobe
         self._ivf = faiss.try_extract_index_ivf(index) if "IVF" in self.kind else None
+        if nprobe is None:
+            nprobe = int(self._ivf.nprobe) if self._ivf is not None else DEFAULT_NPROBE
+        self.nprobe = nprobe
+
+    @property
+    def nprobe(self) -> int:
+        return self._nprobe
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        value = int(value)
+        if value < 1:
+            raise ValueError(f"nprobe must be at least 1, got {value}")
+        self._nprobe = value
+        if self._ivf is not None:
+            self._ivf.nprobe = min(value, self._ivf.nlist)  # saved with the index (IVF header)
+
+    @property
+    def is_exact(self) -> bool:
+        """True for exact (flat) search, where nprobe means nothing."""
+        return self._ivf is None
 
     @classmethod
     def build(cls, embeddings: np.ndarray, *, exact_below: int = DEFAULT_EXACT_BELOW, nlist: int | None = None,
-              nprobe: int = 8, seed: int = 0) -> ProductIndex:
+              nprobe: int = DEFAULT_NPROBE, seed: int = 0) -> ProductIndex:
         """Builds an exact index for small catalogues and ``IVF{nlist},Flat`` for large ones."""
         vectors = np.ascontiguousarray(embeddings, dtype=np.float32)
         n, dim = vectors.shape
@@ -69,11 +130,85 @@ class ProductIndex:
     def reconstruct(self, row: int) -> np.ndarray:
         return self.index.reconstruct(int(row))
 
+    def vectors(self) -> np.ndarray:
+        """Every stored vector as a ``(size, d)`` float32 matrix, row ``i`` = id ``i`` (a copy).
+
+        Read from the inverted lists for IVF indexes, so the index needs no direct map.
+        """
+        if self._ivf is None or not isinstance(self._ivf, faiss.IndexIVFFlat):
+            return self.index.reconstruct_n(0, self.size)
+        out = np.empty((self.size, self._ivf.d), dtype=np.float32)
+        lists, width = self._ivf.invlists, self._ivf.code_size
+        for number in range(self._ivf.nlist):
+            size = lists.list_size(number)
+            if size == 0:
+                continue
+            ids = faiss.rev_swig_ptr(lists.get_ids(number), size).copy()
+            codes = faiss.rev_swig_ptr(lists.get_codes(number), size * width)
+            out[ids] = np.frombuffer(codes, dtype=np.float32).reshape(size, self._ivf.d)
+        return out
+
+    def recall_at(self, queries: np.ndarray, k: int, nprobe: int, exact_ids: np.ndarray) -> float:
+        """Mean recall@k of this index at ``nprobe`` against ``exact_ids`` (the true top-k of each query)."""
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        params = faiss.SearchParametersIVF(nprobe=nprobe) if self._ivf is not None else None
+        _, ids = self.index.search(queries, exact_ids.shape[1], params=params)
+        return _mean_recall(ids, exact_ids)
+
+    def tune_nprobe(self, queries: np.ndarray, k: int = 100, target: float = 0.95,
+                    candidates: Sequence[int] = NPROBE_CANDIDATES) -> NprobeReport | None:
+        """Sets the smallest ``nprobe`` whose mean recall@k against exact search on ``queries`` is ≥ ``target``.
+
+        The truth is an ``IndexFlatIP`` over the same vectors. Candidates are tried in increasing order
+        (recall only grows with nprobe: more lists visited is a superset of candidates) and stop at the first
+        that reaches the target; when none does, the best one tried is set and ``reached`` is False.
+        Candidates above ``nlist`` count as ``nlist`` (every list: exact up to ties).
+
+        Args:
+            queries: ``(n, d)`` query vectors, e.g. a sample of user embeddings (the real query mix: recall
+                depends on the data).
+            k: Recall cut-off (capped at the index size).
+            target: Recall to reach, in (0, 1].
+            candidates: nprobe values to try.
+
+        Returns:
+            The report, or None for an exact index (nothing to tune; the index is left untouched).
+        """
+        if self._ivf is None:
+            return None
+        if not 0 < target <= 1:
+            raise ValueError(f"target recall must be in (0, 1], got {target}")
+        queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+        if len(queries) == 0:
+            raise ValueError("tune_nprobe needs at least one query")
+        steps = sorted({min(max(int(c), 1), self._ivf.nlist) for c in candidates})
+        if not steps:
+            raise ValueError("tune_nprobe needs at least one candidate nprobe")
+        k = min(k, self.size)
+        exact = faiss.IndexFlatIP(self._ivf.d)
+        exact.add(self.vectors())
+        _, truth = exact.search(queries, k)
+        del exact
+        tried: list[tuple[int, float]] = []
+        for nprobe in steps:
+            tried.append((nprobe, round(self.recall_at(queries, k, nprobe, truth), 4)))
+            if tried[-1][1] >= target:
+                break
+        chosen, recall = next(((n, r) for n, r in tried if r >= target), max(tried, key=lambda t: (t[1], -t[0])))
+        self.nprobe = chosen
+        return NprobeReport(nprobe=chosen, recall=recall, target=target, reached=recall >= target, k=k,
+                            queries=len(queries), tried=tuple(tried))
+
     def save(self, path: str | Path) -> None:
+        """Writes the FAISS file; an IVF index's nprobe travels in it."""
         faiss.write_index(self.index, str(path))
 
     @classmethod
-    def load(cls, path: str | Path, nprobe: int = 8) -> ProductIndex:
+    def load(cls, path: str | Path, nprobe: int | None = None) -> ProductIndex:
+        """Reads a saved index; ``nprobe`` None restores the saved one (IVF), or the default (exact).
+
+        Note: IVF files written before nprobe was saved hold FAISS's default of 1; pass ``nprobe`` for them.
+        """
         return cls(faiss.read_index(str(path)), nprobe)
 
     def _params(self, exclude: np.ndarray | None) -> faiss.SearchParameters | None:
@@ -97,3 +232,13 @@ class ProductIndex:
 
     def __repr__(self) -> str:
         return f"ProductIndex({self.kind}, size={self.size}, nprobe={self.nprobe})"
+
+
+def _mean_recall(found: np.ndarray, truth: np.ndarray) -> float:
+    """Mean over rows of |found ∩ truth| / |truth| (ids -1 in ``truth`` are not counted)."""
+    hits, total = 0, 0
+    for got, want in zip(found, truth, strict=True):
+        want = want[want >= 0]
+        hits += np.intersect1d(got[got >= 0], want, assume_unique=True).size
+        total += want.size
+    return hits / total if total else 1.0

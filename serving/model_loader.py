@@ -161,12 +161,29 @@ class ModelHolder:
             if before is not None and before.version == version:
                 return before, before
             loaded = load_version(self.settings, version)
-            self._current = loaded
-            for listener in self._listeners:
-                listener(loaded)
-            log.info("serving %s version %s (was %s)", loaded.name, loaded.version,
-                     before.version if before else None)
+            self._swap(loaded, before)
             return loaded, before
+
+    def serve_bundle(self, bundle: ModelBundle, version: str, *, run_id: str = "",
+                     name: str | None = None) -> tuple[LoadedModel, LoadedModel | None]:
+        """Serves a bundle built in memory as ``version``, without the registry; returns (now, before).
+
+        For benchmarks, tests and tools that make a bundle themselves: the same atomic swap and listeners as
+        :meth:`load`, and the bundle is warmed first (off the request path). The alias poller, when running,
+        replaces it at its next poll if the alias names another version: serve with polling off.
+        """
+        loaded = LoadedModel(name or self.settings.model_name, str(version), run_id, bundle.warm(),
+                             datetime.now(UTC))
+        with self._load_lock:
+            before = self._current
+            self._swap(loaded, before)
+        return loaded, before
+
+    def _swap(self, loaded: LoadedModel, before: LoadedModel | None) -> None:
+        self._current = loaded
+        for listener in self._listeners:
+            listener(loaded)
+        log.info("serving %s version %s (was %s)", loaded.name, loaded.version, before.version if before else None)
 
     def start_polling(self, period: float) -> None:
         """Follows alias changes every ``period`` seconds in a daemon thread."""

@@ -229,12 +229,28 @@ def recommend(
 @command
 def promote(
     version: Annotated[str | None, typer.Option(help="Version to promote; default the newest.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Promote even if it evaluates worse than the champion, "
+                                                        "or was trained on other data.")] = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Point the `champion` alias at a registered version."""
+    """Point the `champion` alias at a registered version, if it evaluates no worse than the champion.
+
+    Compares test_recall_20 and test_ndcg_20 of the two versions' training runs when both trained on the same
+    data (tag data_fingerprint). A refusal exits with code 2 and one line naming both versions and the metrics.
+    """
+    from rich.markup import escape
+
+    from sharerank.training.tracking import PromotionRefused
     from sharerank.training.tracking import promote as promote_version
 
-    emit(promote_version(Settings(), version), as_json)
+    try:
+        result = promote_version(Settings(), version, force=force)
+    except PromotionRefused as refused:
+        if as_json:
+            emit(refused.result, as_json)
+        stderr.print(f"[red]refused:[/red] {escape(str(refused))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    emit(result, as_json)
 
 
 @command

@@ -38,7 +38,7 @@ def run_demo(settings: Settings, *, users: int, epochs: int, seed: int, progress
                               on_epoch=lambda e, f: advance(completed=e, description=(
                                   f"train: epoch {e} loss={f['loss']:.4f} "
                                   f"val_recall@20={f.get('val_recall_20', float('nan')):.4f}")))
-    promoted = promote(settings, report["version"])
+    promoted = promote(settings, report["version"], force=True)  # the demo serves what it just trained
 
     store = open_online_store(settings.resolved_redis_url, fallback_to_memory=True,
                               settings=RedisSettings(key_prefix=DEMO_PREFIX))

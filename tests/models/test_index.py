@@ -54,3 +54,80 @@ def test_k_larger_than_catalogue_is_capped(vectors: np.ndarray) -> None:
     index = ProductIndex.build(vectors[:4])
     _, ids = index.search(vectors[0], 10, exclude=np.array([0]))
     assert ids.shape == (1, 4) and sorted(ids[0].tolist()) == [-1, 1, 2, 3]
+
+
+# nprobe tuning: recall against exact search on the queries given, smallest nprobe that reaches the target.
+
+
+@pytest.fixture(scope="module")
+def clustered() -> tuple[np.ndarray, np.ndarray]:
+    """20k products and 400 user queries around the same 100 cluster centres (embeddings are clustered)."""
+    rng = np.random.default_rng(1)
+    centres = rng.standard_normal((100, 16)).astype(np.float32)
+    products = centres[rng.integers(0, 100, 20_000)] + 0.6 * rng.standard_normal((20_000, 16)).astype(np.float32)
+    queries = centres[rng.integers(0, 100, 400)] + 0.6 * rng.standard_normal((400, 16)).astype(np.float32)
+    return products.astype(np.float32), queries.astype(np.float32)
+
+
+def brute_force_recall(products: np.ndarray, queries: np.ndarray, index: ProductIndex, k: int) -> float:
+    truth = np.argpartition(-(queries @ products.T), k, axis=1)[:, :k]
+    _, ids = index.search(queries, k)
+    return float(np.mean([len(set(a.tolist()) & set(b.tolist())) / k for a, b in zip(ids, truth, strict=True)]))
+
+
+@pytest.mark.parametrize("target", [0.9, 0.95, 0.99])
+def test_tuned_nprobe_reaches_the_target_and_is_the_smallest(clustered, target: float) -> None:
+    products, queries = clustered
+    index = ProductIndex.build(products, exact_below=1000, nlist=128)
+    report = index.tune_nprobe(queries, k=50, target=target)
+    assert report is not None and report.reached and report.recall >= target
+    assert index.nprobe == report.nprobe and report.tried[-1] == (report.nprobe, report.recall)
+    assert all(recall < target for _, recall in report.tried[:-1])  # every smaller candidate fell short
+    assert report.k == 50 and report.queries == 400 and report.target == target
+    # The recall the report claims is what searches now get (checked by numpy, not FAISS).
+    assert brute_force_recall(products, queries, index, 50) == pytest.approx(report.recall, abs=1e-3)
+
+
+def test_recall_grows_with_nprobe_up_to_exact(clustered) -> None:
+    products, queries = clustered
+    index = ProductIndex.build(products, exact_below=1000, nlist=128)
+    report = index.tune_nprobe(queries[:100], k=20, target=1.0, candidates=(1, 2, 4, 8, 16, 32, 64, 128, 500))
+    recalls = [r for _, r in report.tried]
+    assert [n for n, _ in report.tried] == [1, 2, 4, 8, 16, 32, 64, 128][: len(recalls)]  # 500 capped to nlist
+    assert recalls == sorted(recalls) and recalls[0] < 1.0 and report.recall == 1.0
+
+
+def test_unreachable_target_keeps_the_best_candidate_and_says_so(clustered) -> None:
+    products, queries = clustered
+    index = ProductIndex.build(products, exact_below=1000, nlist=128)
+    report = index.tune_nprobe(queries, k=50, target=0.999, candidates=(1, 2))
+    assert not report.reached and report.nprobe == 2 and report.recall == max(r for _, r in report.tried)
+    assert report.to_dict()["tried"] == [[1, report.tried[0][1]], [2, report.tried[1][1]]]
+
+
+def test_exact_index_is_left_untouched(clustered) -> None:
+    products, queries = clustered
+    index = ProductIndex.build(products)
+    before = index.search(queries[:5], 10)
+    assert index.tune_nprobe(queries) is None
+    assert index.kind == "Flat" and index.nprobe == 8 and index.size == len(products)
+    after = index.search(queries[:5], 10)
+    assert np.array_equal(before[1], after[1]) and np.array_equal(before[0], after[0])
+
+
+def test_tuned_nprobe_is_saved_with_the_index(clustered, tmp_path) -> None:
+    products, queries = clustered
+    index = ProductIndex.build(products, exact_below=1000, nlist=128)
+    report = index.tune_nprobe(queries, k=50, target=0.99)
+    assert report.nprobe != 8  # so the round trip below is not the default
+    index.save(tmp_path / "index.faiss")
+    again = ProductIndex.load(tmp_path / "index.faiss")
+    assert again.nprobe == report.nprobe
+    assert np.array_equal(again.search(queries[:20], 10)[1], index.search(queries[:20], 10)[1])
+    assert ProductIndex.load(tmp_path / "index.faiss", nprobe=3).nprobe == 3  # an explicit nprobe wins
+
+
+def test_vectors_reads_back_what_was_added(clustered) -> None:
+    products, _ = clustered
+    assert np.array_equal(ProductIndex.build(products, exact_below=1000, nlist=64).vectors(), products)
+    assert np.array_equal(ProductIndex.build(products[:500]).vectors(), products[:500])

@@ -1,0 +1,354 @@
+"""Resilience over real gRPC: model swaps under load, versions that fail to load, a Redis restart, and
+malformed requests (hypothesis) answered only with documented status codes.
+
+Every test runs a real server on a loopback port against the session's MLflow registry (``registry``); the
+Redis test starts, kills and restarts a private redis-server of its own.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from hypothesis import HealthCheck, event, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from sharerank.config import Settings
+from sharerank.serving import marshal
+from sharerank.serving.online_store import (
+    InMemoryOnlineStore,
+    OnlineStoreError,
+    Purchase,
+    RedisSettings,
+    open_online_store,
+)
+from sharerank.serving.server import SERVICE_NAMES, Server, create_server
+from sharerank.v1 import (
+    admin_service_pb2,
+    admin_service_pb2_grpc,
+    feed_service_pb2,
+    feed_service_pb2_grpc,
+    internal_pb2,
+)
+
+DOCUMENTED = {grpc.StatusCode.OK, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND}
+
+
+@pytest.fixture
+def two_versions(registry, request) -> Settings:
+    """Settings for a registered model of this test's own with two versions of the trained bundle (the same
+    run, so the promotion gate lets either replace the other), champion at 1."""
+    from mlflow import MlflowClient
+
+    from sharerank.training.tracking import connect, promote
+
+    settings, report = registry
+    name = "resilience-" + "".join(c if c.isalnum() else "-" for c in request.node.name)[:50]
+    settings = settings.model_copy(update={"model_name": name})
+    connect(settings)
+    client = MlflowClient()
+    source = client.get_model_version(registry[0].model_name, report["version"])
+    client.create_registered_model(name)
+    for _ in range(2):
+        client.create_model_version(name, source.source, run_id=source.run_id)
+    promote(settings, "1")
+    return settings
+
+
+def start(settings: Settings, store=None, **kwargs) -> Server:
+    return create_server(settings, store if store is not None else InMemoryOnlineStore(), address="127.0.0.1:0",
+                         **kwargs)
+
+
+@pytest.fixture
+def channel_to() -> Iterator:
+    """``channel_to(server)``: a channel to the server, closed at teardown."""
+    channels: list[grpc.Channel] = []
+
+    def open_channel(server: Server) -> grpc.Channel:
+        channels.append(grpc.insecure_channel(f"127.0.0.1:{server.port}"))
+        return channels[-1]
+
+    yield open_channel
+    for channel in channels:
+        channel.close()
+
+
+def known_user(server: Server, rank: int = 0) -> str:
+    bundle = server.holder.current.bundle
+    return str(bundle.users[bundle.history.getnnz(axis=1).argsort()[::-1][rank]])
+
+
+def feed_request(user: str, page_size: int = 20) -> feed_service_pb2.GetFeedRequest:
+    return feed_service_pb2.GetFeedRequest(user_id=user, page_size=page_size)
+
+
+def health_status(channel: grpc.Channel, service: str = "") -> int:
+    return health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=service), timeout=5).status
+
+
+class Hammer:
+    """Client threads calling GetFeed back to back; records ``(start, end, model_version)`` or the error code."""
+
+    def __init__(self, channel: grpc.Channel, users: list[str], threads: int = 4):
+        self.stub = feed_service_pb2_grpc.FeedServiceStub(channel)
+        self.users, self.stop_event = users, threading.Event()
+        self.answers: list[tuple[float, float, str]] = []
+        self.errors: list[tuple[grpc.StatusCode, str]] = []
+        self.threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
+
+    def _run(self, number: int) -> None:
+        i = number
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                response = self.stub.GetFeed(feed_request(self.users[i % len(self.users)]), timeout=10)
+                self.answers.append((started, time.monotonic(), response.model_version))
+            except grpc.RpcError as error:
+                self.errors.append((error.code(), error.details()))
+            i += 1
+
+    def __enter__(self) -> Hammer:
+        for thread in self.threads:
+            thread.start()
+        return self
+
+    def __exit__(self, *_) -> None:
+        self.stop_event.set()
+        for thread in self.threads:
+            thread.join(timeout=15)
+
+
+# (a) Model swaps under concurrent GetFeed calls.
+
+
+@pytest.mark.parametrize("how", ["reload", "alias-poll"])
+def test_swap_under_concurrent_feeds_loses_no_call(two_versions: Settings, channel_to, how: str) -> None:
+    from sharerank.training.tracking import promote
+
+    settings = two_versions.model_copy(update={"reload_poll_seconds": 0.2 if how == "alias-poll" else 0})
+    server = start(settings)
+    try:
+        channel = channel_to(server)
+        users = [known_user(server, r) for r in range(8)] + ["someone-new"]
+        with Hammer(channel, users) as hammer:
+            time.sleep(0.6)
+            if how == "reload":  # the alias moves, then ReloadModel follows it
+                promote(settings, "2")
+                reply = admin_service_pb2_grpc.AdminServiceStub(channel).ReloadModel(
+                    admin_service_pb2.ReloadModelRequest(), timeout=60)
+                assert reply.model_version == "2" and reply.previous_model_version == "1" and reply.changed
+            else:  # the alias moves and the poller notices
+                promote(settings, "2")
+                deadline = time.monotonic() + 30
+                while server.holder.current.version != "2":
+                    assert time.monotonic() < deadline, "the alias poller did not swap"
+                    time.sleep(0.01)
+            swapped = time.monotonic()
+            time.sleep(0.8)
+        assert not hammer.errors, hammer.errors[:3]
+        assert {version for _, _, version in hammer.answers} == {"1", "2"}
+        before = [v for _, end, v in hammer.answers if end < swapped - 0.05]
+        after = [v for start, _, v in hammer.answers if start > swapped]
+        assert before and set(before) <= {"1", "2"}
+        assert len(after) >= 20 and set(after) == {"2"}  # no call that started after the swap saw the old model
+    finally:
+        server.stop(grace=None)
+
+
+# (b) Versions that fail to load.
+
+
+def register_copy(settings: Settings, destination: Path) -> tuple[str, Path]:
+    """Registers a new version of ``settings.model_name`` whose artifacts are a private copy of version 1's
+    (so a test may break them); returns the version and the copy's folder."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    client = MlflowClient()
+    source = client.get_model_version(settings.model_name, "1")
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source.source, dst_path=str(destination)))
+    version = client.create_model_version(settings.model_name, folder.as_uri(), run_id=source.run_id).version
+    return str(version), folder
+
+
+def test_versions_that_fail_to_load_leave_the_old_one_serving(two_versions: Settings, channel_to,
+                                                              tmp_path: Path) -> None:
+    from sharerank.training.tracking import promote
+
+    settings = two_versions
+    deleted, deleted_folder = register_copy(settings, tmp_path / "deleted")
+    corrupt, corrupt_folder = register_copy(settings, tmp_path / "corrupt")
+    shutil.rmtree(deleted_folder)
+    bundles = list(corrupt_folder.rglob("arrays.npz"))
+    assert len(bundles) == 1
+    bundles[0].write_bytes(b"not a numpy archive")
+    server = start(settings)
+    try:
+        channel = channel_to(server)
+        admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+        feed = feed_service_pb2_grpc.FeedServiceStub(channel)
+        user = known_user(server)
+        for version in ("999", deleted, corrupt):
+            with pytest.raises(grpc.RpcError) as err:
+                admin.ReloadModel(admin_service_pb2.ReloadModelRequest(model_version=version), timeout=60)
+            assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert f"version {version}" in err.value.details() and "still serving version 1" in err.value.details()
+            assert server.holder.current.version == "1"
+            serving = health_pb2.HealthCheckResponse.SERVING
+            assert all(health_status(channel, s) == serving for s in ("", *SERVICE_NAMES))
+            response = feed.GetFeed(feed_request(user), timeout=10)
+            assert len(response.items) == 20 and response.model_version == "1"
+        # The alias itself moved to a broken version (forced past the gate): ReloadModel and the poller refuse it.
+        promote(settings, corrupt, force=True)
+        with pytest.raises(grpc.RpcError) as err:
+            admin.ReloadModel(admin_service_pb2.ReloadModelRequest(), timeout=60)
+        assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        server.holder.start_polling(0.1)
+        time.sleep(0.5)
+        assert server.holder.current.version == "1" and health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+        assert feed.GetFeed(feed_request(user), timeout=10).model_version == "1"
+        # A good version still loads afterwards.
+        reply = admin.ReloadModel(admin_service_pb2.ReloadModelRequest(model_version="2"), timeout=60)
+        assert reply.model_version == "2" and feed.GetFeed(feed_request(user), timeout=10).model_version == "2"
+    finally:
+        server.stop(grace=None)
+
+
+# (c) Redis killed mid-run and restarted on the same port.
+
+
+def test_feed_rides_out_a_redis_restart(registry, redis_process_factory, channel_to) -> None:
+    settings, _ = registry
+    redis = redis_process_factory()
+    store = open_online_store(redis.url, settings=RedisSettings(key_prefix="sr:resilience:"))
+    server = start(settings, store, metrics_address="127.0.0.1:0")
+    try:
+        channel = channel_to(server)
+        feed = feed_service_pb2_grpc.FeedServiceStub(channel)
+        user = known_user(server, rank=1)
+
+        def ids() -> list[str]:
+            return [item.product_id for item in feed.GetFeed(feed_request(user), timeout=10).items]
+
+        first = ids()[0]
+        store.record_purchases([Purchase(user, first, time.time())])
+        assert first not in ids()  # live features work
+        with Hammer(channel, [user, known_user(server, 2), "someone-new"]) as hammer:
+            time.sleep(0.3)
+            redis.kill()
+            down = [ids() for _ in range(20)]  # every call answers, without the live purchase
+            time.sleep(0.3)
+            redis.start()
+            time.sleep(0.3)
+        assert not hammer.errors, hammer.errors[:3]  # never UNAVAILABLE (nor anything else)
+        assert len(hammer.answers) > 20
+        assert all(len(page) == 20 for page in down) and first in down[-1]
+        degraded = server.metrics.registry.get_sample_value("sharerank_feed_degraded_total",
+                                                            {"hydrator": "LiveState"})
+        assert degraded is not None and degraded > 0, "the feed should have counted degraded responses"
+        # Redis came back empty (nothing is saved); a purchase recorded now is a live feature again.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                store.record_purchases([Purchase(user, first, time.time())])
+                break
+            except OnlineStoreError:
+                assert time.monotonic() < deadline, "the store did not reconnect to the restarted Redis"
+                time.sleep(0.05)
+        assert first not in ids()
+    finally:
+        server.stop(grace=None)
+        store.close()
+
+
+# (d) Malformed requests: only OK, INVALID_ARGUMENT or NOT_FOUND, never UNKNOWN or INTERNAL.
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(registry) -> Iterator[tuple[Server, grpc.Channel]]:
+    settings, _ = registry
+    server = start(settings)
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield server, channel
+    server.stop(grace=None)
+
+
+def catalogue(server: Server) -> tuple[list[str], list[str], list[str]]:
+    bundle = server.holder.current.bundle
+    return ([str(u) for u in bundle.users[:50]], [str(p) for p in bundle.products[:50]],
+            sorted(set(bundle.category.astype(str).tolist())))
+
+
+ids = st.one_of(st.just(""), st.text(alphabet=" \t\n\r\u00a0\u3000", max_size=5), st.text(max_size=40),
+                st.text(alphabet=st.characters(min_codepoint=0x80, exclude_categories=("Cs",)), max_size=10))
+page_sizes = st.one_of(st.integers(1, 500), st.integers(1, 30), st.integers(min_value=-(2**31), max_value=2**31 - 1),
+                       st.integers(-2, 3), st.integers(495, 505))  # half valid, so deeper paths run too
+
+
+@st.composite
+def page_tokens(draw, user: str, categories: list[str], excluded: list[str]) -> str:
+    kind = draw(st.sampled_from(["none", "none", "text", "base64", "token", "matching-token", "matching-token"]))
+    if kind == "none":
+        return ""
+    if kind == "text":
+        return draw(st.text(max_size=60))
+    if kind == "base64":
+        return base64.urlsafe_b64encode(draw(st.binary(max_size=80))).decode()
+    request_hash = (marshal._request_hash(user.strip(), frozenset(categories), frozenset(excluded))
+                    if kind == "matching-token" else draw(st.integers(0, 2**64 - 1)))
+    token = internal_pb2.FeedPageToken(
+        offset=draw(st.integers(-(2**31), 2**31 - 1)), request_hash=request_hash,
+        model_version=draw(st.text(max_size=5)),
+        served_product_ids=draw(st.lists(st.text(max_size=12), max_size=draw(st.sampled_from([5, 1200])))))
+    return base64.urlsafe_b64encode(token.SerializeToString()).decode()
+
+
+def code_of(call) -> tuple[grpc.StatusCode, str]:
+    try:
+        call()
+        return grpc.StatusCode.OK, ""
+    except grpc.RpcError as error:
+        return error.code(), error.details()
+
+
+@given(data=st.data())
+@hypothesis_settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_malformed_feed_requests_get_documented_codes(fuzz_server, data) -> None:
+    server, channel = fuzz_server
+    users, products, categories = catalogue(server)
+    user = data.draw(st.one_of(ids, st.sampled_from(users), st.sampled_from(users)), "user_id")
+    wanted = data.draw(st.lists(st.one_of(st.sampled_from(categories), ids), max_size=4), "categories")
+    excluded = data.draw(st.lists(st.one_of(st.sampled_from(products), ids), max_size=6), "exclude")
+    request = feed_service_pb2.GetFeedRequest(
+        user_id=user, page_size=data.draw(page_sizes, "page_size"),
+        page_token=data.draw(page_tokens(user, wanted, excluded), "page_token"), categories=wanted,
+        exclude_product_ids=excluded, explain=data.draw(st.booleans(), "explain"))
+    code, details = code_of(lambda: feed_service_pb2_grpc.FeedServiceStub(channel).GetFeed(request, timeout=10))
+    event(code.name)
+    assert code in DOCUMENTED, (code, details)
+    assert code == grpc.StatusCode.OK or details
+
+
+@given(data=st.data())
+@hypothesis_settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_malformed_similar_requests_get_documented_codes(fuzz_server, data) -> None:
+    server, channel = fuzz_server
+    _, products, categories = catalogue(server)
+    request = feed_service_pb2.GetSimilarProductsRequest(
+        product_id=data.draw(st.one_of(ids, st.sampled_from(products)), "product_id"),
+        page_size=data.draw(page_sizes, "page_size"),
+        categories=data.draw(st.lists(st.one_of(st.sampled_from(categories), ids), max_size=4), "categories"))
+    code, details = code_of(
+        lambda: feed_service_pb2_grpc.FeedServiceStub(channel).GetSimilarProducts(request, timeout=10))
+    event(code.name)
+    assert code in DOCUMENTED, (code, details)
+    assert code == grpc.StatusCode.OK or details
