@@ -44,14 +44,15 @@ class EASE:
 
     :math:`\mathbf{B}` is dense, :math:`P \times P`: :meth:`fit` builds the Gram matrix block by
     block into one float32 array and inverts it in place with LAPACK's Cholesky routines
-    (``spotrf`` / ``spotri`` of the multi-threaded MKL that torch ships), so
-    the peak is about one :math:`P^2` float32 matrix (40,981 products: 6.7 GB) instead of three.
-    :meth:`fits` says ahead of time whether that fits; :meth:`fit` raises
-    :class:`EASEMemoryError` when it does not, so a harness can report the model as skipped.
-    Time is :math:`P^3` flops: ~1 min for LastFM's 17.6k products, tens of minutes for Gowalla's
-    41k on two cores. Float32 matches the float64 closed form to ~1e-6 relative (the eigenvalues
-    of :math:`\mathbf{X}^\top\mathbf{X} + \lambda\mathbf{I}` are at least :math:`\lambda`, so it
-    is well conditioned).
+    (``spotrf`` / ``spotri``: scipy's OpenBLAS up to 20,000 products, torch's MKL beyond, where
+    OpenBLAS crashed), so the peak is about one :math:`P^2` float32 matrix (Gowalla's 40,981
+    products: 7.6 GB with slack) instead of three. :meth:`fits` says ahead of time whether that
+    fits; :meth:`fit` raises :class:`EASEMemoryError` when it does not, so a harness can report
+    the model as skipped. Time is :math:`P^3` flops, the real limit on two cores: LastFM's
+    17.6k products take 1–3 min; Gowalla's 41k fit in memory but need ~30 CPU-minutes
+    (extrapolated from 12k: ``spotrf`` 8 CPU-s, MKL's ``spotri`` 41 CPU-s). Float32 matches the
+    float64 closed form to ~1e-6 relative (the eigenvalues of
+    :math:`\mathbf{X}^\top\mathbf{X} + \lambda\mathbf{I}` are at least :math:`\lambda`).
 
     :math:`\lambda` must grow with the data: the paper used 200 (MSD), 500 (MovieLens-20M) and
     3000 (Netflix). By default it is set per dataset from the mean number of buyers per product,
@@ -179,32 +180,31 @@ def _invert_spd_in_place(a: np.ndarray) -> np.ndarray:
     ``potrf`` + ``potri``) and returns it; only its upper triangle holds the inverse.
 
     ``a`` is symmetric, so its C-order buffer is also its own F-order transpose, which LAPACK
-    overwrites without a copy. The LAPACK is the MKL inside torch's CPU library (64-bit index
-    interface, multi-threaded). OpenBLAS's ``spotrf`` (scipy's and numpy's builds alike) crashed
-    with SIGSEGV at 40,981 products, a known OpenBLAS problem with large factorisations, so
-    scipy's is used only for small matrices when MKL is missing.
+    overwrites without a copy. Up to 20,000 products that is scipy's OpenBLAS (the faster here);
+    beyond, the MKL inside torch's CPU library (64-bit index interface), because OpenBLAS's
+    ``spotrf`` (scipy's and numpy's builds alike) crashed with SIGSEGV at 40,981 products.
     """
     n = a.shape[0]
+    if n <= _MAX_OPENBLAS:
+        factor, info = lapack.spotrf(a.T, lower=True, overwrite_a=True, clean=False)
+        if info == 0:
+            factor, info = lapack.spotri(factor, lower=True, overwrite_c=True)
+        if info != 0:
+            raise np.linalg.LinAlgError(f"Cholesky inversion failed (LAPACK info={info})")
+        return np.ascontiguousarray(factor.T)  # a view of `a` itself: f2py does not copy F-order input
     lib = _mkl_lapack()
-    if lib is not None:
-        for routine in (lib.spotrf_64_, lib.spotri_64_):
-            size, info = ctypes.c_int64(n), ctypes.c_int64(0)
-            routine(ctypes.c_char_p(b"L"), ctypes.byref(size), a.ctypes.data_as(ctypes.c_void_p),
-                    ctypes.byref(size), ctypes.byref(info), ctypes.c_size_t(1))
-            if info.value != 0:
-                raise np.linalg.LinAlgError(f"Cholesky inversion failed (LAPACK info={info.value})")
-        return a
-    if n > _MAX_OPENBLAS:
+    if lib is None:
         raise ValueError(f"EASE on {n:,} products needs MKL's LAPACK (OpenBLAS crashes at this size)")
-    factor, info = lapack.spotrf(a.T, lower=True, overwrite_a=True, clean=False)
-    if info == 0:
-        factor, info = lapack.spotri(factor, lower=True, overwrite_c=True)
-    if info != 0:
-        raise np.linalg.LinAlgError(f"Cholesky inversion failed (LAPACK info={info})")
-    return np.ascontiguousarray(factor.T)  # a view of `a` itself: f2py does not copy F-order input
+    for routine in (lib.spotrf_64_, lib.spotri_64_):
+        size, info = ctypes.c_int64(n), ctypes.c_int64(0)
+        routine(ctypes.c_char_p(b"L"), ctypes.byref(size), a.ctypes.data_as(ctypes.c_void_p),
+                ctypes.byref(size), ctypes.byref(info), ctypes.c_size_t(1))
+        if info.value != 0:
+            raise np.linalg.LinAlgError(f"Cholesky inversion failed (LAPACK info={info.value})")
+    return a
 
 
-_MAX_OPENBLAS = 24_000  # the largest size OpenBLAS's spotrf was seen to factorise here
+_MAX_OPENBLAS = 20_000  # OpenBLAS inverted LastFM's 17,632 products; its spotrf crashed at 40,981
 
 
 @functools.cache

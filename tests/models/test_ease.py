@@ -35,21 +35,25 @@ def test_ease_matches_float64_closed_form(reg: float, block_size: int) -> None:
     assert torch.isfinite(scores).all()
 
 
-def test_ease_scipy_lapack_fallback(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_ease_mkl_path_for_large_catalogues(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert ease_module._mkl_lapack() is not None  # torch's x86 wheels link MKL
     x = random_interactions(60, 29, 0.2, seed=5)
-    monkeypatch.setattr(ease_module, "_mkl_lapack", lambda: None)
+    monkeypatch.setattr(ease_module, "_MAX_OPENBLAS", 10)
     model = EASE(reg=30.0).fit(x)
     np.testing.assert_allclose(model.weight.numpy(), closed_form(x.toarray().astype(np.float64), 30.0),
                                rtol=1e-4, atol=1e-6)
 
 
-def test_ease_not_positive_definite(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("max_openblas", [10, 20_000])
+def test_ease_not_positive_definite(monkeypatch: pytest.MonkeyPatch, max_openblas: int) -> None:
+    monkeypatch.setattr(ease_module, "_MAX_OPENBLAS", max_openblas)
     with pytest.raises(np.linalg.LinAlgError):
-        ease_module._invert_spd_in_place(-np.eye(4, dtype=np.float32))
-    monkeypatch.setattr(ease_module, "_mkl_lapack", lambda: None)
-    with pytest.raises(np.linalg.LinAlgError):
-        ease_module._invert_spd_in_place(-np.eye(4, dtype=np.float32))
+        ease_module._invert_spd_in_place(-np.eye(12, dtype=np.float32))
+
+
+def test_ease_without_mkl_refuses_large_catalogues(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(ease_module, "_MAX_OPENBLAS", 3)
+    monkeypatch.setattr(ease_module, "_mkl_lapack", lambda: None)
     with pytest.raises(ValueError, match="MKL"):
         ease_module._invert_spd_in_place(np.eye(4, dtype=np.float32))
 

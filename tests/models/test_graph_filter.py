@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sharerank.models.graph_filter import GraphFilter, _top_eigenvectors
+from sharerank.models.graph_filter import GraphFilter, _orthonormal, _top_eigenvectors
 
 
 def random_interactions(num_users: int, num_products: int, density: float, seed: int) -> sp.csr_matrix:
@@ -106,6 +106,18 @@ def test_block_lanczos_matches_dense_eigh(block_size: int, krylov_factor: float)
     np.testing.assert_allclose(head @ head.T, basis[:, : k // 2] @ basis[:, : k // 2].T, atol=1e-4)
     if krylov_factor > 3:
         np.testing.assert_allclose(values, spectrum[:k], rtol=1e-5)
+
+
+@pytest.mark.parametrize("deficient", [False, True])
+def test_orthonormal(deficient: bool) -> None:
+    block = np.random.default_rng(1).standard_normal((500, 16), dtype=np.float32)
+    if deficient:
+        block[:, 3] = block[:, 2]
+    q = _orthonormal(block.copy())
+    assert q.shape == (500, 16) and q.dtype == np.float32
+    np.testing.assert_allclose(q.T @ q, np.eye(16), atol=1e-5)
+    # Same span: projecting the block onto q loses nothing.
+    np.testing.assert_allclose(q @ (q.T @ block), block, atol=1e-4)
 
 
 def test_graph_filter_errors_and_repr() -> None:
