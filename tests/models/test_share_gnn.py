@@ -64,7 +64,11 @@ def dense_forward(model: ShareGNN, inputs: ShareGraph) -> tuple[torch.Tensor, to
         x = h
         out = out + x
     out = out / (model.num_layers + 1)
-    return F.normalize(out[:u], dim=-1), F.normalize(out[u:], dim=-1)
+    user_out, product_out = F.normalize(out[:u], dim=-1), F.normalize(out[u:], dim=-1)
+    if model.popularity is not None:
+        user_out = torch.cat([user_out, torch.full((u, 1), model.temperature)], dim=1)
+        product_out = torch.cat([product_out, (model.popularity * inputs.popularity)[:, None]], dim=1)
+    return user_out, product_out
 
 
 def test_social_adjacency_is_symmetric_and_normalised() -> None:
@@ -131,11 +135,13 @@ def test_forward_shapes_and_dense_reference(num_layers: int, category_buckets: i
     torch.testing.assert_close(product_out, ref_product, rtol=1e-5, atol=1e-6)
 
 
-def test_gradient_matches_dense_autograd() -> None:
+@pytest.mark.parametrize("popularity_weight", [None, 0.5])
+def test_gradient_matches_dense_autograd(popularity_weight: float | None) -> None:
     torch.manual_seed(0)
-    model = ShareGNN(12, 15, embedding_dim=8, num_layers=2)
+    model = ShareGNN(12, 15, embedding_dim=8, num_layers=2, popularity_weight=popularity_weight)
     inputs = model.prepare(toy_graph())
-    target_u, target_p = torch.randn(12, 8), torch.randn(15, 8)
+    width = 8 if popularity_weight is None else 9
+    target_u, target_p = torch.randn(12, width), torch.randn(15, width)
 
     user_out, product_out = model(inputs)
     (user_out * target_u).sum().add((product_out * target_p).sum()).backward()
@@ -186,6 +192,25 @@ def test_works_without_social_edges_and_with_one_category() -> None:
     torch.testing.assert_close(off(off.prepare(toy_graph(num_categories=1)))[0], user_out)
 
 
+def test_popularity_prior_orders_by_logit() -> None:
+    torch.manual_seed(0)
+    model = ShareGNN(12, 15, embedding_dim=8, temperature=0.5, popularity_weight=0.7)
+    data = toy_graph()
+    inputs = model.prepare(data)
+    buyers = torch.bincount(data[PURCHASED].edge_index[1], minlength=15).float()
+    torch.testing.assert_close(inputs.popularity, torch.log1p(buyers))
+
+    user_out, product_out = model(inputs)
+    assert user_out.shape == (12, 9) and product_out.shape == (15, 9)
+    u, p = (F.normalize(t, dim=-1) for t in model.propagate(inputs))
+    logit = u @ p.T / 0.5 + 0.7 * torch.log1p(buyers)
+    torch.testing.assert_close(user_out @ product_out.T, 0.5 * logit)
+
+    users, products = data[PURCHASED].edge_index
+    model.loss(inputs, users, products, torch.randint(0, 15, (users.numel(), 2))).backward()
+    assert model.popularity.grad is not None and model.popularity.grad.abs() > 0
+
+
 def test_no_category_attribute() -> None:
     data = toy_graph()
     del data["product"].category
@@ -198,18 +223,28 @@ def test_sampled_softmax_matches_reference_and_gradcheck() -> None:
     u = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     p = torch.randn(6, 5, dtype=torch.float64, requires_grad=True)
     n = torch.randn(9, 5, dtype=torch.float64, requires_grad=True)
+    p_prior = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    n_prior = torch.randn(9, dtype=torch.float64, requires_grad=True)
     pos, pool = torch.randint(0, 4, (6,)), torch.randint(0, 4, (9,))
     criterion = SampledSoftmaxLoss(temperature=0.2)
-    loss = criterion(u, p, n, pos, pool)
+    loss = criterion(u, p, n, pos, pool, p_prior, n_prior)
 
-    un, pn, nn = (F.normalize(t, dim=-1) for t in (u, p, n))
-    pos_logit = (un * pn).sum(-1, keepdim=True) / 0.2
-    neg_logit = (un @ nn.T / 0.2).masked_fill(pos[:, None] == pool[None, :], -math.inf)
-    ref = (torch.logsumexp(torch.cat([pos_logit, neg_logit], dim=1), dim=1) - pos_logit[:, 0]).mean()
+    # Naive reference: a loop over rows, the masked negatives left out.
+    terms = []
+    for b in range(6):
+        un, pn = F.normalize(u[b], dim=0), F.normalize(p[b], dim=0)
+        logits = [un @ pn / 0.2 + p_prior[b]]
+        logits += [un @ F.normalize(n[j], dim=0) / 0.2 + n_prior[j] for j in range(9) if pool[j] != pos[b]]
+        terms.append(torch.logsumexp(torch.stack(logits), dim=0) - logits[0])
+    ref = torch.stack(terms).mean()
     torch.testing.assert_close(loss, ref)
-    for got, want in zip(torch.autograd.grad(loss, [u, p, n]), torch.autograd.grad(ref, [u, p, n]), strict=True):
+    inputs = [u, p, n, p_prior, n_prior]
+    for got, want in zip(torch.autograd.grad(loss, inputs), torch.autograd.grad(ref, inputs), strict=True):
         torch.testing.assert_close(got, want)
-    assert torch.autograd.gradcheck(lambda a, b, c: criterion(a, b, c, pos, pool), (u, p, n))
+    assert torch.autograd.gradcheck(lambda a, b, c, d, e: criterion(a, b, c, pos, pool, d, e), inputs)
+    # Without ids nothing is masked; without priors they are zero.
+    unmasked = criterion(u, p, n)
+    assert unmasked.item() >= criterion(u, p, n, pos, pool).item()
     assert repr(criterion) == "SampledSoftmaxLoss(temperature=0.2)"
     with pytest.raises(ValueError):
         SampledSoftmaxLoss(temperature=0.0)
@@ -256,20 +291,22 @@ def test_deterministic_under_seed() -> None:
 
 def test_reset_parameters() -> None:
     torch.manual_seed(0)
-    model = ShareGNN(200, 300, embedding_dim=32, social_weight=0.25)
+    model = ShareGNN(200, 300, embedding_dim=32, social_weight=0.25, popularity_weight=0.5)
     with torch.no_grad():
         model.gate.fill_(3.0)
+        model.popularity.fill_(2.0)
     before = [p.detach().clone() for p in model.parameters()]
     model.reset_parameters()
     for old, new in zip(before, model.parameters(), strict=True):
         assert not torch.equal(old, new)
     assert model.user_embedding.weight.std().item() == pytest.approx(0.1, rel=0.05)
     torch.testing.assert_close(torch.sigmoid(model.gate), torch.full((3,), 0.25))
+    assert model.popularity.item() == 0.5
 
 
 def test_repr_and_validation() -> None:
-    assert repr(ShareGNN(30, 40)) == (
-        "ShareGNN(30, 40, embedding_dim=64, num_layers=3, social_weight=0.3, temperature=0.1)")
+    assert repr(ShareGNN(30, 40)) == ("ShareGNN(30, 40, embedding_dim=64, num_layers=3, temperature=0.15, "
+                                      "social_weight=0.3, popularity_weight=None)")
     with pytest.raises(ValueError):
         ShareGNN(3, 4, num_layers=-1)
     with pytest.raises(ValueError):
