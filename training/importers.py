@@ -186,11 +186,61 @@ def import_beibei(src: str | Path, out: str | Path) -> dict[str, int]:
     return counts
 
 
+def import_nethept(src: str | Path, out: str | Path) -> dict[str, int]:
+    """NetHEPT with IC probabilities (``NetHEPT.txt``: a ``nodes arcs`` line, then ``u v p`` per directed
+    arc) → ``influence.csv`` (src_id, dst_id, p as written in the file) only: valid input for seeding.
+
+    - Self-loops cannot be written (the reader rejects them; an arc to oneself never changes a cascade):
+      dropped and counted in ``influence_self_loops_dropped`` (22 in the published file).
+    - Repeated arcs are kept (``influence_repeated`` counts them); the IC graph merges them as independent
+      chances.
+    - ``nodes_without_arcs`` counts the declared nodes that no written arc touches (only in a self-loop, or
+      in none): the folder format has no list of bare users, so they are not in the dataset.
+    - A file whose arc count differs from its first line's is rejected.
+    """
+    src, out = Path(src), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = src / "NetHEPT.txt"
+    rows: list[str] = []
+    self_loops = 0
+    arcs: set[tuple[str, str]] = set()
+    repeated = 0
+    with path.open() as f:
+        header = f.readline().split()
+        if len(header) != 2 or not all(x.isdigit() for x in header):
+            raise ValueError(f"{path}, line 1: expected 'nodes arcs', found {' '.join(header)!r}")
+        num_nodes, num_arcs = int(header[0]), int(header[1])
+        n_lines = 0
+        for line_no, line in enumerate(f, start=2):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) != 3:
+                raise ValueError(f"{path}, line {line_no}: expected 'u v p', found {line.rstrip()!r}")
+            n_lines += 1
+            u, v, p = fields
+            if u == v:
+                self_loops += 1
+                continue
+            repeated += (u, v) in arcs
+            arcs.add((u, v))
+            rows.append(f"{u},{v},{p}\n")
+    if n_lines != num_arcs:
+        raise ValueError(f"{path}: line 1 declares {num_arcs} arcs, the file holds {n_lines}")
+    with (out / "influence.csv").open("w", newline="") as w:
+        w.write("src_id,dst_id,p\n")
+        w.writelines(rows)
+    touched = {u for u, _ in arcs} | {v for _, v in arcs}
+    return {"influence": len(rows), "influence_self_loops_dropped": self_loops, "influence_repeated": repeated,
+            "nodes_without_arcs": num_nodes - len(touched)}
+
+
 IMPORTERS: dict[str, Callable[[str | Path, str | Path], dict[str, int]]] = {
     "ciao": import_ciao,
     "lastfm": import_lastfm,
     "gowalla": import_gowalla,
     "beibei": import_beibei,
+    "nethept": import_nethept,
 }
 
 

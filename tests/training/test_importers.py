@@ -17,6 +17,7 @@ from sharerank.training.importers import (
     import_ciao,
     import_gowalla,
     import_lastfm,
+    import_nethept,
 )
 
 
@@ -47,7 +48,7 @@ def beibei(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
 
 
 def test_registry_names_every_dataset() -> None:
-    assert set(IMPORTERS) == {"ciao", "lastfm", "gowalla", "beibei"}
+    assert set(IMPORTERS) == {"ciao", "lastfm", "gowalla", "beibei", "nethept"}
 
 
 # --- Ciao -------------------------------------------------------------------------------------------------
@@ -219,3 +220,33 @@ def test_beibei_malformed_line_names_file_and_line(tmp_path: Path) -> None:
         (tmp_path / name).write_text(text)
     with pytest.raises(ValueError, match=r"invalid\.txt, line 2"):
         import_beibei(tmp_path, tmp_path / "out")
+
+
+# --- NetHEPT ----------------------------------------------------------------------------------------------
+
+
+def test_nethept_counts_match_the_readme(shared_data: Path, tmp_path: Path) -> None:
+    counts = import_nethept(shared_data / "nethept", tmp_path)
+    assert counts == {"influence": 32_213, "influence_self_loops_dropped": 22, "influence_repeated": 0,
+                      "nodes_without_arcs": 4}
+    assert counts["influence"] + counts["influence_self_loops_dropped"] == 32_235  # the arcs the file declares
+    dataset = load_dataset(tmp_path)
+    assert dataset.influence is not None and len(dataset.influence.src) == 32_213
+    assert dataset.num_users == 15_233 - 4 and len(dataset.purchases) == 0
+    assert _read(tmp_path / "influence.csv")[0] == {"src_id": "0", "dst_id": "184", "p": "0.200000"}
+    assert 0.0 < dataset.influence.value.min() and dataset.influence.value.max() <= 1.0
+
+
+def test_nethept_self_loop_dropped_and_arc_count_checked(tmp_path: Path) -> None:
+    (tmp_path / "NetHEPT.txt").write_text("4 4\n0 1 0.5\n1 1 0.2\n1 0 0.25\n0 1 0.5\n")
+    counts = import_nethept(tmp_path, tmp_path / "out")
+    assert counts == {"influence": 3, "influence_self_loops_dropped": 1, "influence_repeated": 1,
+                      "nodes_without_arcs": 2}
+    assert [r["p"] for r in _read(tmp_path / "out" / "influence.csv")] == ["0.5", "0.25", "0.5"]
+    assert load_dataset(tmp_path / "out").num_users == 2
+    (tmp_path / "NetHEPT.txt").write_text("2 3\n0 1 0.5\n")
+    with pytest.raises(ValueError, match="declares 3 arcs"):
+        import_nethept(tmp_path, tmp_path / "out")
+    (tmp_path / "NetHEPT.txt").write_text("2 1\n0 1\n")
+    with pytest.raises(ValueError, match=r"NetHEPT\.txt, line 2"):
+        import_nethept(tmp_path, tmp_path / "out")
