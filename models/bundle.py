@@ -13,6 +13,8 @@ Folder layout::
                  user's social neighbourhood, CSR), popularity, in_stock, category_prior (optional)
     index.faiss  the product index (row i = product i)
     info.json    model type, hyper-parameters, data fingerprint, metrics
+    seeding/     the influence model, communities and activity per user (optional: only when the training
+                 data had shares or influence.csv; see :class:`~sharerank.models.seeding.SeedingContext`)
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from sharerank.models.index import ProductIndex
+from sharerank.models.seeding import SeedingContext
 
 HEAD_FRACTION = 0.2
 """Share of the catalogue that is the popularity head: the most-bought 20% of products (the "short head" of
@@ -53,6 +56,7 @@ class ModelBundle:
         seller: Seller id of each product ("" when unknown; all "" when omitted, as in older bundles).
         category_prior: True for products the model never trained on, whose embedding is their category's
             prior (see :meth:`with_products`); all False when omitted.
+        seeding: Influence model and population for seed planning, over the same users; None without one.
     """
 
     users: np.ndarray
@@ -68,6 +72,7 @@ class ModelBundle:
     info: dict[str, Any] = field(default_factory=dict)
     seller: np.ndarray | None = None
     category_prior: np.ndarray | None = None
+    seeding: SeedingContext | None = None
 
     def __post_init__(self) -> None:
         if self.seller is None:
@@ -118,9 +123,12 @@ class ModelBundle:
 
     def warm(self) -> ModelBundle:
         """Computes every lazy look-up now, so no request pays for it (call off the request path)."""
-        for name in ("user_rows", "product_rows", "popular_order", "category_codes", "seller_codes", "long_tail",
-                     "max_popularity", "has_history"):
+        names = ("user_rows", "product_rows", "popular_order", "category_codes", "seller_codes", "long_tail",
+                 "max_popularity", "has_history")
+        for name in names + (("buyers_matrix",) if self.seeding is not None else ()):
             getattr(self, name)
+        if self.seeding is not None:
+            self.seeding.warm()
         return self
 
     @property
@@ -130,6 +138,16 @@ class ModelBundle:
     def bought(self, user_row: int) -> np.ndarray:
         """Product rows the user bought in the training data."""
         return self.history.indices[self.history.indptr[user_row]:self.history.indptr[user_row + 1]]
+
+    def buyers(self, product_row: int) -> np.ndarray:
+        """User rows who bought the product in the training data."""
+        return self.buyers_matrix.indices[self.buyers_matrix.indptr[product_row]:
+                                          self.buyers_matrix.indptr[product_row + 1]]
+
+    @cached_property
+    def buyers_matrix(self) -> sp.csr_matrix:
+        """products × users: the transpose of :attr:`history`, for seeding's "already bought" exclusion."""
+        return self.history.T.tocsr()
 
     def friends_of(self, user_row: int) -> np.ndarray:
         """User rows of the user's social neighbours."""
@@ -169,6 +187,7 @@ class ModelBundle:
             info=dict(self.info),
             seller=np.concatenate([self.seller, np.asarray(seller, dtype=object)]),
             category_prior=np.concatenate([self.category_prior, np.ones(n, dtype=bool)]),
+            seeding=self.seeding,
         )
 
     def save(self, path: str | Path) -> Path:
@@ -183,6 +202,8 @@ class ModelBundle:
                  popularity=self.popularity, in_stock=self.in_stock, category_prior=self.category_prior)
         self.index.save(path / "index.faiss")
         (path / "info.json").write_text(json.dumps(self.info, indent=2, sort_keys=True, default=str))
+        if self.seeding is not None:
+            self.seeding.save(path / "seeding")
         return path
 
     @classmethod
@@ -210,6 +231,7 @@ class ModelBundle:
                 info=json.loads((path / "info.json").read_text()),
                 seller=ids["seller"].astype(object) if "seller" in ids else None,
                 category_prior=arrays["category_prior"] if "category_prior" in arrays else None,
+                seeding=SeedingContext.load(path / "seeding") if (path / "seeding").is_dir() else None,
             )
 
 

@@ -27,6 +27,10 @@ def not_found(message: str, reason: str, **metadata: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.NOT_FOUND, message, reason, **metadata)
 
 
+def failed_precondition(message: str, reason: str, **metadata: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, message, reason, **metadata)
+
+
 def unauthenticated(message: str, reason: str, **metadata: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.UNAUTHENTICATED, message, reason, **metadata)
 

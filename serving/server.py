@@ -1,4 +1,4 @@
-"""The gRPC server: feed, event and admin services, health checking and reflection.
+"""The gRPC server: feed, seeding, event and admin services, health checking and reflection.
 
 Health reports NOT_SERVING until a model is loaded. FAISS runs one OpenMP thread per call: gRPC worker
 threads already give the parallelism, and two OpenMP threads per query were 5× slower here.
@@ -26,7 +26,7 @@ from sharerank.serving.feed.pipeline import FeedPipeline  # noqa: E402
 from sharerank.serving.model_loader import ModelHolder, ModelLoadError  # noqa: E402
 from sharerank.serving.observability import MetricsInterceptor, ServerMetrics  # noqa: E402
 from sharerank.serving.online_store import OnlineStore  # noqa: E402
-from sharerank.serving.services import AdminService, EventService, FeedService  # noqa: E402
+from sharerank.serving.services import AdminService, EventService, FeedService, SeedingService  # noqa: E402
 from sharerank.v1 import (  # noqa: E402
     admin_service_pb2,
     admin_service_pb2_grpc,
@@ -113,8 +113,7 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
                               interceptors=interceptors)
     feed_service_pb2_grpc.add_FeedServiceServicer_to_server(FeedService(holder, FeedPipeline(store)), grpc_server)
     admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(holder), grpc_server)
-    seeding_service_pb2_grpc.add_SeedingServiceServicer_to_server(
-        seeding_service_pb2_grpc.SeedingServiceServicer(), grpc_server)
+    seeding_service_pb2_grpc.add_SeedingServiceServicer_to_server(SeedingService(holder), grpc_server)
     event_service_pb2_grpc.add_EventServiceServicer_to_server(
         EventService(holder, EventRecorder(event_log, store)), grpc_server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

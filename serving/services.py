@@ -1,7 +1,6 @@
 """gRPC servicers: thin handlers that parse, call one library function, and map the result or error.
 
-FeedService, EventService and AdminService work; the RPCs of later issues answer UNIMPLEMENTED through the
-generated base classes.
+One servicer per service of the contract: FeedService, SeedingService, EventService, AdminService.
 """
 
 from __future__ import annotations
@@ -16,6 +15,7 @@ from sharerank.serving.errors import ServiceError, to_status
 from sharerank.serving.events import EventRecorder
 from sharerank.serving.feed.pipeline import FeedPipeline
 from sharerank.serving.model_loader import LoadedModel, ModelHolder, ModelLoadError
+from sharerank.serving.seeding import seed_response, seed_targets
 from sharerank.serving.similar import similar_products
 from sharerank.v1 import (
     admin_service_pb2,
@@ -23,6 +23,7 @@ from sharerank.v1 import (
     event_service_pb2,
     event_service_pb2_grpc,
     feed_service_pb2_grpc,
+    seeding_service_pb2_grpc,
 )
 
 log = logging.getLogger(__name__)
@@ -65,6 +66,21 @@ class FeedService(feed_service_pb2_grpc.FeedServiceServicer):
             context.abort_with_status(to_status(error))
         items = similar_products(bundle, row, page_size, categories)
         return marshal.similar_response(items, bundle.category, bundle.products, model.version)
+
+
+class SeedingService(seeding_service_pb2_grpc.SeedingServiceServicer):
+    """KOC seed targets from the serving model's influence model."""
+
+    def __init__(self, holder: ModelHolder):
+        self.holder = holder
+
+    def GetSeedTargets(self, request, context):
+        model = _serving_model(self.holder, context)
+        try:
+            plan = seed_targets(model.bundle, request)
+        except ServiceError as error:
+            context.abort_with_status(to_status(error))
+        return seed_response(plan, model.version)
 
 
 class EventService(event_service_pb2_grpc.EventServiceServicer):

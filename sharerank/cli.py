@@ -227,6 +227,62 @@ def recommend(
 
 
 @command
+def seed(
+    data: Annotated[Path, typer.Option(help="Dataset folder (shares.csv, or a given influence.csv).")],
+    k: Annotated[int, typer.Option(help="Number of seeds (1..1000).")] = 10,
+    product: Annotated[str | None, typer.Option(help="Product to launch: its category's influence, buyers "
+                                                     "excluded.")] = None,
+    category: Annotated[str | None, typer.Option(help="Category to launch in.")] = None,
+    exclude: Annotated[str, typer.Option(help="Comma-separated user ids never to pick (opted out).")] = "",
+    min_activity: Annotated[int, typer.Option(min=0, help="Only users with at least this many shares sent "
+                                                          "plus purchases.")] = 0,
+    max_per_community: Annotated[int, typer.Option(min=0, help="At most this many seeds per community (0: no "
+                                                               "cap).")] = 0,
+    epsilon: Annotated[float, typer.Option(help="Slack of the (1 - 1/e - epsilon) guarantee.")] = 0.1,
+    mc_runs: Annotated[int, typer.Option(min=100, help="Independent Monte Carlo runs for reach and its "
+                                                       "95% interval.")] = 2000,
+    seed: int = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Seed sharers for a launch: marginal and cumulative expected reach with 95% intervals, and reasons."""
+    from sharerank.training.seeding import run_seed
+
+    ids = tuple(u.strip() for u in exclude.split(",") if u.strip())
+    emit(run_seed(data, k, product=product, category=category, exclude=ids, min_activity=min_activity,
+                  max_per_community=max_per_community, epsilon=epsilon, mc_runs=mc_runs, seed=seed), as_json)
+
+
+@command
+def eval_seeding(
+    data: Annotated[Path, typer.Option(help="Dataset folder: a simulated world (truth/), influence.csv "
+                                            "(e.g. NetHEPT) and/or shares with times.")],
+    k: Annotated[int, typer.Option(min=1, max=1000, help="Seeds per method.")] = 50,
+    ks: Annotated[str, typer.Option(help="Budgets for the given-influence section, comma-separated.")] = "10,50,100",
+    epsilon: Annotated[float, typer.Option(help="Slack of the (1 - 1/e - epsilon) guarantee.")] = 0.1,
+    mc_runs: Annotated[int, typer.Option(min=100, help="Independent Monte Carlo runs per spread.")] = 10_000,
+    category: Annotated[str | None, typer.Option(help="Launch category of the synthetic section (default: the "
+                                                      "most shared).")] = None,
+    seed: int = 0,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON report here.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Seeding quality and speed: learned vs oracle vs degree/PageRank/top sharers, NetHEPT, cascade replay."""
+    from sharerank.training.seeding_eval import run_eval_seeding
+
+    try:
+        budgets = tuple(int(x) for x in ks.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--ks must be comma-separated integers (got {ks!r})") from None
+    if not budgets or min(budgets) < 1:
+        raise UsageError("--ks needs at least one budget, each at least 1")
+    report = run_eval_seeding(data, k=k, ks=budgets, epsilon=epsilon, mc_runs=mc_runs, category=category,
+                              seed=seed, progress=lambda message: stderr.print(message))
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, as_json)
+
+
+@command
 def promote(
     version: Annotated[str | None, typer.Option(help="Version to promote; default the newest.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Promote even if it evaluates worse than the champion, "

@@ -23,3 +23,18 @@ def test_feed_quality_notebook_runs_on_lastfm(shared_data: Path, tmp_path: Path,
     assert len(images) == 3  # Recall@k curves, training curves, popularity bias
     texts = "".join(str(o.get("data", {}).get("text/plain", "")) for o in outputs)
     assert "sharegnn" in texts and "lightgcn" in texts
+
+
+def test_seeding_notebook_runs_on_a_small_world(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SHARERANK_NB_USERS", "1500")
+    monkeypatch.setenv("SHARERANK_NB_K", "10")
+    monkeypatch.setenv("SHARERANK_NB_RUNS", "300")
+    notebook = nbformat.read(NOTEBOOKS / "seeding.ipynb", as_version=4)
+    NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+                   ).execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2  # reach vs k, communities
+    texts = "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", "")) for o in outputs)
+    for expected in ("oracle", "pagerank", "koc", "spammer", "reasons"):
+        assert expected in texts

@@ -20,9 +20,11 @@ import torch
 from sharerank.config import Settings
 from sharerank.models.bundle import ModelBundle
 from sharerank.models.index import ProductIndex
+from sharerank.models.seeding import SeedingContext
 from sharerank.training.dataset import Dataset, Interactions, load_dataset
 from sharerank.training.graph import friends_matrix, interaction_matrix
 from sharerank.training.metrics import evaluate_ranking, popularity_top_k, rank_top_k
+from sharerank.training.seeding import has_influence_data
 from sharerank.training.split import Split, split_dataset
 from sharerank.training.tracking import connect, log_bundle_model
 from sharerank.training.train import TrainConfig, TrainResult, train_model
@@ -98,6 +100,9 @@ def build_bundle(dataset: Dataset, result: TrainResult, info: dict[str, Any]) ->
         index=index,
         info=info,
         seller=None if dataset.seller is None else np.asarray(dataset.seller, dtype=object),  # None: all ""
+        # Influence for GetSeedTargets, learned with the GNN's user embeddings for pairs without history.
+        seeding=SeedingContext.from_dataset(dataset, user_embedding=result.user_embedding)
+        if has_influence_data(dataset) else None,
     )
 
 

@@ -20,8 +20,6 @@ from sharerank.v1 import (
     feed_service_pb2,
     feed_service_pb2_grpc,
     reason_pb2,
-    seeding_service_pb2,
-    seeding_service_pb2_grpc,
 )
 
 
@@ -192,17 +190,6 @@ def test_similar_products_errors(feed, product_id: str, page_size: int, code, re
         feed.GetSimilarProducts(feed_service_pb2.GetSimilarProductsRequest(product_id=product_id,
                                                                            page_size=page_size))
     assert err.value.code() == code and error_info(err.value).reason == reason
-
-
-def test_later_rpcs_are_unimplemented(channel) -> None:
-    calls = [
-        lambda: seeding_service_pb2_grpc.SeedingServiceStub(channel).GetSeedTargets(
-            seeding_service_pb2.GetSeedTargetsRequest(category="Beauty", budget=5)),
-    ]
-    for call in calls:
-        with pytest.raises(grpc.RpcError) as err:
-            call()
-        assert err.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
 def test_health_and_reflection(channel) -> None:

@@ -1,0 +1,105 @@
+"""SeedingService.GetSeedTargets over a real loopback server, on the registry's model of a simulated world."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+import pytest
+
+from sharerank.serving.errors import error_info
+from sharerank.serving.online_store import InMemoryOnlineStore
+from sharerank.serving.server import Server, create_server
+from sharerank.training.dataset import load_dataset
+from sharerank.v1 import reason_pb2, seeding_service_pb2, seeding_service_pb2_grpc
+
+
+@pytest.fixture(scope="module")
+def server(registry) -> Iterator[Server]:
+    settings, _ = registry
+    server = create_server(settings, InMemoryOnlineStore(), address="127.0.0.1:0")
+    yield server
+    server.stop(grace=None)
+
+
+@pytest.fixture(scope="module")
+def seeding(server: Server) -> Iterator[seeding_service_pb2_grpc.SeedingServiceStub]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        yield seeding_service_pb2_grpc.SeedingServiceStub(channel)
+
+
+@pytest.fixture(scope="module")
+def world(tiny_world):
+    return load_dataset(tiny_world)
+
+
+def seeds(stub, **request) -> seeding_service_pb2.GetSeedTargetsResponse:
+    return stub.GetSeedTargets(seeding_service_pb2.GetSeedTargetsRequest(**request), timeout=60)
+
+
+def test_seeds_come_in_order_with_reach_intervals_and_reasons(seeding, registry, world) -> None:
+    response = seeds(seeding, category="Beauty", budget=5)
+    assert len(response.seeds) == 5
+    assert response.model_version == registry[1]["version"]
+    assert len({s.user_id for s in response.seeds}) == 5
+    assert set(s.user_id for s in response.seeds) <= set(world.users.tolist())
+    cumulative = [s.cumulative_reach for s in response.seeds]
+    assert cumulative == sorted(cumulative) and cumulative[0] >= 1.0  # a seed reaches at least itself
+    assert np.allclose(np.cumsum([s.marginal_reach for s in response.seeds]), cumulative)
+    assert response.expected_reach == pytest.approx(cumulative[-1])
+    for s in response.seeds:
+        assert s.cumulative_reach_ci_low <= s.cumulative_reach <= s.cumulative_reach_ci_high
+        assert s.community and s.reasons
+        assert {r.kind for r in s.reasons} <= {reason_pb2.REASON_KIND_CONVERSION_HISTORY,
+                                               reason_pb2.REASON_KIND_NETWORK_POSITION}
+
+
+def test_buyers_of_the_product_and_excluded_users_are_never_seeds(seeding, world) -> None:
+    counts = np.bincount(world.purchases.product, minlength=world.num_products)
+    product = int(np.argmax(counts))
+    buyers = set(world.users[world.purchases.user[world.purchases.product == product]].tolist())
+    first = seeds(seeding, product_id=str(world.products[product]), budget=10)
+    picked = [s.user_id for s in first.seeds]
+    assert not buyers & set(picked)
+    again = seeds(seeding, product_id=str(world.products[product]), budget=10, exclude_user_ids=picked[:3])
+    assert not set(picked[:3]) & {s.user_id for s in again.seeds}
+
+
+def test_community_cap_and_minimum_activity_are_honoured(seeding, world) -> None:
+    response = seeds(seeding, category="Beauty", budget=8, max_seeds_per_community=1)
+    communities = [s.community for s in response.seeds]
+    assert len(set(communities)) == len(communities)
+    activity = np.bincount(world.purchases.user, minlength=world.num_users) + np.bincount(
+        world.shares.sharer, minlength=world.num_users)
+    threshold = int(np.quantile(activity, 0.9))
+    rows = {u: i for i, u in enumerate(world.users.tolist())}
+    active = seeds(seeding, category="Beauty", budget=5, min_activity=threshold)
+    assert all(activity[rows[s.user_id]] >= threshold for s in active.seeds)
+
+
+@pytest.mark.parametrize(("request_fields", "code", "reason"), [
+    ({"category": "Beauty", "budget": 0}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_BUDGET"),
+    ({"category": "Beauty", "budget": 1001}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_BUDGET"),
+    ({"category": "Beauty", "budget": 5, "epsilon": 1.5}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_EPSILON"),
+    ({"category": "Beauty", "budget": 5, "min_activity": -1}, grpc.StatusCode.INVALID_ARGUMENT,
+     "NEGATIVE_CONSTRAINT"),
+    ({"category": "Beauty", "budget": 5, "min_activity": 10**9}, grpc.StatusCode.INVALID_ARGUMENT,
+     "UNSATISFIABLE_REQUEST"),
+    ({"product_id": "no-such-product", "budget": 5}, grpc.StatusCode.NOT_FOUND, "UNKNOWN_PRODUCT"),
+    ({"category": "Garden gnomes", "budget": 5}, grpc.StatusCode.NOT_FOUND, "UNKNOWN_CATEGORY"),
+])
+def test_bad_requests_get_clear_errors(seeding, request_fields, code, reason) -> None:
+    with pytest.raises(grpc.RpcError) as err:
+        seeds(seeding, **request_fields)
+    assert err.value.code() == code
+    assert err.value.details()
+    assert error_info(err.value).reason == reason
+
+
+def test_budget_above_the_candidates_names_the_eligible_count(seeding, world) -> None:
+    assert world.num_users < 1000
+    with pytest.raises(grpc.RpcError) as err:
+        seeds(seeding, category="Beauty", budget=1000)
+    assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "eligible" in err.value.details()
