@@ -175,20 +175,20 @@ _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
 _MIX2 = np.uint64(0x94D049BB133111EB)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _splitmix(z):
     z = (z ^ (z >> np.uint64(30))) * _MIX1
     z = (z ^ (z >> np.uint64(27))) * _MIX2
     return z ^ (z >> np.uint64(31))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _run_stream(seed, run):
     """Start of run ``run``'s stream: a hash of (seed, run), so runs are independent of chunking."""
     return _splitmix(_splitmix(seed + _GOLDEN) + np.uint64(run))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cascade(indptr, indices, prob, seeds, state, visited, stamp, queue, totals):
     """One IC world: activates ``seeds`` in order; ``totals[j]`` = active nodes after seed ``j``.
 
@@ -217,7 +217,7 @@ def _cascade(indptr, indices, prob, seeds, state, visited, stamp, queue, totals)
     return state
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _prefix_moments(indptr, indices, prob, seeds, runs, seed, chunks):
     """Sums over runs of each prefix's spread and of its square (integers: exact, order-independent)."""
     n, k = indptr.size - 1, seeds.size
@@ -235,7 +235,7 @@ def _prefix_moments(indptr, indices, prob, seeds, runs, seed, chunks):
     return total.sum(axis=0), total_sq.sum(axis=0).astype(np.float64)
 
 
-@njit(parallel=True, cache=True)
+@njit(parallel=True, cache=True, nogil=True)
 def _marginal_gains(indptr, indices, prob, chosen, candidates, runs, seed, chunks):
     """Per candidate, the total over runs of the nodes it adds on top of ``chosen`` (same worlds for all)."""
     n, m = indptr.size - 1, chosen.size
@@ -254,7 +254,7 @@ def _marginal_gains(indptr, indices, prob, chosen, candidates, runs, seed, chunk
     return gains.sum(axis=1)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _exact(indptr, indices, prob, seeds):
     n, m = indptr.size - 1, indices.size
     visited = np.zeros(n, dtype=np.int64)

@@ -7,6 +7,7 @@ import binascii
 import hashlib
 from dataclasses import dataclass
 
+import numpy as np
 from google.protobuf.message import DecodeError
 
 from sharerank.serving.errors import invalid_argument, not_found
@@ -81,40 +82,62 @@ def parse_similar_request(request: feed_service_pb2.GetSimilarProductsRequest,
     return product_rows[product_id], request.page_size, frozenset(request.categories)
 
 
-def similar_response(items: list[Candidate], categories, products, model_version: str
+def similar_response(items: list[Candidate], categories: np.ndarray, products: np.ndarray, model_version: str
                      ) -> feed_service_pb2.GetSimilarProductsResponse:
-    return feed_service_pb2.GetSimilarProductsResponse(
-        items=[_feed_item(c, categories, products, True) for c in items], model_version=model_version)
+    response = feed_service_pb2.GetSimilarProductsResponse(model_version=model_version)
+    _add_items(response.items, items, categories, products, True)
+    return response
 
 
-def feed_response(page: FeedPage, request: FeedRequest, categories, products, model_version: str
-                  ) -> feed_service_pb2.GetFeedResponse:
+def feed_response(page: FeedPage, request: FeedRequest, categories: np.ndarray, products: np.ndarray,
+                  model_version: str) -> feed_service_pb2.GetFeedResponse:
+    """The response for ``page``; ``categories`` and ``products`` are the bundle's arrays (indexed by row)."""
+    rows = [c.product for c in page.items]
+    ids = products[rows].tolist()  # one array look-up for the page, not one per item
     next_token = ""
-    served = len(request.served_product_ids) + len(page.items)
+    served = len(request.served_product_ids) + len(rows)
     if page.has_more and served < MAX_SERVED:
         next_token = _encode_token(internal_pb2.FeedPageToken(
             offset=served, request_hash=request.request_hash, model_version=model_version,
-            served_product_ids=[*request.served_product_ids, *(products[c.product] for c in page.items)]))
-    return feed_service_pb2.GetFeedResponse(
-        items=[_feed_item(c, categories, products, request.explain) for c in page.items],
-        next_page_token=next_token,
-        model_version=model_version,
-    )
+            served_product_ids=[*request.served_product_ids, *ids]))
+    response = feed_service_pb2.GetFeedResponse(next_page_token=next_token, model_version=model_version)
+    _add_items(response.items, page.items, categories, products, request.explain, rows, ids)
+    return response
 
 
-def _feed_item(candidate: Candidate, categories, products, explain: bool) -> feed_service_pb2.FeedItem:
-    reasons = [reason_pb2.Reason(kind=reason_pb2.ReasonKind.Value(f"REASON_KIND_{r.kind}"), text=r.text)
-               for r in candidate.reasons] if explain else []
-    return feed_service_pb2.FeedItem(product_id=products[candidate.product], score=candidate.score,
-                                     category=categories[candidate.product], reasons=reasons)
+def _add_items(items, candidates: list[Candidate], categories: np.ndarray, products: np.ndarray, explain: bool,
+               rows: list[int] | None = None, ids: list[str] | None = None) -> None:
+    """Appends one FeedItem per candidate to the repeated field ``items``, in place (``add`` builds each item
+    where it lives: building them apart and passing the list copies every one). ``rows`` and ``ids``: the
+    candidates' product rows and ids, when the caller has them."""
+    if rows is None:
+        rows = [c.product for c in candidates]
+    if ids is None:
+        ids = products[rows].tolist()
+    add = items.add
+    for candidate, product_id, category in zip(candidates, ids, categories[rows].tolist(), strict=True):
+        item = add(product_id=product_id, score=candidate.score, category=category)
+        if explain and candidate.reasons:
+            add_reason = item.reasons.add
+            for reason in candidate.reasons:
+                add_reason(kind=_reason_kind(reason.kind), text=reason.text)
+
+
+_REASON_KINDS: dict[str, int] = {}
+
+
+def _reason_kind(kind: str) -> int:
+    """The ``ReasonKind`` number of a reason kind (``PERSONALIZED`` → ``REASON_KIND_PERSONALIZED``), cached."""
+    number = _REASON_KINDS.get(kind)
+    if number is None:
+        number = _REASON_KINDS[kind] = reason_pb2.ReasonKind.Value(f"REASON_KIND_{kind}")
+    return number
 
 
 def _request_hash(user_id: str, categories: frozenset[str], excluded: frozenset[str]) -> int:
-    digest = hashlib.blake2b(digest_size=8)
-    for part in (user_id, *sorted(categories), "\x00", *sorted(excluded)):
-        digest.update(part.encode())
-        digest.update(b"\x1f")
-    return int.from_bytes(digest.digest(), "little")
+    # Each part followed by a separator, hashed in one update (the same bytes as one update per part).
+    parts = (user_id, *sorted(categories), "\x00", *sorted(excluded), "")
+    return int.from_bytes(hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest(), "little")
 
 
 def _encode_token(token: internal_pb2.FeedPageToken) -> str:

@@ -20,7 +20,7 @@ from sharerank.serving.feed.filters.out_of_stock import OutOfStockFilter
 from sharerank.serving.feed.filters.served import ServedFilter
 from sharerank.serving.feed.hydrators.live_state import LiveStateHydrator
 from sharerank.serving.feed.hydrators.user_vector import UserVectorHydrator
-from sharerank.serving.feed.query import Candidate, FeedQuery
+from sharerank.serving.feed.query import Candidate, Candidates, FeedQuery
 from sharerank.serving.feed.rerankers.diversity import DiversityReranker
 from sharerank.serving.feed.scorers.long_tail import LongTailScorer
 from sharerank.serving.feed.scorers.model import ModelScorer
@@ -68,28 +68,37 @@ class FeedPipeline:
                           user_row=model.user_rows.get(user_id), served=served)
         for hydrator in self.hydrators:
             query = hydrator.hydrate(query)
-        candidates = [c for source in self.sources if source.applies(query) for c in source.fetch(query)]
+        # Candidates travel as columns (a Candidates batch): no stage builds an object per candidate.
+        candidates = Candidates.concat([source.fetch(query) for source in self.sources if source.applies(query)])
         for stage in self.filters:
             result = stage.apply(query, candidates)
             if result.removed:
                 log.debug("%s removed %d candidates", stage.name, len(result.removed))
             candidates = result.kept
         # Scores travel beside the candidates, so no stage rebuilds them; only the page is built again.
-        scores = np.fromiter((c.score for c in candidates), dtype=np.float64, count=len(candidates))
+        scores = candidates.scores
         for scorer in self.scorers:
             scores = scorer.score(query, candidates, scores)
+        order = None
         for reranker in self.rerankers:
+            if order is not None:
+                candidates = candidates.take(order)
             order, scores = reranker.rerank(query, candidates, scores)
-            candidates = [candidates[i] for i in order.tolist()]
-        page = [self._finish(query, c, s) for c, s in zip(candidates[:page_size], scores[:page_size].tolist(),
-                                                          strict=True)]
-        return FeedPage(items=page, has_more=len(candidates) > page_size, degraded=query.degraded)
+        top = order[:page_size] if order is not None else np.arange(min(page_size, len(candidates)))
+        return FeedPage(items=self._page(query, candidates.take(top), scores[:page_size]),
+                        has_more=len(candidates) > page_size, degraded=query.degraded)
 
-    def _finish(self, query: FeedQuery, candidate: Candidate, score: float) -> Candidate:
-        """The candidate with its final score; with ``explain``, scorers' reasons (social proof) go before the
-        source's: they are what a shopper notices first."""
-        reasons = candidate.reasons
-        if query.explain:
-            product = candidate.product
-            reasons = tuple(r for scorer in self._explainers for r in scorer.explain(query, product)) + reasons
-        return Candidate(candidate.product, score, candidate.source, reasons)
+    def _page(self, query: FeedQuery, page: Candidates, scores: np.ndarray) -> list[Candidate]:
+        """The page's candidates with their final scores; with ``explain``, scorers' reasons (social proof) go
+        before the source's: they are what a shopper notices first."""
+        reasons = page.reasons
+        # Only the explainers with something to say for this query (``explains``, when they have it) are asked.
+        explainers = [e for e in self._explainers if getattr(e, "explains", _always)(query)] if query.explain else []
+        if explainers:
+            reasons = [tuple(r for e in explainers for r in e.explain(query, product)) + own
+                       for product, own in zip(page.row_list, reasons, strict=True)]
+        return list(map(Candidate, page.row_list, scores.tolist(), page.sources, reasons))
+
+
+def _always(query: FeedQuery) -> bool:
+    return True

@@ -5,8 +5,9 @@ Stages never see protos: marshalling lives in :mod:`sharerank.serving.marshal`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from itertools import compress
 
 import numpy as np
 
@@ -34,6 +35,96 @@ class Candidate:
     score: float
     source: str
     reasons: tuple[Reason, ...] = ()
+
+
+class Candidates(Sequence[Candidate]):
+    """The candidates of one request as columns: what flows between the stages.
+
+    A sequence of :class:`Candidate` to whoever reads it item by item (tests, logs), but stages work on the
+    columns: ``rows`` (product rows, int64), ``scores`` (the sources' raw model scores, float64), and one
+    ``source`` name and ``reasons`` tuple per candidate (lists, shared tuples). Cheap to filter, reorder and
+    join, so a request builds :class:`Candidate` objects only for the page it returns. Never mutated: stages
+    return new batches.
+    """
+
+    __slots__ = ("rows", "scores", "sources", "reasons", "_row_list")
+
+    def __init__(self, rows: np.ndarray, scores: np.ndarray, sources: list[str],
+                 reasons: list[tuple[Reason, ...]]):
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.scores = np.asarray(scores, dtype=np.float64)
+        self.sources, self.reasons = sources, reasons
+        self._row_list: list[int] | None = None
+
+    @classmethod
+    def from_source(cls, rows: np.ndarray, scores: np.ndarray, source: str,
+                    reasons: tuple[Reason, ...] | list[tuple[Reason, ...]] = ()) -> Candidates:
+        """One source's candidates: ``reasons`` is one tuple for all of them, or a list with one per row."""
+        n = len(rows)
+        return cls(rows, scores, [source] * n, [reasons] * n if isinstance(reasons, tuple) else reasons)
+
+    @classmethod
+    def of(cls, items: Iterable[Candidate]) -> Candidates:
+        """``items`` as a batch (itself when it is one already)."""
+        if isinstance(items, Candidates):
+            return items
+        items = list(items)
+        return cls(np.fromiter((c.product for c in items), dtype=np.int64, count=len(items)),
+                   np.fromiter((c.score for c in items), dtype=np.float64, count=len(items)),
+                   [c.source for c in items], [c.reasons for c in items])
+
+    @classmethod
+    def concat(cls, batches: Sequence[Candidates]) -> Candidates:
+        """The batches one after another (in order: de-duplication keeps the first copy)."""
+        if len(batches) == 1:
+            return batches[0]
+        if not batches:
+            return EMPTY
+        return cls(np.concatenate([b.rows for b in batches]), np.concatenate([b.scores for b in batches]),
+                   [s for b in batches for s in b.sources], [r for b in batches for r in b.reasons])
+
+    @property
+    def row_list(self) -> list[int]:
+        """``rows`` as Python ints (computed once: set look-ups of several filters read it)."""
+        if self._row_list is None:
+            self._row_list = self.rows.tolist()
+        return self._row_list
+
+    def take(self, index: np.ndarray | Sequence[int]) -> Candidates:
+        """The candidates at ``index`` (positions), in that order."""
+        index = np.asarray(index, dtype=np.int64)
+        positions = index.tolist()
+        sources, reasons = self.sources, self.reasons
+        return Candidates(self.rows[index], self.scores[index], [sources[i] for i in positions],
+                          [reasons[i] for i in positions])
+
+    def split(self, keep: np.ndarray | list[bool]) -> tuple[Candidates, Candidates]:
+        """``(kept, removed)`` by a boolean mask aligned with the candidates (order kept in both)."""
+        keep = np.asarray(keep, dtype=bool)
+        drop = ~keep
+        flags, dropped = keep.tolist(), drop.tolist()
+        return (Candidates(self.rows[keep], self.scores[keep], list(compress(self.sources, flags)),
+                           list(compress(self.reasons, flags))),
+                Candidates(self.rows[drop], self.scores[drop], list(compress(self.sources, dropped)),
+                           list(compress(self.reasons, dropped))))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[Candidate]:
+        return map(Candidate, self.row_list, self.scores.tolist(), self.sources, self.reasons)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return Candidates(self.rows[i], self.scores[i], self.sources[i], self.reasons[i])
+        return Candidate(self.row_list[i], float(self.scores[i]), self.sources[i], self.reasons[i])
+
+    def __repr__(self) -> str:
+        return f"Candidates({list(self)!r})"
+
+
+EMPTY = Candidates(np.empty(0, dtype=np.int64), np.empty(0), [], [])
+"""No candidates (what a filter removed, usually)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,4 +180,16 @@ class FeedQuery:
         return self.bought | self.exclude_products | self.served
 
     def with_(self, **changes) -> FeedQuery:
-        return replace(self, **changes)
+        """A copy with ``changes`` (``dataclasses.replace`` without re-running ``__init__``: the hydrators
+        call this on every request, and no field has a validator)."""
+        unknown = changes.keys() - _QUERY_FIELDS
+        if unknown:
+            raise TypeError(f"FeedQuery has no field(s) {sorted(unknown)}")
+        copy = object.__new__(type(self))
+        state = copy.__dict__
+        state.update(self.__dict__)
+        state.update(changes)
+        return copy
+
+
+_QUERY_FIELDS = frozenset(f.name for f in fields(FeedQuery))

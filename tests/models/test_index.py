@@ -131,3 +131,58 @@ def test_vectors_reads_back_what_was_added(clustered) -> None:
     products, _ = clustered
     assert np.array_equal(ProductIndex.build(products, exact_below=1000, nlist=64).vectors(), products)
     assert np.array_equal(ProductIndex.build(products[:500]).vectors(), products[:500])
+
+
+# Exclusion without FAISS's id selector: over-fetch k + len(exclude) and drop them; same results.
+
+
+def selector_search(index: ProductIndex, queries: np.ndarray, k: int, exclude: np.ndarray):
+    """The reference: FAISS excluding the ids inside the search, by id selector."""
+    queries = np.ascontiguousarray(np.atleast_2d(queries), dtype=np.float32)
+    return index.index.search(queries, min(k, index.size), params=index._params(exclude))
+
+
+@pytest.mark.parametrize("kind", ["flat", "ivf"])
+def test_excluding_by_over_fetch_matches_the_id_selector(vectors: np.ndarray, kind: str) -> None:
+    index = ProductIndex.build(vectors) if kind == "flat" else ProductIndex.build(vectors, exact_below=1000,
+                                                                                  nlist=32, nprobe=4)
+    rng = np.random.default_rng(3)
+    queries = vectors[:6]
+    for m in (1, 5, 40, 200):
+        # The excluded: the queries' own best results (they must go), some repeats, some far away ids.
+        _, top = index.search(queries, 30)
+        exclude = np.concatenate([top[:, : m // 4 + 1].ravel(), rng.integers(0, len(vectors), m)])[:m]
+        exclude = np.concatenate([exclude, exclude[:2]])
+        got_scores, got_ids = index.search(queries, 25, exclude=exclude)
+        want_scores, want_ids = selector_search(index, queries, 25, exclude)
+        assert np.array_equal(got_ids, want_ids) and np.allclose(got_scores, want_scores)
+        assert not np.isin(got_ids, exclude).any()
+        for q in range(len(queries)):
+            scores, ids = index.search_excluding(queries[q], 25, exclude)
+            found = want_ids[q] >= 0
+            assert ids.tolist() == want_ids[q][found].tolist() and np.allclose(scores, want_scores[q][found])
+
+
+def test_many_excluded_ids_use_the_id_selector(vectors: np.ndarray) -> None:
+    from sharerank.models.index import SELECTOR_ABOVE
+
+    index = ProductIndex.build(vectors)
+    exclude = np.arange(0, 2 * (SELECTOR_ABOVE + 1), 2)
+    _, ids = index.search(vectors[1], 10, exclude=exclude)
+    assert ids[0].tolist() == exact_top(vectors, vectors[1], 10, exclude=exclude.tolist())
+    _, ids = index.search_excluding(vectors[1], 10, exclude)
+    assert ids.tolist() == exact_top(vectors, vectors[1], 10, exclude=exclude.tolist())
+
+
+def test_excluding_more_than_remains_pads_like_faiss(vectors: np.ndarray) -> None:
+    # One probed list of an IVF index over 300 products holds fewer than k: -1 pads the rest.
+    index = ProductIndex.build(vectors[:300], exact_below=1, nlist=8, nprobe=1)
+    _, first = index.search(vectors[0], 10)
+    exclude = first[0][:5]
+    scores, ids = index.search(vectors[0], 200, exclude=exclude)
+    want_scores, want_ids = selector_search(index, vectors[0], 200, exclude)
+    assert ids.tolist() == want_ids.tolist() and np.array_equal(scores, want_scores)
+    missing = ids[0] == -1
+    assert missing.any() and (scores[0][missing] == -np.finfo(np.float32).max).all()
+    short_scores, short_ids = index.search_excluding(vectors[0], 200, exclude)
+    assert short_ids.tolist() == want_ids[0][~missing].tolist() and len(short_scores) == (~missing).sum()

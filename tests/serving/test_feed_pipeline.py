@@ -22,7 +22,7 @@ from sharerank.serving.feed.filters.served import ServedFilter
 from sharerank.serving.feed.hydrators.live_state import LiveStateHydrator
 from sharerank.serving.feed.hydrators.user_vector import UserVectorHydrator
 from sharerank.serving.feed.pipeline import FeedPage, FeedPipeline
-from sharerank.serving.feed.query import Candidate, FeedQuery
+from sharerank.serving.feed.query import Candidate, Candidates, FeedQuery, Reason
 from sharerank.serving.feed.rerankers.diversity import (
     CATEGORY_DECAY,
     DIVERSITY_FLOOR,
@@ -46,7 +46,7 @@ from sharerank.serving.feed.sources.shared_to_you import SharedToYouSource
 from sharerank.serving.model_loader import apply_catalogue, read_catalogue
 from sharerank.serving.online_store import InMemoryOnlineStore, OnlineStoreError, Purchase
 from sharerank.serving.online_store.base import FriendsBought, ReceivedShare, Share
-from sharerank.v1 import feed_service_pb2, internal_pb2
+from sharerank.v1 import feed_service_pb2, internal_pb2, reason_pb2
 
 NOW = 1.7e9
 
@@ -85,6 +85,37 @@ def products_of(items: list[Candidate]) -> list[int]:
     return [c.product for c in items]
 
 
+# Candidates: the columns the stages pass on
+
+
+def test_candidates_read_like_a_list_of_candidate() -> None:
+    reason = (Reason("PERSONALIZED", "for you"),)
+    ranked = Candidates.from_source(np.array([4, 2, 7]), np.array([3.0, 2.0, 1.0], dtype=np.float32), "Embedding",
+                                    reason)
+    social = Candidates.from_source(np.array([2]), np.array([0.5]), "FriendsBought")
+    both = Candidates.concat([ranked, social])
+    assert list(both) == [Candidate(4, 3.0, "Embedding", reason), Candidate(2, 2.0, "Embedding", reason),
+                          Candidate(7, 1.0, "Embedding", reason), Candidate(2, 0.5, "FriendsBought")]
+    assert len(both) == 4 and both[3] == Candidate(2, 0.5, "FriendsBought") and both[-1] == both[3]
+    assert type(both[0].product) is int and type(both[0].score) is float  # Python scalars, as before
+    assert list(both[1:3]) == list(both)[1:3]
+    assert list(both.take(np.array([3, 0]))) == [both[3], both[0]] and list(both.take([1])) == [both[1]]
+    kept, removed = both.split(np.array([True, False, True, False]))
+    assert list(kept) == [both[0], both[2]] and list(removed) == [both[1], both[3]]
+    assert Candidates.of(both) is both and list(Candidates.of(list(both))) == list(both)
+    assert len(Candidates.concat([])) == 0 and Candidates.concat([social]) is social
+    assert both.rows.dtype == np.int64 and both.scores.dtype == np.float64 and both.row_list == [4, 2, 7, 2]
+
+
+def test_query_with_changes_a_copy_and_checks_field_names(bundle) -> None:
+    base = query(bundle)
+    changed = base.with_(page_size=7, bought=frozenset({1}))
+    assert (changed.page_size, changed.bought, changed.user_id) == (7, frozenset({1}), "u0")
+    assert (base.page_size, base.bought) == (3, frozenset())
+    with pytest.raises(TypeError, match="no_such_field"):
+        base.with_(no_such_field=1)
+
+
 # Filters
 
 
@@ -119,6 +150,13 @@ def test_duplicate_filter_keeps_the_first_copy(bundle) -> None:
     result = DuplicateFilter().apply(query(bundle), found)
     assert [(c.product, c.source) for c in result.kept] == [(1, "Embedding"), (2, "Embedding")]
     assert [(c.product, c.source) for c in result.removed] == [(1, "FriendsBought")]
+    many = Candidates.concat([Candidates.from_source(np.array([5, 3, 1]), np.zeros(3), "Embedding"),
+                              Candidates.from_source(np.array([1, 4, 5, 1]), np.ones(4), "SharedToYou")])
+    result = DuplicateFilter().apply(query(bundle), many)
+    assert [(c.product, c.source) for c in result.kept] == [(5, "Embedding"), (3, "Embedding"), (1, "Embedding"),
+                                                           (4, "SharedToYou")]
+    assert products_of(result.removed) == [1, 5, 1]
+    assert len(DuplicateFilter().apply(query(bundle), candidates(2, 1)).removed) == 0
 
 
 # Hydrators
@@ -251,6 +289,10 @@ def test_social_proof_scorer_adds_a_bounded_decaying_boost_in_input_order(bundle
         0.5 + MAX_SOCIAL_BOOST,  # 0.6 + 0.4 capped
     ])
     assert SocialProofScorer().score(query(bundle), found, np.full(6, 0.5)).tolist() == [0.5] * 6
+    # Every copy of a product gets its boost (the scorer does not assume de-duplicated input).
+    twice = SocialProofScorer().score(social, candidates(5, 3, 5), np.zeros(3))
+    assert twice.tolist() == pytest.approx([MAX_SOCIAL_BOOST, 0.0, MAX_SOCIAL_BOOST])
+    assert SocialProofScorer.explains(social) and not SocialProofScorer.explains(query(bundle))
     texts = {p: [r.text for r in SocialProofScorer.explain(social, p)] for p in (1, 2, 3, 5)}
     assert texts == {1: ["3 friends bought this"], 2: ["1 friend bought this"], 3: [],
                      5: ["3 friends bought this", "shared to you by s"]}
@@ -276,6 +318,10 @@ def test_diversity_reranker_discounts_repeated_categories_and_sellers(bundle) ->
     assert [found[i].product for i in order] == [0, 2, 1, 5, 4]
     assert scores[:4].tolist() == pytest.approx([1.0, 0.7, 0.504, 0.42])
     assert scores[4] == 0.85  # past the page: undiscounted, only counts towards has_more
+    # Past the page: score order, ties by position.
+    order, scores = DiversityReranker().rerank(query(bundle, page_size=1), found, np.array([0.5, 0.9, 0.5, 0.7, 0.5]))
+    assert order.tolist() == [1, 3, 0, 2, 4] and scores.tolist() == [0.9, 0.7, 0.5, 0.5, 0.5]
+    assert DiversityReranker().rerank(query(bundle), [], np.empty(0))[0].tolist() == []
 
 
 def test_diversity_discount_has_a_floor_and_keeps_the_order_within_one_category(bundle) -> None:
@@ -422,3 +468,39 @@ def test_a_feed_ends_at_the_served_cap(bundle) -> None:
     with pytest.raises(ServiceError) as err:
         marshal.parse_feed_request(feed_request(base64.urlsafe_b64encode(token.SerializeToString()).decode()))
     assert err.value.reason == "INVALID_PAGE_TOKEN"
+
+
+def test_feed_response_items_and_reasons(bundle) -> None:
+    reasons = (Reason("FRIENDS_BOUGHT", "2 friends bought this"), Reason("PERSONALIZED", "for you"))
+    page = FeedPage(items=[Candidate(4, 0.75, "Embedding", reasons), Candidate(2, 0.5, "Embedding")],
+                    has_more=False, degraded=())
+    explained = marshal.feed_response(page, marshal.parse_feed_request(
+        feed_service_pb2.GetFeedRequest(user_id="u0", page_size=2, explain=True)), bundle.category,
+        bundle.products, "7")
+    assert [(i.product_id, i.score, i.category) for i in explained.items] == [("p4", 0.75, "A"), ("p2", 0.5, "B")]
+    assert [(reason_pb2.ReasonKind.Name(r.kind), r.text) for r in explained.items[0].reasons] == [
+        ("REASON_KIND_FRIENDS_BOUGHT", "2 friends bought this"), ("REASON_KIND_PERSONALIZED", "for you")]
+    assert explained.next_page_token == "" and explained.model_version == "7" and not explained.items[1].reasons
+    plain = marshal.feed_response(page, marshal.parse_feed_request(feed_request(page_size=2)), bundle.category,
+                                  bundle.products, "7")
+    assert not plain.items[0].reasons and [i.product_id for i in plain.items] == ["p4", "p2"]
+    empty = marshal.feed_response(FeedPage(items=[], has_more=False, degraded=()),
+                                  marshal.parse_feed_request(feed_request()), bundle.category, bundle.products, "7")
+    assert len(empty.items) == 0
+
+
+def test_request_hash_is_stable() -> None:
+    """Page tokens issued before an upgrade stay valid: the hash is blake2b-64 of each part and a separator."""
+    import hashlib
+
+    def reference(user_id: str, categories, excluded) -> int:
+        digest = hashlib.blake2b(digest_size=8)
+        for part in (user_id, *sorted(categories), "\x00", *sorted(excluded)):
+            digest.update(part.encode())
+            digest.update(b"\x1f")
+        return int.from_bytes(digest.digest(), "little")
+
+    for user, categories, excluded in (("u0", (), ()), ("ü", ("B", "A"), ("p9", "p1")), ("x", ("A",), ())):
+        request = feed_service_pb2.GetFeedRequest(user_id=user, page_size=3, categories=categories,
+                                                  exclude_product_ids=excluded)
+        assert marshal.parse_feed_request(request).request_hash == reference(user, categories, excluded)

@@ -2,38 +2,43 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from itertools import compress
 
 import numpy as np
 
-from sharerank.serving.feed.query import Candidate
+from sharerank.serving.feed.query import EMPTY, Candidate, Candidates
 
 
 @dataclass(frozen=True, slots=True)
 class FilterResult:
-    kept: list[Candidate]
-    removed: list[Candidate]
+    kept: Candidates
+    removed: Candidates
 
 
-def drop_products(candidates: list[Candidate], products: frozenset[int]) -> FilterResult:
-    """Removes the candidates whose product is in ``products``; one pass when none is (the usual case: the
-    ranked sources excluded them in-search already)."""
+def drop_products(candidates: Iterable[Candidate], products: frozenset[int]) -> FilterResult:
+    """Removes the candidates whose product is in ``products``; one set operation when none is (the usual
+    case: the ranked sources excluded them in-search already)."""
+    batch = Candidates.of(candidates)
     if not products:
-        return FilterResult(candidates, [])
-    removed = [c for c in candidates if c.product in products]
-    if not removed:
-        return FilterResult(candidates, [])
-    return FilterResult([c for c in candidates if c.product not in products], removed)
+        return FilterResult(batch, EMPTY)
+    rows = batch.row_list
+    if products.isdisjoint(rows):
+        return FilterResult(batch, EMPTY)
+    return partition_mask(batch, np.fromiter((r not in products for r in rows), dtype=bool, count=len(rows)))
 
 
-def partition_mask(candidates: list[Candidate], keep: np.ndarray) -> FilterResult:
+def partition_mask(candidates: Iterable[Candidate], keep: np.ndarray) -> FilterResult:
     """Splits by a boolean array aligned with ``candidates`` (array look-ups done once for all)."""
+    batch = Candidates.of(candidates)
     if keep.all():
-        return FilterResult(candidates, [])
-    return FilterResult(list(compress(candidates, keep.tolist())), list(compress(candidates, (~keep).tolist())))
+        return FilterResult(batch, EMPTY)
+    return FilterResult(*batch.split(keep))
 
 
-def rows_of(candidates: list[Candidate]) -> np.ndarray:
+def rows_of(candidates: Iterable[Candidate]) -> np.ndarray:
     """Product rows of ``candidates``, in order."""
+    if isinstance(candidates, Candidates):
+        return candidates.rows
+    candidates = list(candidates)
     return np.fromiter((c.product for c in candidates), dtype=np.int64, count=len(candidates))

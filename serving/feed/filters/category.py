@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import numpy as np
 
-from sharerank.serving.feed.filters.base import FilterResult, partition_mask, rows_of
-from sharerank.serving.feed.query import Candidate, FeedQuery
+from sharerank.serving.feed.filters.base import FilterResult, partition_mask
+from sharerank.serving.feed.query import EMPTY, Candidate, Candidates, FeedQuery
 
 
 class CategoryFilter:
@@ -13,8 +15,9 @@ class CategoryFilter:
 
     name = "Category"
 
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> FilterResult:
+    def apply(self, query: FeedQuery, candidates: Iterable[Candidate]) -> FilterResult:
+        batch = Candidates.of(candidates)
         if not query.categories:
-            return FilterResult(candidates, [])
-        category = query.model.category[rows_of(candidates)]
-        return partition_mask(candidates, np.isin(category, list(query.categories)))
+            return FilterResult(batch, EMPTY)
+        category = query.model.category[batch.rows]
+        return partition_mask(batch, np.isin(category, list(query.categories)))

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from sharerank.serving.feed.filters.base import FilterResult, partition_mask, rows_of
-from sharerank.serving.feed.query import Candidate, FeedQuery
+from collections.abc import Iterable
+
+from sharerank.serving.feed.filters.base import FilterResult, partition_mask
+from sharerank.serving.feed.query import Candidate, Candidates, FeedQuery
 
 
 class OutOfStockFilter:
@@ -11,5 +13,6 @@ class OutOfStockFilter:
 
     name = "OutOfStock"
 
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> FilterResult:
-        return partition_mask(candidates, query.model.in_stock[rows_of(candidates)])
+    def apply(self, query: FeedQuery, candidates: Iterable[Candidate]) -> FilterResult:
+        batch = Candidates.of(candidates)
+        return partition_mask(batch, query.model.in_stock[batch.rows])

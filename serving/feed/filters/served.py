@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from sharerank.serving.feed.filters.base import FilterResult, drop_products
 from sharerank.serving.feed.query import Candidate, FeedQuery
 
@@ -13,5 +15,5 @@ class ServedFilter:
 
     name = "Served"
 
-    def apply(self, query: FeedQuery, candidates: list[Candidate]) -> FilterResult:
+    def apply(self, query: FeedQuery, candidates: Iterable[Candidate]) -> FilterResult:
         return drop_products(candidates, query.served)

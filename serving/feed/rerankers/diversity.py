@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,33 +34,50 @@ class DiversityReranker:
     :data:`SELLER_DECAY`, :data:`DIVERSITY_FLOOR` (home-mixer's author-diversity discount, applied to
     categories and sellers). Discounts only grow as the page fills, so a lazy max-heap finds each slot's best
     exactly and the page's discounted scores come out non-increasing. Candidates past the page follow in
-    score order, undiscounted (they only tell whether another page follows). Scores must be non-negative,
-    as :class:`~sharerank.serving.feed.scorers.model.ModelScorer` and the boosts make them.
+    score order (ties: the earlier candidate), undiscounted (they only tell whether another page follows).
+    Scores must be non-negative, as :class:`~sharerank.serving.feed.scorers.model.ModelScorer` and the boosts
+    make them.
     """
 
     name = "Diversity"
 
-    def rerank(self, query: FeedQuery, candidates: list[Candidate], scores: np.ndarray
+    def rerank(self, query: FeedQuery, candidates: Sequence[Candidate], scores: np.ndarray
                ) -> tuple[np.ndarray, np.ndarray]:
         """Returns ``(order, scores)``: candidate indices, page first, and their re-ranked scores."""
+        n = len(scores)
+        # The lazy max-heap of (−score, index) over every candidate, held as two parts: the candidates never
+        # popped, in heap order already (one stable argsort, no heap to build), and a small heap of those popped
+        # and pushed back at a discounted score. Each step pops the smaller head of the two, so slots are
+        # filled exactly as by one heap (ties: the lower index), touching only the candidates that reach them.
+        ranked = np.argsort(-scores, kind="stable")
+        pending = ranked.tolist()
+        values = scores.tolist()
         rows = rows_of(candidates)
         categories = query.model.category_codes[rows].tolist()
         sellers = query.model.seller_codes[rows].tolist()
-        values = scores.tolist()
-        heap = [(-s, i) for i, s in enumerate(values)]
-        heapq.heapify(heap)
+        requeued: list[tuple[float, int]] = []
         per_category: dict[int, int] = {}
         per_seller: dict[int, int] = {}
         page: list[int] = []
         page_scores: list[float] = []
-        while heap and len(page) < query.page_size:
-            key, i = heapq.heappop(heap)
+        size = min(query.page_size, n)
+        at = 0
+        while len(page) < size:
+            if at < n:
+                i = pending[at]
+                key = -values[i]
+                if requeued and requeued[0] < (key, i):
+                    key, i = heapq.heappop(requeued)
+                else:
+                    at += 1
+            else:
+                key, i = heapq.heappop(requeued)
             category, seller = categories[i], sellers[i]
             same_category = per_category.get(category, 0) if category >= 0 else 0
             same_seller = per_seller.get(seller, 0) if seller >= 0 else 0
             current = values[i] * max(DIVERSITY_FLOOR, CATEGORY_DECAY ** same_category * SELLER_DECAY ** same_seller)
             if current < -key:  # discounted since it was pushed: re-queue at its current score
-                heapq.heappush(heap, (-current, i))
+                heapq.heappush(requeued, (-current, i))
                 continue
             page.append(i)
             page_scores.append(current)
@@ -67,7 +85,9 @@ class DiversityReranker:
                 per_category[category] = same_category + 1
             if seller >= 0:
                 per_seller[seller] = same_seller + 1
-        rest = np.fromiter((i for _, i in heap), dtype=np.int64, count=len(heap))
-        rest = rest[np.argsort(-scores[rest], kind="stable")]
+        # The rest in score order (ties: the lower index), undiscounted.
+        on_page = np.zeros(n, dtype=bool)
+        on_page[page] = True
+        rest = ranked[~on_page[ranked]]
         order = np.concatenate([np.asarray(page, dtype=np.int64), rest])
         return order, np.concatenate([np.asarray(page_scores, dtype=np.float64), scores[rest]])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from sharerank.serving.feed.filters.base import rows_of
@@ -20,5 +22,5 @@ class LongTailScorer:
 
     name = "LongTail"
 
-    def score(self, query: FeedQuery, candidates: list[Candidate], scores: np.ndarray) -> np.ndarray:
+    def score(self, query: FeedQuery, candidates: Sequence[Candidate], scores: np.ndarray) -> np.ndarray:
         return scores + LONG_TAIL_BOOST * query.model.long_tail[rows_of(candidates)]

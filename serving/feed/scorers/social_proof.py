@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from sharerank.serving.feed.filters.base import rows_of
-from sharerank.serving.feed.query import Candidate, FeedQuery, Reason
+from sharerank.serving.feed.query import Candidate, Candidates, FeedQuery, Reason
 
 FRIENDS_BOUGHT_WEIGHT = 0.3
 """Boost per doubling of the friends who bought a product: 1 friend 0.3, 3 friends 0.6 (before decay)."""
@@ -40,22 +42,32 @@ class SocialProofScorer:
 
     name = "SocialProof"
 
-    def score(self, query: FeedQuery, candidates: list[Candidate], scores: np.ndarray) -> np.ndarray:
-        if not query.friends_bought and not query.shared:
+    def score(self, query: FeedQuery, candidates: Sequence[Candidate], scores: np.ndarray) -> np.ndarray:
+        friends, shared = query.friends_bought, query.shared
+        if not friends and not shared:
             return scores
-        rows = rows_of(candidates)
-        boost = np.zeros(len(rows))
-        friends = query.friends_bought
+        # Each product's boost once per entry of the live state (vectorised), then one dict look-up per candidate.
+        boosts: dict[int, float] = {}
         if friends:
             n = len(friends)
             counts = np.fromiter((e.count for e in friends.values()), dtype=np.float64, count=n)
             ts = np.fromiter((e.ts for e in friends.values()), dtype=np.float64, count=n)
-            boost += _spread(rows, friends.keys(), FRIENDS_BOUGHT_WEIGHT * np.log2(1 + counts) * recency(query.now, ts))
-        shared = query.shared
+            boosts.update(zip(friends.keys(), (FRIENDS_BOUGHT_WEIGHT * np.log2(1 + counts)
+                                               * recency(query.now, ts)).tolist(), strict=True))
         if shared:
             ts = np.fromiter((e.ts for e in shared.values()), dtype=np.float64, count=len(shared))
-            boost += _spread(rows, shared.keys(), SHARED_TO_YOU_WEIGHT * recency(query.now, ts))
+            for row, value in zip(shared.keys(), (SHARED_TO_YOU_WEIGHT * recency(query.now, ts)).tolist(),
+                                  strict=True):
+                boosts[row] = boosts.get(row, 0.0) + value
+        rows = candidates.row_list if isinstance(candidates, Candidates) else rows_of(candidates).tolist()
+        get = boosts.get
+        boost = np.fromiter((get(row, 0.0) for row in rows), dtype=np.float64, count=len(rows))
         return scores + np.minimum(boost, MAX_SOCIAL_BOOST)
+
+    @staticmethod
+    def explains(query: FeedQuery) -> bool:
+        """Whether :meth:`explain` can give any product a reason for this query (live social proof exists)."""
+        return bool(query.friends_bought or query.shared)
 
     @staticmethod
     def explain(query: FeedQuery, product: int) -> tuple[Reason, ...]:
@@ -69,11 +81,3 @@ class SocialProofScorer:
             reasons.append(Reason("SHARED_TO_YOU", f"shared to you by {share.sharer_id}"))
         return tuple(reasons)
 
-
-def _spread(rows: np.ndarray, keys, values: np.ndarray) -> np.ndarray:
-    """``values`` (one per key, in ``keys`` order) placed at the candidates whose row is that key, else 0."""
-    keyed = np.fromiter(keys, dtype=np.int64, count=len(values))
-    order = np.argsort(keyed)
-    keyed, values = keyed[order], values[order]
-    at = np.searchsorted(keyed, rows).clip(max=len(keyed) - 1)
-    return np.where(keyed[at] == rows, values[at], 0.0)

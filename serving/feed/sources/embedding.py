@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from sharerank.models.bundle import ModelBundle
-from sharerank.serving.feed.query import Candidate, FeedQuery, Reason
+from sharerank.serving.feed.query import Candidates, FeedQuery, Reason
 from sharerank.serving.feed.sources.base import as_array
 
 _PERSONALIZED = (Reason("PERSONALIZED", "picked for you from your purchases and your network"),)
@@ -16,28 +18,33 @@ def search_available(model: ModelBundle, vector: np.ndarray, depth: int, exclude
                      categories: frozenset[str]) -> tuple[np.ndarray, np.ndarray]:
     """The ``depth`` best in-stock products (of ``categories``, when given) by inner product with ``vector``.
 
-    ``exclude`` (small sets: bought, excluded, served) is removed inside the search by id selector. Stock
-    and category are checked on the results, so the search widens (doubling k) until ``depth`` products
-    qualify or the catalogue is exhausted. Returns ``(rows, scores)``, best first.
+    ``exclude`` (small sets: bought, excluded, served) never comes back (see
+    :meth:`~sharerank.models.index.ProductIndex.search_excluding`). Stock and category are checked on the
+    results, so the search widens (doubling k) until ``depth`` products qualify or the catalogue is exhausted.
+    Returns ``(rows, scores)``, best first.
     """
     wanted = list(categories)
+    index = model.index
     k = depth * (4 if wanted else 1) + 8
     while True:
-        scores, rows = model.index.search(vector, k, exclude=exclude)
-        keep = rows[0] >= 0
-        rows, scores = rows[0][keep], scores[0][keep]
+        scores, rows = index.search_excluding(vector, k, exclude)
         eligible = model.in_stock[rows]
         if wanted:
             eligible &= np.isin(model.category[rows], wanted)
-        rows, scores = rows[eligible], scores[eligible]
-        if len(rows) >= depth or k >= model.index.size:
+        if not eligible.all():
+            rows, scores = rows[eligible], scores[eligible]
+        if len(rows) >= depth or k >= index.size:
             return rows[:depth], scores[:depth]
-        k = min(2 * k, model.index.size)
+        k = min(2 * k, index.size)
+
+
+@lru_cache(maxsize=4096)
+def _category_prior_reasons(category: str) -> tuple[Reason, ...]:
+    return (Reason("CATEGORY_PRIOR", f"new in {category}" if category else "new in the catalogue"),)
 
 
 def category_prior_reason(model: ModelBundle, row: int) -> Reason:
-    category = model.category[row]
-    return Reason("CATEGORY_PRIOR", f"new in {category}" if category else "new in the catalogue")
+    return _category_prior_reasons(model.category[row])[0]
 
 
 class EmbeddingSource:
@@ -51,13 +58,16 @@ class EmbeddingSource:
     def applies(self, query: FeedQuery) -> bool:
         return query.user_vector is not None
 
-    def fetch(self, query: FeedQuery) -> list[Candidate]:
+    def fetch(self, query: FeedQuery) -> Candidates:
         model = query.model
         rows, scores = search_available(model, query.user_vector, query.depth, as_array(query.blocked),
                                         query.categories)
         if not query.explain:
-            return [Candidate(r, s, self.name) for r, s in zip(rows.tolist(), scores.tolist(), strict=True)]
-        reasons = _NEIGHBOURHOOD if query.neighbours else _PERSONALIZED
-        prior = model.category_prior[rows].tolist()
-        return [Candidate(r, s, self.name, (category_prior_reason(model, r),) if p else reasons)
-                for r, s, p in zip(rows.tolist(), scores.tolist(), prior, strict=True)]
+            return Candidates.from_source(rows, scores, self.name)
+        reasons = [_NEIGHBOURHOOD if query.neighbours else _PERSONALIZED] * len(rows)
+        prior = model.category_prior[rows]
+        if prior.any():
+            category = model.category
+            for i in np.flatnonzero(prior).tolist():
+                reasons[i] = _category_prior_reasons(category[rows[i]])
+        return Candidates.from_source(rows, scores, self.name, reasons)

@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
-from sharerank.serving.feed.query import Candidate, FeedQuery, Reason
+from sharerank.serving.feed.query import Candidates, FeedQuery, Reason
+
+
+@lru_cache(maxsize=4096)
+def _popular_reasons(category: str) -> tuple[Reason, ...]:
+    return (Reason("POPULAR", f"popular in {category}" if category else "popular now"),)
 
 
 class PopularSource:
@@ -20,7 +27,7 @@ class PopularSource:
     def applies(self, query: FeedQuery) -> bool:
         return query.user_vector is None
 
-    def fetch(self, query: FeedQuery) -> list[Candidate]:
+    def fetch(self, query: FeedQuery) -> Candidates:
         model = query.model
         order, blocked, wanted = model.popular_order, query.blocked, list(query.categories)
         found: list[int] = []
@@ -32,13 +39,9 @@ class PopularSource:
                 eligible &= np.isin(model.category[chunk], wanted)
             found += [r for r in chunk[eligible].tolist() if r not in blocked]
             start, size = start + size, 2 * size
-        rows = found[: query.depth]
-        scores = (model.popularity[rows] / model.max_popularity).tolist()
-        return [Candidate(r, s, self.name, self._reasons(query, r)) for r, s in zip(rows, scores, strict=True)]
-
-    @staticmethod
-    def _reasons(query: FeedQuery, row: int) -> tuple[Reason, ...]:
+        rows = np.asarray(found[: query.depth], dtype=np.int64)
+        scores = model.popularity[rows] / model.max_popularity
         if not query.explain:
-            return ()
-        category = query.model.category[row]
-        return (Reason("POPULAR", f"popular in {category}" if category else "popular now"),)
+            return Candidates.from_source(rows, scores, self.name)
+        return Candidates.from_source(rows, scores, self.name,
+                                      [_popular_reasons(c) for c in model.category[rows].tolist()])

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from itertools import islice
+
 import numpy as np
 
-from sharerank.serving.feed.query import Candidate, FeedQuery
+from sharerank.serving.feed.query import Candidates, FeedQuery
 from sharerank.serving.feed.sources.base import model_scores
 from sharerank.serving.feed.sources.friends_bought import SOCIAL_SOURCE_LIMIT
 
@@ -17,7 +19,6 @@ class SharedToYouSource:
     def applies(self, query: FeedQuery) -> bool:
         return bool(query.shared)
 
-    def fetch(self, query: FeedQuery) -> list[Candidate]:
-        rows = list(query.shared)[:SOCIAL_SOURCE_LIMIT]
-        scores = model_scores(query, np.asarray(rows, dtype=np.int64)).tolist()
-        return [Candidate(r, s, self.name) for r, s in zip(rows, scores, strict=True)]
+    def fetch(self, query: FeedQuery) -> Candidates:
+        rows = np.fromiter(islice(query.shared, SOCIAL_SOURCE_LIMIT), dtype=np.int64)
+        return Candidates.from_source(rows, model_scores(query, rows), self.name)
