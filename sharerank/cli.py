@@ -85,13 +85,16 @@ def simulate(
     out: Annotated[Path, typer.Option(help="Folder to write the world into.")],
     users: Annotated[int, typer.Option(min=50, help="Number of users.")] = 1000,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
+    mean_degree: Annotated[float | None, typer.Option(min=1.0, help="Mean friends per user (default 12; 20 "
+                                                                   "gives ~20M social arcs at 1M users).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Generate a synthetic social-commerce world in the dataset-folder format, plus truth/."""
     from sharerank.training.simulate import simulate_world
 
+    knobs = {"mean_degree": mean_degree} if mean_degree is not None else {}
     with progress_bar("simulate", 1.0) as advance:
-        summary = simulate_world(out, users=users, seed=seed,
+        summary = simulate_world(out, users=users, seed=seed, **knobs,
                                  progress=lambda stage, frac: advance(completed=frac, description=stage))
     emit({"out": str(out), **summary}, as_json)
 
@@ -179,6 +182,9 @@ def eval(  # noqa: A001 - the command is called eval
     max_seconds: Annotated[float | None, typer.Option(help="Training budget per graph model (s).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Maximum epochs per graph model.")] = None,
     refit: Annotated[bool, typer.Option(help="Retrain graph models on train+validation.")] = True,
+    settings_: Annotated[list[str] | None, typer.Option(
+        "--set", help="MODEL.KEY=VALUE: a training setting (batch_size, lr, ...) or model argument of one graph "
+                      "model, e.g. sharegnn.popularity_weight=none; repeatable.")] = None,
     seed: int = 0,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON report here.")] = None,
     as_json: JsonOption = False,
@@ -187,11 +193,18 @@ def eval(  # noqa: A001 - the command is called eval
     from dataclasses import replace
 
     from sharerank.training.pipeline import run_evaluation
-    from sharerank.training.train import MODELS, default_config
+    from sharerank.training.train import MODELS, default_config, with_setting
 
     names = _parse_models(models)
     overrides = {key: v for key, v in {"max_seconds": max_seconds, "epochs": epochs}.items() if v is not None}
     configs = {n: replace(default_config(n), **overrides) for n in names if n in MODELS}
+    for assignment in settings_ or []:
+        target, _, value = assignment.partition("=")
+        name, _, key = target.partition(".")
+        if name not in configs or not key or not value:
+            raise UsageError(f"--set {assignment!r}: expected MODEL.KEY=VALUE for a graph model being evaluated "
+                             f"({', '.join(configs) or 'none'})")
+        configs[name] = with_setting(configs[name], key, value)
     with progress_bar("eval", len(names)) as advance:
         done = []
 

@@ -58,3 +58,21 @@ def test_promote_with_an_empty_registry_exits_2(tmp_path: Path, monkeypatch) -> 
     monkeypatch.setenv("SHARERANK_HOME", str(tmp_path))
     result = runner.invoke(app, ["promote"])
     assert result.exit_code == 2 and "sharerank train" in result.output
+
+
+def test_eval_set_rejects_unknown_settings(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SHARERANK_HOME", str(tmp_path))
+    (tmp_path / "purchases.csv").write_text("user_id,product_id,ts\nu1,p1,1\nu2,p1,2\n")
+    for assignment, message in (("sharegnn.nope=1", "no setting 'nope'"), ("lightgcn.lr=0.1", "MODEL.KEY=VALUE"),
+                                ("sharegnn", "MODEL.KEY=VALUE")):
+        result = runner.invoke(app, ["eval", "--data", str(tmp_path), "--models", "sharegnn", "--set", assignment])
+        assert result.exit_code == 2, result.output
+        assert message in result.output
+
+
+def test_with_setting_reads_json_none_and_model_arguments() -> None:
+    from sharerank.training.train import default_config, with_setting
+
+    config = with_setting(with_setting(default_config("sharegnn"), "batch_size", "2048"), "popularity_weight", "none")
+    assert config.batch_size == 2048 and config.model_params["popularity_weight"] is None
+    assert with_setting(config, "temperature", "0.3").model_params["temperature"] == 0.3
