@@ -42,9 +42,13 @@ from sharerank.models.rrsets import SAMPLERS, RRSampler, RRSets, first_hits, inv
 
 __all__ = ["HIST_MEAN_RR_SIZE", "SeedSelection", "estimate_spread", "select_seeds"]
 
-HIST_MEAN_RR_SIZE = 1000.0
+HIST_MEAN_RR_SIZE = 200.0
 """``method="auto"`` switches to HIST when a pilot batch's RR sets average more nodes than this: at the
-10^5–10^6 sets per collection OPIM-C needs, that is 10^8–10^9 stored nodes (GBs), where truncation pays."""
+10^5 sets per collection good seeds need, that is over 10^7 stored nodes per collection, where truncation
+pays. On a simulated 100k-user world (full sets ~1,000 nodes, truncated ~3) OPIM-C took 140 s and HIST 5 s."""
+
+RR_NODE_BUDGET = 1 << 25
+"""Nodes per RR collection (~128 MB as int32) that the :data:`MIN_RR_SETS` floor may visit, at most."""
 
 MIN_RR_SETS = 1 << 17
 """RR sets per collection OPIM-C draws at least (fewer when IMM's worst-case size is smaller). The certificate
@@ -127,8 +131,9 @@ def select_seeds(
         sampler: RR-set sampler, ``"subsim"`` or ``"standard"``. (default: ``"subsim"``)
         method: ``"opim-c"``, ``"hist"`` or ``"auto"``: HIST when a pilot batch's mean RR-set size exceeds
             :data:`HIST_MEAN_RR_SIZE`. (default: ``"auto"``)
-        min_rr_sets: RR sets per collection to start from (capped at IMM's worst-case size), for seeds
-            better than the certificate needs. (default: :data:`MIN_RR_SETS`)
+        min_rr_sets: RR sets per collection to start from (capped at IMM's worst-case size and at
+            :data:`RR_NODE_BUDGET` stored nodes), for seeds better than the certificate needs. (default:
+            :data:`MIN_RR_SETS`)
         seed: Random seed; the result is the same for the same seed and arguments, on any number of threads.
             (default: ``0``)
 
@@ -153,13 +158,13 @@ def select_seeds(
     k = int(k)
 
     rr = RRSampler(graph, sampler, seed)
+    pilot = rr.sample(PILOT_RR_SETS, stream=_STREAM_PILOT)
     if method == "auto":
-        pilot = rr.sample(PILOT_RR_SETS, stream=_STREAM_PILOT)
         method = "hist" if pilot.mean_size() > HIST_MEAN_RR_SIZE else "opim-c"
     target = 0.5 if feasible.cap else 1.0 - 1.0 / math.e
     if method == "opim-c":
         run = _opim_c(rr, feasible, k, k, epsilon, delta, target, target - epsilon, (_STREAM_R1, _STREAM_R2),
-                      min_rr_sets=min_rr_sets)
+                      min_rr_sets=_affordable(min_rr_sets, pilot.mean_size()))
         memory, sets = run.memory_bytes, run.num_rr_sets
     else:
         # Sentinels need only be as good as greedy's first b picks, 1 - (1 - 1/k)^b of the k-seed optimum
@@ -168,8 +173,10 @@ def select_seeds(
         goal = (1.0 - (1.0 - 1.0 / k) ** b) * target / (1.0 - 1.0 / math.e) - epsilon / 2
         sentinel = _opim_c(rr, feasible, b, k, epsilon / 2, delta / 2, target, goal,
                            (_STREAM_SENTINEL_R1, _STREAM_SENTINEL_R2))
+        # A truncated set stores few nodes but may explore a full set's worth before it meets a sentinel, so
+        # the floor is budgeted at the full sets' mean size.
         run = _opim_c(rr, feasible, k, k, epsilon, delta / 2, target, target - epsilon, (_STREAM_R1, _STREAM_R2),
-                      sentinels=sentinel.seeds, min_rr_sets=min_rr_sets)
+                      sentinels=sentinel.seeds, min_rr_sets=_affordable(min_rr_sets, pilot.mean_size()))
         memory, sets = max(sentinel.memory_bytes, run.memory_bytes), sentinel.num_rr_sets + run.num_rr_sets
     return SeedSelection(
         seeds=run.seeds,
@@ -272,6 +279,13 @@ def _opim_c(rr: RRSampler, feasible: _Feasible, picks: int, k: int, epsilon: flo
         mean_rr_size=(r1.nodes.size + r2.nodes.size) / (2 * theta),
         memory_bytes=r1.nbytes + r2.nbytes + inv_indptr.nbytes + sets_of.nbytes,
     )
+
+
+def _affordable(min_rr_sets: int, mean_rr_size: float) -> int:
+    """The floor on RR sets per collection, cut so that it visits at most :data:`RR_NODE_BUDGET` nodes at
+    this mean set size: the floor buys seed quality where sets are small, never minutes or gigabytes where
+    they are huge (there the certificate alone sets the size)."""
+    return min(min_rr_sets, int(RR_NODE_BUDGET / max(mean_rr_size, 1.0)))
 
 
 def _lower_bound(covered: float, a: float) -> float:
