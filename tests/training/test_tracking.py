@@ -37,7 +37,9 @@ def test_registered_model_loads_and_predicts(registry) -> None:
     bundle = model.unwrap_python_model().bundle
     local = Path(mlflow.artifacts.download_artifacts(report["model_uri"]))
     files = {p.name for p in (local / "artifacts" / "bundle").iterdir()}
-    assert files == {"ids.npz", "arrays.npz", "index.faiss", "info.json"}  # embeddings, id maps, FAISS index
+    # Embeddings, id maps, FAISS index, and the influence model for seeding (the world has shares).
+    assert files == {"ids.npz", "arrays.npz", "index.faiss", "info.json", "seeding"}
+    assert bundle.seeding is not None and len(bundle.seeding.users) == len(bundle.users)
     user = str(bundle.users[0])
     out = model.predict(pd.DataFrame({"user_id": [user, "nobody"]}), params={"k": 5})
     assert list(out.columns) == ["user_id", "product_id", "rank", "score"]
