@@ -1,8 +1,8 @@
 """`make demo`: the whole path once on an embedded default, from a fresh clone.
 
 Simulate a small world → train LightGCN → log and register in MLflow (sqlite under ``home``) → promote →
-serve on a free loopback port → ask for three feeds over real gRPC → shut down. Redis is used when it
-answers, otherwise the in-process online store.
+serve on a free loopback port → ask for three feeds and five seed sharers for a launch over real gRPC →
+shut down. Redis is used when it answers, otherwise the in-process online store.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def run_demo(settings: Settings, *, users: int, epochs: int, seed: int, progress
     from sharerank.training.simulate import simulate_world
     from sharerank.training.tracking import promote
     from sharerank.training.train import TrainConfig
-    from sharerank.v1 import feed_service_pb2, feed_service_pb2_grpc
+    from sharerank.v1 import feed_service_pb2, feed_service_pb2_grpc, seeding_service_pb2, seeding_service_pb2_grpc
 
     started = time.perf_counter()
     data_dir = settings.home / "demo-world"
@@ -62,6 +62,12 @@ def run_demo(settings: Settings, *, users: int, epochs: int, seed: int, progress
             bought_now = feeds[first_user].items[0].product_id
             store.record_purchases([Purchase(first_user, bought_now, time.time())])
             after = feed(first_user)
+            # Seed sharers for a launch in the category shared most.
+            categories = dataset.category[dataset.shares.product]
+            launch = max(set(categories.tolist()), key=lambda c: (categories == c).sum())
+            seeds = seeding_service_pb2_grpc.SeedingServiceStub(channel).GetSeedTargets(
+                seeding_service_pb2.GetSeedTargetsRequest(category=launch, budget=5, max_seeds_per_community=1),
+                timeout=60)
     finally:
         server.stop(grace=1.0)
         store.clear()
@@ -84,6 +90,14 @@ def run_demo(settings: Settings, *, users: int, epochs: int, seed: int, progress
         },
         "live_purchase": {"user_id": first_user, "product_id": bought_now,
                           "gone_from_next_feed": bought_now not in {i.product_id for i in after.items}},
+        "seeding": {
+            "category": launch,
+            "expected_reach": round(seeds.expected_reach, 2),
+            "seeds": [{"user_id": t.user_id, "marginal_reach": round(t.marginal_reach, 2),
+                       "cumulative_reach": round(t.cumulative_reach, 2),
+                       "ci95": [round(t.cumulative_reach_ci_low, 2), round(t.cumulative_reach_ci_high, 2)],
+                       "community": t.community, "reasons": [r.text for r in t.reasons]} for t in seeds.seeds],
+        },
         "tracking_uri": settings.resolved_tracking_uri,
         "mlflow_ui": f"mlflow ui --backend-store-uri {settings.resolved_tracking_uri}",
         "seconds": round(time.perf_counter() - started, 1),
