@@ -181,3 +181,25 @@ def test_nethept_k50(shared_data: Path) -> None:
     assert 1150 < estimate_spread(graph, result.seeds, num_rr_sets=200_000) < 1320
     top_degree = np.argsort(-graph.out_degree(), kind="stable")[:50]
     assert estimate_spread(graph, top_degree, num_rr_sets=200_000) == pytest.approx(808, abs=25)
+
+
+def test_hist_takes_hub_sentinels_when_rr_sets_are_huge(monkeypatch) -> None:
+    """Above HUGE_RR_SIZE the sentinels are the eligible hubs; constraints still hold and the result is
+    still certified by the second phase."""
+    import sharerank.models.opim as opim
+
+    rng = np.random.default_rng(0)
+    n = 400
+    src, dst = rng.integers(0, n, 6000), rng.integers(0, n, 6000)
+    graph = ICGraph.from_arcs(src, dst, np.full(6000, 0.3), n)  # supercritical: RR sets span most nodes
+    monkeypatch.setattr(opim, "HUGE_RR_SIZE", 10.0)
+    candidates = np.ones(n, dtype=bool)
+    candidates[:50] = False
+    result = opim.select_seeds(graph, 8, candidates=candidates, method="hist", seed=1)
+    assert result.method == "hist" and len(set(result.seeds.tolist())) == 8
+    assert candidates[result.seeds].all()
+    assert result.approximation > 0
+    reach = np.bincount(np.repeat(np.arange(n), graph.out_degree()), weights=graph.out_prob, minlength=n)
+    reach[~candidates] = -1
+    hubs = set(np.argsort(-reach, kind="stable")[:2].tolist())
+    assert hubs == set(result.seeds[:2].tolist())  # the sentinels, taken first
