@@ -48,10 +48,11 @@ HIST_MEAN_RR_SIZE = 200.0
 10^5 sets per collection good seeds need, that is over 10^7 stored nodes per collection, where truncation
 pays. On a simulated 100k-user world (full sets ~1,000 nodes, truncated ~3) OPIM-C took 140 s and HIST 5 s."""
 
-HUGE_RR_SIZE = 20_000.0
+HUGE_RR_SIZE = 5_000.0
 """Above this pilot mean RR-set size HIST takes its sentinels from the hubs (:func:`_hub_sentinels`) instead of
 from full RR sets: on a simulated 1M-user world whose sets hold ~10^5 nodes, selection fell from 92 s to
-5–6 s with seeds of slightly higher spread."""
+5–6 s with seeds of slightly higher spread. There a set is either small or a giant share of the graph, so a
+pilot's mean swings (10^4–3·10^4): the threshold sits well below it and well above a 100k-user world's ~10^3."""
 
 RR_NODE_BUDGET = 1 << 25
 """Nodes per RR collection (~128 MB as int32) that the :data:`MIN_RR_SETS` floor may visit, at most."""
