@@ -79,6 +79,8 @@ class ModelBundle:
             self.seller = np.full(len(self.products), "", dtype=object)
         if self.category_prior is None:
             self.category_prior = np.zeros(len(self.products), dtype=bool)
+        if self.seeding is not None and len(self.seeding.users) != len(self.users):
+            raise ValueError("the seeding context must cover the bundle's users, row for row")
 
     @cached_property
     def user_rows(self) -> dict[str, int]:

@@ -39,7 +39,7 @@ from numba import njit
 
 from sharerank.models.ic_graph import ICGraph
 from sharerank.models.rrsets import SAMPLERS, RRSampler, RRSets, first_hits, invert
-from sharerank.models.seed_baselines import top_k
+from sharerank.models.seed_baselines import top_k, weighted_degree_scores
 
 __all__ = ["HIST_MEAN_RR_SIZE", "SeedSelection", "estimate_spread", "select_seeds"]
 
@@ -299,10 +299,8 @@ def _hub_sentinels(graph: ICGraph, feasible: _Feasible, b: int) -> np.ndarray:
     (supercritical cascades): the ``b`` eligible nodes of highest expected direct reach (sum of their
     out-probabilities), under the same constraints. The certificate comes from the second phase, whatever
     the sentinels; in that regime hubs are what greedy on full sets would pick first anyway."""
-    reach = np.bincount(np.repeat(np.arange(graph.num_nodes), np.diff(graph.out_indptr)), weights=graph.out_prob,
-                        minlength=graph.num_nodes)
-    return top_k(reach, b, candidates=feasible.eligible, community=feasible.community if feasible.cap else None,
-                 max_per_community=feasible.cap)
+    return top_k(weighted_degree_scores(graph), b, candidates=feasible.eligible,
+                 community=feasible.community if feasible.cap else None, max_per_community=feasible.cap)
 
 
 def _affordable(min_rr_sets: int, mean_rr_size: float) -> int:

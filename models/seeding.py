@@ -91,9 +91,9 @@ class SeedingContext:
         self.influence = influence
         self.community = np.asarray(community, dtype=np.int32)
         self.activity = np.asarray(activity, dtype=np.int64)
+        self.community_size = np.bincount(self.community)
         self._graphs: dict[str | None, ICGraph] = {}
         self._lock = threading.Lock()
-        self._rows: dict[str, int] | None = None
 
     @classmethod
     def from_dataset(cls, dataset, user_embedding: np.ndarray | None = None, seed: int = 0) -> SeedingContext:
@@ -107,12 +107,6 @@ class SeedingContext:
         context = cls(dataset.users, influence, communities_of(graph, seed=seed), activity)
         context._graphs[None] = graph
         return context
-
-    @property
-    def user_rows(self) -> dict[str, int]:
-        if self._rows is None:
-            self._rows = {u: i for i, u in enumerate(self.users.tolist())}
-        return self._rows
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -211,7 +205,7 @@ def explain_seed(context: SeedingContext, graph: ICGraph, user: int, category: s
                                   f"converted {conversions / shares:.0%} of {shares} recipients{where}"))
     out = slice(graph.out_indptr[user], graph.out_indptr[user + 1])
     direct = float(graph.out_prob[out].sum())
-    size = int((context.community == context.community[user]).sum())
+    size = int(context.community_size[context.community[user]])
     reasons.append(SeedReason("NETWORK_POSITION",
                               f"shares reach {graph.out_indptr[user + 1] - graph.out_indptr[user]} people, "
                               f"{direct:.1f} expected to buy directly; community {context.community[user]} "

@@ -32,7 +32,7 @@ def seed_targets(bundle: ModelBundle, request: seeding_service_pb2.GetSeedTarget
                                "NEGATIVE_CONSTRAINT")
     if request.epsilon and not 0.0 < request.epsilon < 1.0:
         raise invalid_argument(f"epsilon must lie in (0, 1) (got {request.epsilon})", "BAD_EPSILON")
-    rows = context.user_rows
+    rows = bundle.user_rows  # the influence model covers the bundle's users, row for row
     exclude = [rows[u] for u in request.exclude_user_ids if u in rows]
     category = None
     target = request.WhichOneof("target")
