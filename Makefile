@@ -6,11 +6,13 @@ PROTOS := $(wildcard protos/sharerank/v1/*.proto)
 
 .PHONY: demo test bench lint proto clean
 
+# Quiet on stdout (progress on stderr), so `make demo` prints only its JSON even on a fresh clone.
 $(STAMP): pyproject.toml
-	test -x $(PYTHON) || python3 -m venv $(VENV)
-	$(PYTHON) -m pip install -q --upgrade pip setuptools wheel
-	$(PYTHON) -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	@echo "creating $(VENV) (first run only)" >&2
+	@test -x $(PYTHON) || python3 -m venv $(VENV)
+	@$(PYTHON) -m pip install -q --upgrade pip setuptools wheel >&2
+	@$(PYTHON) -m pip install -q -e '.[dev]' >&2
+	@touch $(STAMP)
 
 demo: $(STAMP)
 	@$(VENV)/bin/sharerank demo
