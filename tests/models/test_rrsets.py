@@ -50,7 +50,7 @@ def test_rr_estimate_matches_exact_spread(sampler: str) -> None:
         exact = exact_spread(src, dst, prob, n, seeds)
         estimate = n * hit_fraction(sets, seeds, n)
         se = n * np.sqrt((exact / n) * (1 - exact / n) / num)
-        assert abs(estimate - exact) < 5 * se + 1e-9, (seeds, estimate, exact)
+        assert abs(estimate - exact) <= 5 * se + 1e-9 * max(1.0, exact), (seeds, estimate, exact)
 
 
 @pytest.mark.parametrize("sampler", ["subsim", "standard"])
@@ -67,11 +67,11 @@ def test_each_in_arc_is_live_with_its_own_probability_independently(sampler: str
         live[np.flatnonzero(ok), sets.nodes[at[ok]]] = True
     freq = live[:, 1:].mean(axis=0)
     se = np.sqrt(prob * (1 - prob) / rooted.size)
-    assert np.all(np.abs(freq - prob) < 5 * se), (freq, prob)
+    assert np.all(np.abs(freq - prob) <= 5 * se + 1e-9), (freq, prob)
     for a, b in ((0, 4), (2, 3), (4, 6)):
         joint = (live[:, a + 1] & live[:, b + 1]).mean()
         expected = prob[a] * prob[b]
-        assert abs(joint - expected) < 5 * np.sqrt(expected * (1 - expected) / rooted.size), (a, b)
+        assert abs(joint - expected) <= 5 * np.sqrt(expected * (1 - expected) / rooted.size) + 1e-9, (a, b)
 
 
 def test_truncated_sets_estimate_supersets_of_the_sentinels_exactly() -> None:
@@ -88,7 +88,7 @@ def test_truncated_sets_estimate_supersets_of_the_sentinels_exactly() -> None:
     for seeds in ([4], [4, 0], [4, 2], [4, 1, 3]):
         exact = exact_spread(src, dst, prob, n, seeds)
         se = n * np.sqrt((exact / n) * (1 - exact / n) / num)
-        assert abs(n * hit_fraction(cut, seeds, n) - exact) < 5 * se, seeds
+        assert abs(n * hit_fraction(cut, seeds, n) - exact) <= 5 * se + 1e-9 * max(1.0, exact), seeds
 
 
 def random_graph(n: int, arcs: int, seed: int, scale: float = 1.0) -> ICGraph:
