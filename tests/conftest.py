@@ -1,7 +1,14 @@
-"""Shared fixtures: a private Redis for the session, and throwaway Redis servers tests may kill.
+"""Shared fixtures: a private Redis for the session, throwaway Redis servers tests may kill, and an isolated
+environment.
 
 Tests run against a real redis-server, never a fake, so latency-free mocks cannot hide protocol bugs; fakes
 are only for injecting faults. Each test namespaces its keys with its own prefix.
+
+Isolation: the caller's ``SHARERANK_*``, ``REDIS_URL`` and ``MLFLOW_*`` variables are removed before any test
+runs, and ``HOME`` and ``SHARERANK_HOME`` point into a temporary folder, so no test reads the caller's settings
+or writes to a real home folder (MLflow, matplotlib and Jupyter all write under ``HOME``). The suite's own
+inputs are ``TEST_REDIS_URL`` (a Redis to use instead of starting one; ``.ci/run`` sets it) and ``CI``: with
+``CI=true`` a test whose Redis or ``../shared`` is missing fails instead of skipping.
 """
 
 from __future__ import annotations
@@ -10,12 +17,48 @@ import os
 import shutil
 import socket
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 import redis
+
+CALLER_VARIABLES = ("SHARERANK_", "MLFLOW_")
+"""Prefixes of environment variables the tests never read from the caller (with ``REDIS_URL``)."""
+
+TEST_REDIS_URL = os.environ.get("TEST_REDIS_URL") or None
+IN_CI = os.environ.get("CI", "").lower() == "true"
+_SANDBOX = Path(tempfile.mkdtemp(prefix="sharerank-tests-"))
+
+
+def _isolate_environment() -> None:
+    for name in list(os.environ):
+        if name.startswith(CALLER_VARIABLES) or name in ("REDIS_URL", "TEST_REDIS_URL"):
+            del os.environ[name]
+    home = _SANDBOX / "home"
+    for folder in ("config", "cache", "data"):
+        (home / folder).mkdir(parents=True, exist_ok=True)
+    os.environ.update({
+        "HOME": str(home), "XDG_CONFIG_HOME": str(home / "config"), "XDG_CACHE_HOME": str(home / "cache"),
+        "XDG_DATA_HOME": str(home / "data"), "MPLCONFIGDIR": str(home / "config" / "matplotlib"),
+        "SHARERANK_HOME": str(_SANDBOX / "sharerank-home"),
+    })
+
+
+_isolate_environment()  # at import, before any test module (or sharerank) reads the environment
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shutil.rmtree(_SANDBOX, ignore_errors=True)
+
+
+def unavailable(reason: str) -> None:
+    """Skip for a missing Redis or ``../shared``; under ``CI=true`` fail instead, so CI cannot pass by skipping."""
+    if IN_CI:
+        pytest.fail(f"{reason} (CI=true: a missing dependency fails the run)", pytrace=False)
+    pytest.skip(reason)
 
 
 def free_port() -> int:
@@ -125,24 +168,22 @@ class RedisProcess:
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """URL of a Redis for this test session: a private redis-server, else ``$REDIS_URL``, else skip.
+    """URL of a Redis for this test session: ``$TEST_REDIS_URL`` when set, else a private redis-server.
 
     Shared by every test; isolate with a unique key prefix and never kill it (use
-    ``redis_process_factory`` for that).
+    ``redis_process_factory`` for that). Skips (fails under ``CI=true``) when neither is available.
     """
+    if TEST_REDIS_URL is not None:
+        if not redis_answers(TEST_REDIS_URL):
+            unavailable(f"TEST_REDIS_URL={TEST_REDIS_URL!r} does not answer PING")
+        yield TEST_REDIS_URL
+        return
     binary = shutil.which("redis-server")
-    if binary is not None:
-        server = RedisProcess(binary, tmp_path_factory.mktemp("redis")).start()
-        yield server.url
-        server.stop()
-        return
-    env_url = os.environ.get("REDIS_URL")
-    if env_url and redis_answers(env_url):
-        yield env_url
-        return
-    reason = "redis-server is not on PATH"
-    reason += f" and REDIS_URL={env_url!r} does not answer" if env_url else " and REDIS_URL is not set"
-    pytest.skip(reason)
+    if binary is None:
+        unavailable("redis-server is not on PATH and TEST_REDIS_URL is not set")
+    server = RedisProcess(binary, tmp_path_factory.mktemp("redis")).start()
+    yield server.url
+    server.stop()
 
 
 @pytest.fixture
@@ -156,7 +197,7 @@ def redis_process_factory(tmp_path: Path) -> Iterator[Callable[[], RedisProcess]
     """Factory of started private redis-servers that a test may kill and restart; all stopped at teardown."""
     binary = shutil.which("redis-server")
     if binary is None:
-        pytest.skip("redis-server is not on PATH; fault tests need their own server to kill")
+        unavailable("redis-server is not on PATH; fault tests need their own server to kill")
     servers: list[RedisProcess] = []
 
     def start() -> RedisProcess:
@@ -176,7 +217,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def shared_data() -> Path:
     """``../shared/data`` beside the checkout; tests on real datasets skip with a reason without it."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real datasets not found at {SHARED_DATA} (../shared is absent)")
+        unavailable(f"real datasets not found at {SHARED_DATA} (../shared is absent)")
     return SHARED_DATA
 
 
