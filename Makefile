@@ -1,18 +1,36 @@
-# Two commands for people: `make demo` and `make test`. Each creates the virtualenv when missing.
+# Two commands for people: `make demo` and `make test`. Each creates the virtualenv when missing, from the lock.
 VENV   ?= .venv
 PYTHON := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+LOCKED := $(VENV)/.locked
+LOCK   := requirements.lock
 PROTOS := $(wildcard protos/sharerank/v1/*.proto)
+# Where torch's CPU wheel lies on these machines (the lock pins torch==2.13.0+cpu by its hash).
+WHEELS ?= /opt/wheels
+LOCK_FLAGS ?=
 
-.PHONY: demo test bench lint proto clean
+.PHONY: demo test bench lint lock proto clean
 
-# Quiet on stdout (progress on stderr), so `make demo` prints only its JSON even on a fresh clone.
-$(STAMP): pyproject.toml
-	@echo "creating $(VENV) (first run only)" >&2
+# Every package, pip and the build backend included, comes from the lock, pinned and hash-checked; the project
+# itself installs editable on top without resolving anything. Quiet on stdout (progress on stderr), so
+# `make demo` prints only its JSON even on a fresh clone.
+$(LOCKED): $(LOCK)
+	@echo "installing $(VENV) from $(LOCK)" >&2
 	@test -x $(PYTHON) || python3 -m venv $(VENV)
-	@$(PYTHON) -m pip install -q --upgrade pip setuptools wheel >&2
-	@$(PYTHON) -m pip install -q -e '.[dev]' >&2
+	@$(PYTHON) -m pip install -q --require-hashes --no-deps --find-links $(WHEELS) -r $(LOCK) >&2
+	@touch $(LOCKED)
+
+$(STAMP): pyproject.toml $(LOCKED)
+	@$(PYTHON) -m pip install -q --no-deps --no-build-isolation -e . >&2
+	@$(PYTHON) -m pip check >&2
 	@touch $(STAMP)
+
+# Re-resolves requirements.lock from pyproject.toml, keeping every pin that still fits
+# (`make lock LOCK_FLAGS=--upgrade` moves everything to the newest releases).
+lock: $(LOCKED)
+	CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --extra dev --generate-hashes --allow-unsafe \
+		--all-build-deps --strip-extras --no-emit-index-url --find-links $(WHEELS) $(LOCK_FLAGS) \
+		--output-file $(LOCK) pyproject.toml
 
 demo: $(STAMP)
 	@$(VENV)/bin/sharerank demo
