@@ -9,8 +9,9 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from enum import Enum
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,11 +22,18 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sharerank.config import Settings
+from sharerank.models.registry import model_names
 
 app = typer.Typer(help="Feed ranking and KOC seeding for social e-commerce.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
 stderr = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+SeedOption = Annotated[int, typer.Option(help="Random seed (same seed and data, same result).")]
+
+
+def choices(name: str, values: Iterable[str]) -> type[Enum]:
+    """An enum of ``values`` for an option, so ``--help`` lists them and typer rejects anything else."""
+    return Enum(name, {value: value for value in values}, type=str)
 
 
 class UsageError(Exception):
@@ -39,20 +47,26 @@ def _setup_logging(verbose: bool) -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
-def command(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Registers a command that maps bad input (our validation errors) to exit code 2."""
+def command(func: Callable[..., Any] | None = None, *, name: str | None = None) -> Any:
+    """Registers a command that maps bad input (our validation errors) to exit code 2 and a one-line message."""
 
-    @wraps(func)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from sharerank.training.dataset import DatasetError
+    def register(func: Callable[..., Any]) -> Callable[..., Any]:
+        @wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            from rich.markup import escape
 
-        try:
-            return func(*args, **kwargs)
-        except (UsageError, DatasetError, LookupError, ValueError, FileNotFoundError) as exc:
-            stderr.print(f"[red]error:[/red] {exc}", highlight=False)
-            raise typer.Exit(2) from None
+            from sharerank.training.dataset import DatasetError
 
-    return app.command()(wrapper)
+            try:
+                return func(*args, **kwargs)
+            except (UsageError, DatasetError, LookupError, ValueError, FileNotFoundError) as exc:
+                message = " ".join(str(exc).split())  # one line, whatever the exception held
+                stderr.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+
+        return app.command(name)(wrapper)
+
+    return register(func) if func is not None else register
 
 
 def emit(result: dict[str, Any], as_json: bool) -> None:
@@ -84,7 +98,7 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log prog
 def simulate(
     out: Annotated[Path, typer.Option(help="Folder to write the world into.")],
     users: Annotated[int, typer.Option(min=50, help="Number of users.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Random seed (same seed, same files).")] = 0,
+    seed: SeedOption = 0,
     mean_degree: Annotated[float | None, typer.Option(min=1.0, help="Mean friends per user (default 12; 20 "
                                                                    "gives ~20M social arcs at 1M users).")] = None,
     as_json: JsonOption = False,
@@ -99,9 +113,20 @@ def simulate(
     emit({"out": str(out), **summary}, as_json)
 
 
-@app.command("import")
+def _dataset_names() -> list[str]:
+    from sharerank.training.importers import IMPORTERS
+
+    return list(IMPORTERS)
+
+
+DatasetName = choices("DatasetName", _dataset_names())
+ServableModel = choices("ServableModel", model_names(servable=True))
+AnyModel = choices("AnyModel", model_names())
+
+
+@command(name="import")
 def import_(
-    name: Annotated[str, typer.Argument(help="Dataset name (see ../shared/data/README.md).")],
+    name: Annotated[DatasetName, typer.Argument(help="Dataset name (see ../shared/data/README.md).")],
     src: Annotated[Path, typer.Option(help="The dataset as published (e.g. ../shared/data/lastfm).")],
     out: Annotated[Path, typer.Option(help="Folder to write the dataset folder into.")],
     as_json: JsonOption = False,
@@ -109,34 +134,30 @@ def import_(
     """Convert a public dataset into the dataset folder format."""
     from sharerank.training.importers import IMPORTERS
 
-    if name not in IMPORTERS:
-        stderr.print(f"[red]error:[/red] unknown dataset {name!r}; choose one of {sorted(IMPORTERS)}")
-        raise typer.Exit(2)
     if not src.is_dir():
-        stderr.print(f"[red]error:[/red] {src}: no such directory")
-        raise typer.Exit(2)
-    emit({"name": name, "out": str(out), "rows": IMPORTERS[name](src, out)}, as_json)
+        raise UsageError(f"{src}: no such directory")
+    emit({"name": name.value, "out": str(out), "rows": IMPORTERS[name.value](src, out)}, as_json)
 
 
 @command
 def train(
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
-    model: Annotated[str, typer.Option(help="Model architecture.")] = "lightgcn",
+    model: Annotated[ServableModel, typer.Option(help="Model to train and register.")] = "lightgcn",
     epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = 50,
-    embedding_dim: Annotated[int, typer.Option(min=2)] = 64,
-    num_layers: Annotated[int, typer.Option(min=1)] = 3,
-    batch_size: Annotated[int, typer.Option(min=1)] = 4096,
-    lr: Annotated[float, typer.Option(min=0.0)] = 5e-3,
+    embedding_dim: Annotated[int, typer.Option(min=2, help="Size of the user and product embeddings.")] = 64,
+    num_layers: Annotated[int, typer.Option(min=1, help="Propagation layers over the graph.")] = 3,
+    batch_size: Annotated[int, typer.Option(min=1, help="Training pairs per optimisation step.")] = 4096,
+    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 5e-3,
     patience: Annotated[int, typer.Option(min=1, help="Epochs without validation gain before stopping.")] = 5,
-    max_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget for training.")] = None,
-    seed: int = 0,
+    max_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget for training (s).")] = None,
+    seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Train, log to MLflow and register a model version."""
     from sharerank.training.pipeline import run_training
     from sharerank.training.train import TrainConfig
 
-    config = TrainConfig(model=model, epochs=epochs, embedding_dim=embedding_dim, num_layers=num_layers,
+    config = TrainConfig(model=model.value, epochs=epochs, embedding_dim=embedding_dim, num_layers=num_layers,
                          batch_size=batch_size, lr=lr, patience=patience, max_seconds=max_seconds, seed=seed)
     with progress_bar("train", epochs) as advance:
         def on_epoch(epoch: int, figures: dict[str, float]) -> None:
@@ -148,8 +169,6 @@ def train(
 
 
 def _parse_models(text: str | None) -> list[str]:
-    from sharerank.training.evaluate import model_names
-
     known = model_names()
     names = known if not text else [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
@@ -178,14 +197,15 @@ def _results_table(report: dict[str, Any], k: int) -> Any:
 def eval(  # noqa: A001 - the command is called eval
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     k: Annotated[int, typer.Option(min=1, max=1000, help="Cut-off of the ranking metrics.")] = 20,
-    models: Annotated[str | None, typer.Option(help="Comma-separated models; default all.")] = None,
+    models: Annotated[str | None, typer.Option(help=f"Comma-separated models from {', '.join(model_names())}; "
+                                                    "default all.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Training budget per graph model (s).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Maximum epochs per graph model.")] = None,
     refit: Annotated[bool, typer.Option(help="Retrain graph models on train+validation.")] = True,
     settings_: Annotated[list[str] | None, typer.Option(
         "--set", help="MODEL.KEY=VALUE: a training setting (batch_size, lr, ...) or model argument of one graph "
                       "model, e.g. sharegnn.popularity_weight=none; repeatable.")] = None,
-    seed: int = 0,
+    seed: SeedOption = 0,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON report here.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -193,11 +213,11 @@ def eval(  # noqa: A001 - the command is called eval
     from dataclasses import replace
 
     from sharerank.training.pipeline import run_evaluation
-    from sharerank.training.train import MODELS, default_config, with_setting
+    from sharerank.training.train import default_config, with_setting
 
     names = _parse_models(models)
     overrides = {key: v for key, v in {"max_seconds": max_seconds, "epochs": epochs}.items() if v is not None}
-    configs = {n: replace(default_config(n), **overrides) for n in names if n in MODELS}
+    configs = {n: replace(default_config(n), **overrides) for n in names if n in model_names(trainable=True)}
     for assignment in settings_ or []:
         target, _, value = assignment.partition("=")
         name, _, key = target.partition(".")
@@ -227,16 +247,15 @@ def eval(  # noqa: A001 - the command is called eval
 def recommend(
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     k: Annotated[int, typer.Option(min=1, max=1000, help="List length per user.")] = 20,
-    model: Annotated[str, typer.Option(help="Model to fit (see `sharerank eval`).")] = "sharegnn",
+    model: Annotated[AnyModel, typer.Option(help="Model to fit (any model `sharerank eval` scores).")] = "sharegnn",
     out: Annotated[Path, typer.Option(help="CSV file: user_id,product_id,rank,score.")] = Path("recommendations.csv"),
-    seed: int = 0,
+    seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Write the top-K list of every test user, the same lists `eval` scores."""
     from sharerank.training.pipeline import run_recommend
 
-    (name,) = _parse_models(model)
-    emit(run_recommend(data, name, k, out, seed=seed), as_json)
+    emit(run_recommend(data, model.value, k, out, seed=seed), as_json)
 
 
 @command
@@ -254,7 +273,7 @@ def seed(
     epsilon: Annotated[float, typer.Option(help="Slack of the (1 - 1/e - epsilon) guarantee.")] = 0.1,
     mc_runs: Annotated[int, typer.Option(min=100, help="Independent Monte Carlo runs for reach and its "
                                                        "95% interval.")] = 2000,
-    seed: int = 0,
+    seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Seed sharers for a launch: marginal and cumulative expected reach with 95% intervals, and reasons."""
@@ -275,7 +294,7 @@ def eval_seeding(
     mc_runs: Annotated[int, typer.Option(min=100, help="Independent Monte Carlo runs per spread.")] = 10_000,
     category: Annotated[str | None, typer.Option(help="Launch category of the synthetic section (default: the "
                                                       "most shared).")] = None,
-    seed: int = 0,
+    seed: SeedOption = 0,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON report here.")] = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -344,8 +363,8 @@ def serve(
 @command
 def demo(
     users: Annotated[int, typer.Option(min=100, help="Users in the simulated world.")] = 3000,
-    epochs: Annotated[int, typer.Option(min=1)] = 40,
-    seed: int = 7,
+    epochs: Annotated[int, typer.Option(min=1, help="Maximum training epochs.")] = 40,
+    seed: SeedOption = 7,
 ) -> None:
     """End to end on an embedded default: simulate, train, register, promote, serve, ask for three feeds."""
     from sharerank.demo import run_demo

@@ -1,18 +1,39 @@
-"""The command line: JSON on stdout, exit code 2 with a one-line message on bad input."""
+"""The command line: JSON on stdout, exit code 2 with a one-line message on bad input, a help text for every
+option, and the main commands run as subprocesses the way users call them."""
 
 from __future__ import annotations
 
+import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
 from sharerank.cli import app
+from sharerank.models.registry import model_names
 
 runner = CliRunner()
+
+
+def sharerank(*args: str, home: Path, timeout: float = 600, **env: str) -> subprocess.CompletedProcess:
+    """``sharerank ARGS`` in a subprocess, as a user runs it (the console script of this environment)."""
+    script = Path(sys.executable).with_name("sharerank")
+    return subprocess.run([str(script), *args], capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "SHARERANK_HOME": str(home), **env})
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    """The error of a refused command: exit code 2, nothing on stdout, one line on stderr, no traceback."""
+    assert result.returncode == 2, (result.returncode, result.stderr[-2000:])
+    assert result.stdout == "" and "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, lines
+    return lines[0]
 
 
 def test_help_lists_the_commands() -> None:
@@ -43,7 +64,9 @@ def test_train_on_a_malformed_folder_exits_2_naming_the_place(tmp_path: Path) ->
     ("args", "message"),
     [
         (["train", "--data", "/no/such/folder"], "no such directory"),
-        (["import", "nosuch", "--src", ".", "--out", "x"], "unknown dataset"),
+        (["import", "nosuch", "--src", ".", "--out", "x"], "'nosuch' is not one of"),
+        (["import", "lastfm", "--src", "/no/such/folder", "--out", "x"], "no such directory"),
+        (["train", "--data", ".", "--model", "ease"], "'ease' is not one of"),
         (["simulate", "--users", "5", "--out", "x"], "users"),
     ],
 )
@@ -76,3 +99,86 @@ def test_with_setting_reads_json_none_and_model_arguments() -> None:
     config = with_setting(with_setting(default_config("sharegnn"), "batch_size", "2048"), "popularity_weight", "none")
     assert config.batch_size == 2048 and config.model_params["popularity_weight"] is None
     assert with_setting(config, "temperature", "0.3").model_params["temperature"] == 0.3
+
+
+def test_every_option_has_help_and_model_options_list_their_choices() -> None:
+    group = typer.main.get_command(app)
+    missing = []
+    for name, command in group.commands.items():
+        for param in command.params:
+            if param.name != "help" and not (getattr(param, "help", None) or "").strip():
+                missing.append(f"{name} {param.opts[0]}")
+    assert not missing, f"options without a help text: {missing}"
+    shown = {name: " ".join(runner.invoke(app, [name, "--help"], env={"COLUMNS": "250"}).output.split())
+             for name in ("train", "eval", "recommend")}
+    assert "<" + "|".join(model_names(servable=True)) + ">" in shown["train"]
+    assert "<" + "|".join(model_names()) + ">" in shown["recommend"]
+    assert "from " + ", ".join(model_names()) in shown["eval"]
+
+
+def test_import_of_a_malformed_file_exits_2_naming_file_line_and_column(tmp_path: Path) -> None:
+    src = tmp_path / "nethept"
+    src.mkdir()
+    (src / "NetHEPT.txt").write_text("3 2\n0 1 0.5\n1 2 often\n")
+    line = one_line_error(sharerank("import", "nethept", "--src", str(src), "--out", str(tmp_path / "out"),
+                                    home=tmp_path / "home"))
+    assert "NetHEPT.txt, line 3, column 3: not a number: 'often'" in line
+    (src / "NetHEPT.txt").write_text("3 2\n0 1 0.5\n1 2\n")
+    line = one_line_error(sharerank("import", "nethept", "--src", str(src), "--out", str(tmp_path / "out"),
+                                    home=tmp_path / "home"))
+    assert "NetHEPT.txt, line 3, column 3: expected u v p, found 2 field(s)" in line
+
+
+# The main commands end to end, as subprocesses: what users type, on a small simulated world.
+
+
+def test_train_registers_a_version_and_prints_it(tiny_world: Path, tmp_path: Path) -> None:
+    result = sharerank("train", "--data", str(tiny_world), "--epochs", "3", "--embedding-dim", "16", "--json",
+                       home=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report["version"] == "1" and report["model_name"] == "sharerank"
+    assert 0 < report["metrics"]["test_recall_20"] <= 1
+    assert (tmp_path / "mlflow.db").exists()  # the registry went where SHARERANK_HOME points
+    promoted = sharerank("promote", "--json", home=tmp_path)
+    assert promoted.returncode == 0, promoted.stderr[-2000:]
+    assert json.loads(promoted.stdout)["version"] == "1"
+
+
+def test_eval_scores_each_model_and_writes_the_report(tiny_world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "report.json"
+    result = sharerank("eval", "--data", str(tiny_world), "--models", "popularity,itemknn,lightgcn", "--epochs", "2",
+                       "--out", str(out), "--json", home=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    assert report == json.loads(out.read_text())
+    assert list(report["models"]) == ["popularity", "itemknn", "lightgcn"]
+    recall = {name: row["metrics"]["Recall@20"] for name, row in report["models"].items()}
+    assert all(0 < value <= 1 for value in recall.values())
+    assert "Recall@20" in result.stderr  # the table for people
+
+
+def test_recommend_writes_k_products_per_test_user(tiny_world: Path, tmp_path: Path) -> None:
+    out = tmp_path / "recs.csv"
+    result = sharerank("recommend", "--data", str(tiny_world), "--model", "itemknn", "--k", "5", "--out", str(out),
+                       "--json", home=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    summary = json.loads(result.stdout)
+    with out.open() as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == summary["rows"] == 5 * summary["users"] > 0
+    per_user: dict[str, list[int]] = {}
+    for row in rows:
+        per_user.setdefault(row["user_id"], []).append(int(row["rank"]))
+    assert all(ranks == [1, 2, 3, 4, 5] for ranks in per_user.values())
+
+
+def test_demo_runs_end_to_end_and_prints_only_json(tmp_path: Path, redis_url: str) -> None:
+    result = sharerank("demo", "--users", "400", "--epochs", "3", home=tmp_path, REDIS_URL=redis_url)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads(result.stdout)  # stdout holds the JSON document and nothing else
+    assert report["online_store"] == "RedisOnlineStore"
+    assert len(report["feeds"]) == 3 and all(feed["items"] for feed in report["feeds"].values())
+    assert {feed["model_version"] for feed in report["feeds"].values()} == {report["model_version"]}
+    assert report["live_purchase"]["gone_from_next_feed"] is True
+    assert len(report["seeding"]["seeds"]) == 5

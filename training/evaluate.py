@@ -19,11 +19,12 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from sharerank.models.registry import spec
 from sharerank.training.dataset import Dataset, Interactions
 from sharerank.training.graph import interaction_matrix
 from sharerank.training.metrics import evaluate_ranking
 from sharerank.training.split import Split
-from sharerank.training.train import MODELS, TrainConfig, default_config, train_model
+from sharerank.training.train import TrainConfig, default_config, train_model
 
 log = logging.getLogger(__name__)
 
@@ -45,20 +46,6 @@ class EmbeddingScorer:
 
     def score(self, users: np.ndarray) -> torch.Tensor:
         return self.user_embedding[torch.from_numpy(users)] @ self.product_embedding.T
-
-
-def _baselines() -> dict[str, Callable[[], Any]]:
-    from sharerank.models.ease import EASE
-    from sharerank.models.graph_filter import GraphFilter
-    from sharerank.models.itemknn import ItemKNN
-    from sharerank.models.popularity import Popularity
-
-    return {"popularity": Popularity, "itemknn": ItemKNN, "ease": EASE, "graphfilter": GraphFilter}
-
-
-def model_names() -> list[str]:
-    """Every model the harness can evaluate, baselines first."""
-    return [*_baselines(), *MODELS]
 
 
 @dataclass
@@ -92,16 +79,14 @@ def fit_model(name: str, dataset: Dataset, split: Split, config: TrainConfig | N
     """
     started = time.perf_counter()
     known = known_interactions(split)
-    baselines = _baselines()
-    if name in baselines:
+    entry = spec(name)
+    if not entry.trainable:
         matrix = interaction_matrix(known, dataset.num_users, dataset.num_products)
         try:
-            model = baselines[name]().fit(matrix)
+            model = entry.load()().fit(matrix)
         except MemoryError as exc:
             raise SkippedModel(str(exc)) from exc
         return Fitted(name, model, time.perf_counter() - started)
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; choose from {model_names()}")
     config = config or default_config(name)
     result = train_model(dataset, split, config, on_epoch=on_epoch)
     info = {"best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,

@@ -22,8 +22,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
-from sharerank.models.lightgcn import LightGCN
-from sharerank.models.share_gnn import ShareGNN
+from sharerank.models.registry import model_names, spec
 from sharerank.training.dataset import Dataset
 from sharerank.training.graph import PURCHASED, build_graph, interaction_matrix
 from sharerank.training.metrics import evaluate_ranking, rank_top_k
@@ -81,14 +80,18 @@ class TrainResult:
         return float(np.median(times)) if times else float("nan")
 
 
-MODEL_CLASSES: dict[str, type] = {"lightgcn": LightGCN, "sharegnn": ShareGNN}
+def build_model(num_users: int, num_products: int, config: TrainConfig) -> GraphModel:
+    """A fresh graph model of ``config.model`` (a trainable entry of the model registry).
 
-MODELS: dict[str, Callable[[int, int, TrainConfig], GraphModel]] = {
-    "lightgcn": lambda u, p, c: LightGCN(u, p, embedding_dim=c.embedding_dim, num_layers=c.num_layers,
-                                         reg_weight=c.reg_weight, **c.model_params),
-    "sharegnn": lambda u, p, c: ShareGNN(u, p, embedding_dim=c.embedding_dim, num_layers=c.num_layers,
-                                         reg_weight=c.reg_weight, **c.model_params),
-}
+    Raises:
+        ValueError: unknown or not trainable model.
+    """
+    entry = spec(config.model)
+    if not entry.trainable:
+        raise ValueError(f"{config.model} is not trained by the epoch loop; trainable models: "
+                         f"{', '.join(model_names(trainable=True))}")
+    return entry.load()(num_users, num_products, embedding_dim=config.embedding_dim, num_layers=config.num_layers,
+                        reg_weight=config.reg_weight, **config.model_params)
 
 
 DEFAULT_CONFIGS: dict[str, TrainConfig] = {
@@ -113,7 +116,7 @@ def with_setting(config: TrainConfig, key: str, text: str) -> TrainConfig:
     names = {f.name for f in fields(TrainConfig)} - {"model", "model_params"}
     if key in names:
         return replace(config, **{key: value})
-    arguments = [a for a in inspect.signature(MODEL_CLASSES[config.model]).parameters
+    arguments = [a for a in inspect.signature(spec(config.model).load()).parameters
                  if a not in names and a not in ("num_users", "num_products")]
     if key not in arguments:
         raise ValueError(f"{config.model} has no setting {key!r}; training settings: {', '.join(sorted(names))}; "
@@ -149,8 +152,6 @@ def train_model(dataset: Dataset, split: Split, config: TrainConfig,
 
     Without validation interactions the last epoch is kept.
     """
-    if config.model not in MODELS:
-        raise ValueError(f"unknown model {config.model!r}; choose one of {sorted(MODELS)}")
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     num_users, num_products = dataset.num_users, dataset.num_products
@@ -160,7 +161,7 @@ def train_model(dataset: Dataset, split: Split, config: TrainConfig,
     valid_matrix = interaction_matrix(split.valid, num_users, num_products)
     valid_users = np.flatnonzero(np.diff(valid_matrix.indptr))
 
-    model = MODELS[config.model](num_users, num_products, config)
+    model = build_model(num_users, num_products, config)
     inputs = model.prepare(graph)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
     best = (-1.0, 0, copy.deepcopy(model.state_dict()))

@@ -319,9 +319,9 @@ def test_repr_and_validation() -> None:
 
 
 def test_registered_in_training_loop() -> None:
-    from sharerank.training.train import MODELS, TrainConfig
+    from sharerank.training.train import TrainConfig, build_model
 
-    model = MODELS["sharegnn"](5, 6, TrainConfig(model="sharegnn", embedding_dim=8, num_layers=2,
-                                                 model_params={"temperature": 0.2}))
+    model = build_model(5, 6, TrainConfig(model="sharegnn", embedding_dim=8, num_layers=2,
+                                          model_params={"temperature": 0.2}))
     assert isinstance(model, ShareGNN)
     assert (model.embedding_dim, model.num_layers, model.temperature) == (8, 2, 0.2)

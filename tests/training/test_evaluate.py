@@ -10,6 +10,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from sharerank.models.registry import REGISTRY, ModelSpec
 from sharerank.training import evaluate as harness
 from sharerank.training.dataset import load_dataset
 from sharerank.training.evaluate import EmbeddingScorer, evaluate, fit_model, held_out_users, rank
@@ -53,12 +54,16 @@ def test_every_model_is_scored_with_the_same_metrics(world) -> None:
     assert results["lightgcn"]["refit_epochs"] == results["lightgcn"]["best_epoch"]
 
 
-def test_a_model_that_cannot_run_is_reported_as_skipped(world, monkeypatch) -> None:
-    class TooBig:
-        def fit(self, matrix):
-            raise MemoryError("needs 80 GB")
+class TooBig:
+    """A baseline whose fit runs out of memory."""
 
-    monkeypatch.setattr(harness, "_baselines", lambda: {"toobig": TooBig})
+    def fit(self, matrix):
+        raise MemoryError("needs 80 GB")
+
+
+def test_a_model_that_cannot_run_is_reported_as_skipped(world, monkeypatch) -> None:
+    monkeypatch.setitem(REGISTRY, "toobig", ModelSpec("toobig", f"{__name__}:TooBig", trainable=False,
+                                                      servable=False))
     results = evaluate(*world, ["toobig"])
     assert results == {"toobig": {"skipped": "needs 80 GB"}}
 
