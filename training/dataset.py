@@ -1,6 +1,6 @@
 """Reader and validator of the dataset folder, the one input format of training, evaluation and seeding.
 
-The folder (DESIGN §8) holds CSV files with a header, or the same names with ``.parquet``::
+The folder holds CSV files with a header, or the same names with ``.parquet``::
 
     products.csv   product_id,category[,price,seller_id,in_stock]
     purchases.csv  user_id,product_id[,ts][,share_id][,event_id]   (ts may be absent only with test.csv)
@@ -21,7 +21,7 @@ integer indices once, so every later stage works on numpy arrays.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +111,8 @@ class Dataset:
     test: Interactions | None
     views: Interactions | None
     fingerprint: str
+    dropped: dict[str, int] = field(default_factory=dict)
+    """Rows left out on request (``load_dataset(drop_self_loops=True)``), e.g. ``{"influence_self_loops": 22}``."""
 
     @property
     def num_users(self) -> int:
@@ -134,8 +136,13 @@ class Dataset:
         }
 
 
-def load_dataset(root: str | Path) -> Dataset:
+def load_dataset(root: str | Path, *, drop_self_loops: bool = False) -> Dataset:
     """Reads and validates the dataset folder at ``root``.
+
+    Args:
+        drop_self_loops: Leave out rows of ``social`` and ``influence`` whose two ends are the same user
+            (counted in :attr:`Dataset.dropped`) instead of refusing the file. For seeding: an arc to oneself
+            never changes a cascade, and published graphs (NetHEPT) hold some.
 
     Raises:
         DatasetError: a file is malformed or refers to an id it may not (the message says where).
@@ -175,6 +182,11 @@ def load_dataset(root: str | Path) -> Dataset:
         if purchases_t is not None
         else Interactions(*(np.empty(0, dtype=d) for d in (np.int64, np.int64, np.float64, np.int64)))
     )
+    dropped: dict[str, int] = {}
+    social = _edges(tables["social"], users, "weight", default=1.0, low=0.0, low_open=True,
+                    self_loops=dropped if drop_self_loops else None)
+    influence = _edges(tables["influence"], users, "p", default=None, low=0.0, high=1.0,
+                       self_loops=dropped if drop_self_loops else None)
     return Dataset(
         root=root,
         users=users.to_numpy(zero_copy_only=False),
@@ -185,11 +197,12 @@ def load_dataset(root: str | Path) -> Dataset:
         in_stock=in_stock,
         purchases=purchases,
         shares=shares,
-        social=_edges(tables["social"], users, "weight", default=1.0, low=0.0, low_open=True),
-        influence=_edges(tables["influence"], users, "p", default=None, low=0.0, high=1.0),
+        social=social,
+        influence=influence,
         test=_interactions(test_t, users, products, None) if test_t is not None else None,
         views=_interactions(views_t, users, products, None) if views_t is not None else None,
         fingerprint=fingerprint(root),
+        dropped=dropped,
     )
 
 
@@ -394,15 +407,20 @@ def _shares(t: _Table, users: pa.Array, products: pa.Array) -> Shares:
 
 
 def _edges(t: _Table | None, users: pa.Array, column: str, *, default: float | None, low: float,
-           high: float | None = None, low_open: bool = False) -> Edges | None:
+           high: float | None = None, low_open: bool = False, self_loops: dict[str, int] | None = None
+           ) -> Edges | None:
+    """The arcs of ``t``; self-loops are an error, or, with a ``self_loops`` dict, dropped and counted in it."""
     if t is None:
         return None
     src, dst = _encode(t, "src_id", users, "user"), _encode(t, "dst_id", users, "user")
-    if (src == dst).any():
-        row = int(np.argmax(src == dst))
-        raise t.error("self-loop: src_id equals dst_id", row, "dst_id")
     if column in t.table.column_names:
         value = _numbers(t, column, low=low, high=high, low_open=low_open)
     else:
         value = np.full(len(src), default, dtype=np.float64)
+    loop = src == dst
+    if loop.any():
+        if self_loops is None:
+            raise t.error("self-loop: src_id equals dst_id", int(np.argmax(loop)), "dst_id")
+        self_loops[f"{t.name.partition('.')[0]}_self_loops"] = int(loop.sum())
+        src, dst, value = src[~loop], dst[~loop], value[~loop]
     return Edges(src=src, dst=dst, value=value)

@@ -1,10 +1,13 @@
-"""Converters from the public datasets in ../shared/data into the dataset folder (DESIGN §8).
+"""Converters from the public datasets in ../shared/data into the dataset folder.
 
 Each importer reads the files as published, keeps every row it can represent, and writes the folder format;
 ids are written as strings exactly as they appear in the source. A row the folder format cannot hold (a
 self-loop in a social graph, a share to oneself) is dropped explicitly and counted in the result, never
 silently. Every importer returns the rows written per file (``products``, ``purchases``, ``shares``,
 ``social``, ``test``) plus such counts of what was dropped or noticed.
+
+A malformed source file raises :class:`~sharerank.training.dataset.DatasetError` naming the file, the line and
+the column (a field's 1-based position on its line, or its name), like the dataset reader does.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+
+from sharerank.training.dataset import DatasetError
 
 CIAO_TRUST_FILES = {"trust_timestamp_version.mat": "trust", "trustnetwork.mat": "trustnetwork"}
 BEIBEI_SPLITS = ("tune", "invalid", "test")  # file order = time order of the synthetic ts
@@ -53,21 +58,25 @@ def import_ciao(src: str | Path, out: str | Path, trust_file: str = "trustnetwor
       (co-rated products and category overlap per arc equal those of shuffled arcs: 0.35 vs 0.39 co-rated
       products), while ``trustnetwork.mat`` arcs do (2.02 vs 1.21): its ids are the ratings' ids.
     """
-    from scipy.io import loadmat
-
     src, out = Path(src), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     if trust_file not in CIAO_TRUST_FILES:
         raise ValueError(f"trust_file must be one of {sorted(CIAO_TRUST_FILES)}, not {trust_file!r}")
     names = _ciao_catalog(src / "catalog_ciao.txt")
-    rating = _mat_matrix(loadmat(src / "rating_with_timestamp.mat"), "rating", src / "rating_with_timestamp.mat", 6)
-    trust = _mat_matrix(loadmat(src / trust_file), CIAO_TRUST_FILES[trust_file], src / trust_file, 2)
+    rating_path = src / "rating_with_timestamp.mat"
+    rating = _mat_matrix(rating_path, "rating", 6)
+    trust = _mat_matrix(src / trust_file, CIAO_TRUST_FILES[trust_file], 2)
     user, product, category, ts = rating[:, 0], rating[:, 1], rating[:, 2], rating[:, 5]
-    if (rating[:, [0, 1]] < 1).any() or (ts < 0).any():
-        raise ValueError(f"{src / 'rating_with_timestamp.mat'}: ids must be >= 1 and times >= 0")
-    unknown = np.setdiff1d(category, np.array(sorted(names), dtype=np.int64))
-    if len(unknown):
-        raise ValueError(f"{src / 'catalog_ciao.txt'}: no name for category id(s) {unknown.tolist()}")
+    for column, values, low in ((1, user, 1), (2, product, 1), (6, ts, 0)):
+        if (values < low).any():
+            row = int(np.argmax(values < low))
+            raise DatasetError(str(rating_path), f"matrix 'rating': value {values[row]} must be >= {low} "
+                               "(ids start at 1, times at 0)", line=row + 1, column=column)
+    unknown = ~np.isin(category, np.array(sorted(names), dtype=np.int64))
+    if unknown.any():
+        row = int(np.argmax(unknown))
+        raise DatasetError(str(rating_path), f"matrix 'rating': category id {category[row]} has no name in "
+                           "catalog_ciao.txt", line=row + 1, column=3)
 
     # Most frequent category per product (ties: smallest id): sort (product, -count, category), take firsts.
     pairs, pair_counts = np.unique(np.stack([product, category], axis=1), axis=0, return_counts=True)
@@ -156,9 +165,7 @@ def import_beibei(src: str | Path, out: str | Path) -> dict[str, int]:
             with path.open() as f:
                 for line_no, line in enumerate(f, start=1):
                     fields = line.rstrip("\r\n").split("\t")
-                    if len(fields) < 2 or not all(fields) or "," in line:
-                        raise ValueError(f"{path}, line {line_no}: expected initiator<TAB>item<TAB>participant..., "
-                                         f"found {line.rstrip()!r}")
+                    _check_fields(path, line_no, fields, "initiator<TAB>item<TAB>participant...", minimum=2)
                     initiator, item = fields[0], fields[1]
                     items.add(item)
                     launch, join = 2 * g, 2 * g + 1
@@ -207,18 +214,21 @@ def import_nethept(src: str | Path, out: str | Path) -> dict[str, int]:
     repeated = 0
     with path.open() as f:
         header = f.readline().split()
-        if len(header) != 2 or not all(x.isdigit() for x in header):
-            raise ValueError(f"{path}, line 1: expected 'nodes arcs', found {' '.join(header)!r}")
+        _check_fields(path, 1, header, "nodes arcs", minimum=2, maximum=2)
+        for column, value in enumerate(header, start=1):
+            if not value.isdigit():
+                raise DatasetError(str(path), f"expected a count, found {value!r}", line=1, column=column)
         num_nodes, num_arcs = int(header[0]), int(header[1])
         n_lines = 0
         for line_no, line in enumerate(f, start=2):
             fields = line.split()
             if not fields:
                 continue
-            if len(fields) != 3:
-                raise ValueError(f"{path}, line {line_no}: expected 'u v p', found {line.rstrip()!r}")
+            _check_fields(path, line_no, fields, "u v p", minimum=3, maximum=3)
             n_lines += 1
             u, v, p = fields
+            if not 0.0 < _number(path, line_no, 3, p) <= 1.0:
+                raise DatasetError(str(path), f"probability {p} must lie in (0, 1]", line=line_no, column=3)
             if u == v:
                 self_loops += 1
                 continue
@@ -226,7 +236,7 @@ def import_nethept(src: str | Path, out: str | Path) -> dict[str, int]:
             arcs.add((u, v))
             rows.append(f"{u},{v},{p}\n")
     if n_lines != num_arcs:
-        raise ValueError(f"{path}: line 1 declares {num_arcs} arcs, the file holds {n_lines}")
+        raise DatasetError(str(path), f"declares {num_arcs} arcs, the file holds {n_lines}", line=1, column=2)
     with (out / "influence.csv").open("w", newline="") as w:
         w.write("src_id,dst_id,p\n")
         w.writelines(rows)
@@ -249,6 +259,28 @@ def _id_order(value: str) -> tuple[int, int | str]:
     return (0, int(value)) if value.isdigit() else (1, value)
 
 
+def _check_fields(path: Path, line_no: int, fields: list[str], expected: str, *, minimum: int,
+                  maximum: int | None = None) -> None:
+    """A source line must have ``minimum``..``maximum`` non-empty fields without commas (the folder is CSV)."""
+    if len(fields) < minimum:
+        raise DatasetError(str(path), f"expected {expected}, found {len(fields)} field(s)", line=line_no,
+                           column=len(fields) + 1)
+    if maximum is not None and len(fields) > maximum:
+        raise DatasetError(str(path), f"expected {expected}, found {len(fields)} fields", line=line_no,
+                           column=maximum + 1)
+    for column, value in enumerate(fields, start=1):
+        if not value.strip() or "," in value or '"' in value:
+            raise DatasetError(str(path), f"expected {expected}; field {value!r} is empty or holds a comma or "
+                               "quote", line=line_no, column=column)
+
+
+def _number(path: Path, line_no: int, column: int, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise DatasetError(str(path), f"not a number: {text!r}", line=line_no, column=column) from None
+
+
 def _ciao_catalog(path: Path) -> dict[int, str]:
     names: dict[int, str] = {}
     with path.open(encoding="latin-1") as f:
@@ -257,22 +289,41 @@ def _ciao_catalog(path: Path) -> dict[int, str]:
             if not line:
                 continue
             key, _, name = line.partition(" ")
-            if not key.isdigit() or not name.strip():
-                raise ValueError(f"{path}, line {line_no}: expected '<category id> <name>', found {line!r}")
+            if not key.isdigit():
+                raise DatasetError(str(path), f"expected '<category id> <name>', found {line!r}", line=line_no,
+                                   column=1)
+            if not name.strip():
+                raise DatasetError(str(path), f"category {key} has no name", line=line_no, column=2)
             names[int(key)] = name.strip()
     return names
 
 
-def _mat_matrix(mat: dict, key: str, path: Path, min_columns: int) -> np.ndarray:
+def _mat_matrix(path: Path, key: str, min_columns: int) -> np.ndarray:
+    """Matrix ``key`` of a MATLAB file as int64; errors name the file, the row (as the line) and the column."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        mat = loadmat(path)
+    except (MatReadError, ValueError, TypeError, OSError) as exc:
+        raise DatasetError(str(path), f"not a readable MATLAB file: {exc}") from None
     if key not in mat:
         found = sorted(k for k in mat if not k.startswith("__"))
-        raise ValueError(f"{path}: no matrix {key!r} (found {found})")
+        raise DatasetError(str(path), f"no matrix {key!r} (found {found})")
     matrix = np.asarray(mat[key])
     if matrix.ndim != 2 or matrix.shape[1] < min_columns:
-        raise ValueError(f"{path}: matrix {key!r} has shape {matrix.shape}, expected >= {min_columns} columns")
-    as_int = matrix.astype(np.int64)  # uint16 / double in the files: widen before any arithmetic
-    if not np.array_equal(as_int, matrix):
-        raise ValueError(f"{path}: matrix {key!r} holds non-integer values")
+        raise DatasetError(str(path), f"matrix {key!r} has shape {matrix.shape}, expected >= {min_columns} columns")
+    if not np.issubdtype(matrix.dtype, np.number):
+        raise DatasetError(str(path), f"matrix {key!r} holds {matrix.dtype} values, expected integers")
+    with np.errstate(invalid="ignore"):
+        as_int = matrix.astype(np.int64)  # uint16 / double in the files: widen before any arithmetic
+    fractional = as_int != matrix
+    if fractional.any():
+        row, column = (int(i) for i in np.argwhere(fractional)[0])
+        raise DatasetError(str(path), f"matrix {key!r}: {matrix[row, column]!r} is not an integer", line=row + 1,
+                           column=column + 1)
     return as_int
 
 
@@ -281,10 +332,14 @@ def _write_adjacency(src: Path, dst: Path) -> tuple[int, int]:
     rows = empty = 0
     with src.open() as f, dst.open("w", newline="") as w:
         w.write("user_id,product_id\n")
-        for line in f:
+        for line_no, line in enumerate(f, start=1):
             fields = line.split()
             if not fields:
                 continue
+            for column, value in enumerate(fields, start=1):
+                if not value.isdigit():  # the LightGCN files hold 0-based integer ids only
+                    raise DatasetError(str(src), f"expected an integer id, found {value!r}", line=line_no,
+                                       column=column)
             user, items = fields[0], fields[1:]
             if not items:
                 empty += 1
@@ -308,12 +363,17 @@ def _write_rows(path: Path, header: tuple[str, ...], rows) -> int:
 def _pairs(path: Path) -> Iterator[tuple[str, str]]:
     with path.open(newline="") as f:
         rows = csv.reader(f)
-        header = next(rows)
+        header = next(rows, [])
         if len(header) != 2:
-            raise ValueError(f"{path}: expected a two-column header, found {header}")
+            raise DatasetError(str(path), f"expected a two-column header, found {header}", line=1,
+                               column=min(len(header), 2) + 1)
         for line, row in enumerate(rows, start=2):
             if len(row) != 2:
-                raise ValueError(f"{path}, line {line}: expected 2 fields, found {len(row)}")
+                raise DatasetError(str(path), f"expected 2 fields, found {len(row)}", line=line,
+                                   column=min(len(row), 2) + 1)
+            for column, value in enumerate(row, start=1):
+                if not value.strip():
+                    raise DatasetError(str(path), "empty id", line=line, column=header[column - 1])
             yield row[0], row[1]
 
 

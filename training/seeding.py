@@ -6,6 +6,7 @@ learned from the folder's shares (or its ``influence.csv``).
 
 from __future__ import annotations
 
+import logging
 import time
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,23 @@ import numpy as np
 from sharerank.models.seeding import DEFAULT_EPSILON, DEFAULT_MC_RUNS, SeedingContext, plan_seeds
 from sharerank.training.dataset import Dataset, load_dataset
 
+log = logging.getLogger(__name__)
+
 
 def has_influence_data(dataset: Dataset) -> bool:
     """Whether influence can be learned (shares) or is given (influence.csv)."""
     return dataset.influence is not None or (dataset.shares is not None and len(dataset.shares.id) > 0)
+
+
+def load_for_seeding(data_dir: str | Path) -> Dataset:
+    """The folder with self-loops in ``social`` / ``influence`` dropped (they never change a cascade, and
+    published graphs such as NetHEPT hold some), with a warning that counts them."""
+    dataset = load_dataset(data_dir, drop_self_loops=True)
+    for what, count in dataset.dropped.items():
+        file, _, _ = what.partition("_")
+        log.warning("%s.csv: dropped %d self-loop%s (src_id equals dst_id; an arc to oneself never changes a "
+                    "cascade)", file, count, "" if count == 1 else "s")
+    return dataset
 
 
 def run_seed(data_dir: str | Path, k: int, *, product: str | None = None, category: str | None = None,
@@ -33,7 +47,7 @@ def run_seed(data_dir: str | Path, k: int, *, product: str | None = None, catego
     if product is not None and category is not None:
         raise ValueError("give --product or --category, not both")
     started = time.perf_counter()
-    dataset = load_dataset(data_dir)
+    dataset = load_for_seeding(data_dir)
     if not has_influence_data(dataset):
         raise ValueError(f"{data_dir}: no shares.csv or influence.csv to learn influence from")
     rows = {u: i for i, u in enumerate(dataset.users.tolist())}
@@ -50,5 +64,6 @@ def run_seed(data_dir: str | Path, k: int, *, product: str | None = None, catego
                       min_activity=min_activity, max_per_community=max_per_community, epsilon=epsilon,
                       mc_runs=mc_runs, seed=seed)
     return {"data": str(data_dir), "product": product, "k": k, **plan.to_json(),
+            "dropped": {f"{what}_dropped": count for what, count in dataset.dropped.items()},
             "seconds": {"influence_model": round(learned - started, 3),
                         "total": round(time.perf_counter() - started, 3)}}

@@ -31,7 +31,8 @@ from sharerank.models.influence import InfluenceModel
 from sharerank.models.opim import select_seeds
 from sharerank.models.seed_baselines import out_degree_scores, pagerank_scores, top_k
 from sharerank.models.spread import SpreadEstimate, celf_greedy, induced_subgraph, monte_carlo_spread
-from sharerank.training.dataset import Dataset, load_dataset
+from sharerank.training.dataset import Dataset
+from sharerank.training.seeding import load_for_seeding
 
 log = logging.getLogger(__name__)
 
@@ -46,10 +47,11 @@ def run_eval_seeding(data_dir: str | Path, *, k: int = 50, ks: tuple[int, ...] =
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Runs every section the folder supports; returns the report (JSON-able)."""
     data_dir = Path(data_dir)
-    dataset = load_dataset(data_dir)
+    dataset = load_for_seeding(data_dir)
     say = progress or (lambda message: log.info(message))
     report: dict[str, Any] = {"data": str(data_dir), "k": k, "epsilon": epsilon, "mc_runs": mc_runs,
-                              "users": dataset.num_users}
+                              "users": dataset.num_users,
+                              "dropped": {f"{what}_dropped": count for what, count in dataset.dropped.items()}}
     if (data_dir / "truth" / "influence.csv").exists():
         say("synthetic world: learned vs oracle vs baselines")
         report["synthetic"] = synthetic_section(data_dir, dataset, k=k, epsilon=epsilon, mc_runs=mc_runs,
@@ -104,7 +106,7 @@ def synthetic_section(data_dir: Path, dataset: Dataset, *, k: int, epsilon: floa
         "pagerank": lambda: top_k(pagerank_scores(social), k),
         "most_shares_sent": lambda: top_k(sent, k),
     }
-    methods = {name: _scored(truth, pick, mc_runs) for name, pick in pickers.items()}
+    methods = {name: _scored(truth, pick, mc_runs, dataset.users) for name, pick in pickers.items()}
     oracle = methods["oracle"]["spread"]
     for row in methods.values():
         row["ratio_to_oracle"] = round(row["spread"] / oracle, 4) if oracle else None
@@ -260,14 +262,15 @@ def _ratio(methods: dict, a: str, b: str, key: str) -> float | None:
     return round(methods[a][key] / methods[b][key], 4) if methods[b][key] else None
 
 
-def _scored(truth: ICGraph, pick: Callable[[], np.ndarray], mc_runs: int) -> dict[str, Any]:
+def _scored(truth: ICGraph, pick: Callable[[], np.ndarray], mc_runs: int, users: np.ndarray) -> dict[str, Any]:
+    """A method's seeds (user ids, in pick order) and their spread under the true probabilities."""
     started = time.perf_counter()
     seeds = pick()
     seconds = time.perf_counter() - started
     estimate = monte_carlo_spread(truth, seeds, runs=mc_runs, seed=SCORING_SEED)
     return {"spread": round(float(estimate.mean), 3), "ci95": [round(float(estimate.ci_low), 3),
                                                                round(float(estimate.ci_high), 3)],
-            "selection_seconds": round(seconds, 4)}
+            "selection_seconds": round(seconds, 4), "seeds": [str(users[s]) for s in seeds.tolist()]}
 
 
 def _spread(estimate: SpreadEstimate) -> dict[str, Any]:

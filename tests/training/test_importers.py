@@ -1,16 +1,18 @@
-"""Importers of the real datasets in ../shared/data: row counts match ../shared/data/README.md and every output
-passes the dataset-folder reader. Each real import runs once per module; tiny hand-made sources cover the rows
-the format cannot hold (self-loops, self-shares, users without items)."""
+"""Importers of the real datasets in ../shared/data: row counts match ../shared/data/README.md, or counts the
+test derives itself from the raw files with plain Python (never the importer's own arithmetic), and every
+output passes the dataset-folder reader. Each real import runs once per module; tiny hand-made sources cover
+the rows the format cannot hold (self-loops, self-shares, users without items) and malformed files."""
 
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sharerank.training.dataset import Dataset, load_dataset
+from sharerank.training.dataset import Dataset, DatasetError, load_dataset
 from sharerank.training.importers import (
     IMPORTERS,
     import_beibei,
@@ -54,14 +56,27 @@ def test_registry_names_every_dataset() -> None:
 # --- Ciao -------------------------------------------------------------------------------------------------
 
 
-def test_ciao_counts_match_the_readme(ciao: tuple[Path, dict, Dataset]) -> None:
+def test_ciao_counts_match_the_readme(ciao: tuple[Path, dict, Dataset], shared_data: Path) -> None:
+    from scipy.io import loadmat
+
     _, counts, dataset = ciao
     assert counts["purchases"] == 284_086
     assert counts["products"] == 105_114
-    assert counts["social"] == 111_781 - counts["social_self_loops_dropped"]
-    assert counts["social_self_loops_dropped"] == 0  # none in the published file
-    assert counts["purchases_repeated_pairs"] == 1_436  # rows repeating an earlier (user, product); kept
-    assert counts["products_multi_category"] == 101
+    # Derived here from the raw matrices, row by row.
+    trust = loadmat(shared_data / "ciao" / "trustnetwork.mat")["trustnetwork"].tolist()
+    assert len(trust) == 111_781
+    self_trust = sum(1 for truster, trustee in trust if truster == trustee)
+    assert counts["social_self_loops_dropped"] == self_trust
+    assert counts["social"] == 111_781 - self_trust
+    seen_pairs: set[tuple[int, int]] = set()
+    repeated = 0
+    categories: dict[int, set[int]] = {}
+    for user, product, category, *_ in loadmat(shared_data / "ciao" / "rating_with_timestamp.mat")["rating"].tolist():
+        repeated += (user, product) in seen_pairs
+        seen_pairs.add((user, product))
+        categories.setdefault(product, set()).add(category)
+    assert counts["purchases_repeated_pairs"] == repeated > 0  # rows repeating an earlier (user, product); kept
+    assert counts["products_multi_category"] == sum(len(c) > 1 for c in categories.values()) > 0
     assert (dataset.num_users, dataset.num_products, len(dataset.purchases)) == (7_375, 105_114, 284_086)
     assert dataset.social is not None and len(dataset.social.src) == counts["social"]
     assert dataset.test is None and dataset.shares is None
@@ -128,10 +143,12 @@ def test_lastfm_counts_match_the_readme(shared_data: Path, tmp_path: Path) -> No
 # --- Gowalla ----------------------------------------------------------------------------------------------
 
 
-def test_gowalla_counts_match_the_readme(gowalla: tuple[Path, dict, Dataset]) -> None:
+def test_gowalla_counts_match_the_readme(gowalla: tuple[Path, dict, Dataset], shared_data: Path) -> None:
     out, counts, dataset = gowalla
-    assert counts == {"purchases": 810_128, "test": 217_242, "train_users_without_items": 0,
-                      "test_users_without_items": 0}
+    bare = {name: sum(1 for line in (shared_data / "gowalla" / f"{name}.txt").read_text().splitlines()
+                      if len(line.split()) == 1) for name in ("train", "test")}  # a user and no items
+    assert counts == {"purchases": 810_128, "test": 217_242, "train_users_without_items": bare["train"],
+                      "test_users_without_items": bare["test"]}
     assert (dataset.num_users, dataset.num_products) == (29_858, 40_981)
     assert len(dataset.purchases) == 810_128 and dataset.test is not None and len(dataset.test) == 217_242
     assert np.isnan(dataset.purchases.ts).all()  # no times: the given test.csv is the hold-out
@@ -153,13 +170,21 @@ def test_gowalla_user_without_items_is_counted(tmp_path: Path) -> None:
 # --- BeiBei -----------------------------------------------------------------------------------------------
 
 
-def test_beibei_counts_match_the_readme(beibei: tuple[Path, dict, Dataset]) -> None:
+def test_beibei_counts_match_the_readme(beibei: tuple[Path, dict, Dataset], shared_data: Path) -> None:
     _, counts, dataset = beibei
     assert (counts["groups_tune"], counts["groups_invalid"], counts["groups_test"]) == (154_184, 211_291, 178_642)
-    assert counts["groups_without_participants"] == 211_291  # exactly the invalid launches
-    assert counts["self_shares_dropped"] == 0
+    participants = self_shares = empty = 0
+    for split in ("tune", "invalid", "test"):  # derived here from the raw lines
+        for line in (shared_data / "beibei" / f"{split}.txt").read_text().splitlines():
+            initiator, _, *joined = line.split("\t")
+            participants += sum(1 for p in joined if p != initiator)
+            self_shares += sum(1 for p in joined if p == initiator)
+            empty += not joined
+    assert counts["groups_without_participants"] == empty == 211_291  # exactly the invalid launches
+    assert counts["self_shares_dropped"] == self_shares
+    assert counts["shares"] == participants
     groups = 154_184 + 211_291 + 178_642
-    assert counts["purchases"] == groups + counts["shares"]  # one launch purchase per group, one per join
+    assert counts["purchases"] == groups + participants  # one launch purchase per group, one per join
     assert dataset.num_users <= 190_080 and dataset.num_products <= 30_782  # data_size.txt
     assert dataset.shares is not None and len(dataset.shares.id) == counts["shares"]
     assert len(dataset.purchases) == counts["purchases"] and counts["products"] == dataset.num_products
@@ -218,7 +243,7 @@ def test_beibei_self_share_is_dropped_and_counted(tmp_path: Path) -> None:
 def test_beibei_malformed_line_names_file_and_line(tmp_path: Path) -> None:
     for name, text in (("tune.txt", "1\t2\n"), ("invalid.txt", "1\t2\n3\n"), ("test.txt", "")):
         (tmp_path / name).write_text(text)
-    with pytest.raises(ValueError, match=r"invalid\.txt, line 2"):
+    with pytest.raises(DatasetError, match=r"invalid\.txt, line 2, column 2: expected initiator<TAB>item"):
         import_beibei(tmp_path, tmp_path / "out")
 
 
@@ -227,12 +252,17 @@ def test_beibei_malformed_line_names_file_and_line(tmp_path: Path) -> None:
 
 def test_nethept_counts_match_the_readme(shared_data: Path, tmp_path: Path) -> None:
     counts = import_nethept(shared_data / "nethept", tmp_path)
-    assert counts == {"influence": 32_213, "influence_self_loops_dropped": 22, "influence_repeated": 0,
-                      "nodes_without_arcs": 4}
-    assert counts["influence"] + counts["influence_self_loops_dropped"] == 32_235  # the arcs the file declares
+    arcs = [line.split()[:2] for line in (shared_data / "nethept" / "NetHEPT.txt").read_text().splitlines()[1:]]
+    assert len(arcs) == 32_235  # the README's count
+    loops = sum(1 for u, v in arcs if u == v)
+    kept = [(u, v) for u, v in arcs if u != v]
+    touched = {u for u, _ in kept} | {v for _, v in kept}
+    assert counts == {"influence": 32_235 - loops, "influence_self_loops_dropped": loops,
+                      "influence_repeated": len(kept) - len(set(kept)), "nodes_without_arcs": 15_233 - len(touched)}
+    assert loops > 0  # NetHEPT has self-loops: the case `sharerank seed` must drop with a warning
     dataset = load_dataset(tmp_path)
-    assert dataset.influence is not None and len(dataset.influence.src) == 32_213
-    assert dataset.num_users == 15_233 - 4 and len(dataset.purchases) == 0
+    assert dataset.influence is not None and len(dataset.influence.src) == 32_235 - loops
+    assert dataset.num_users == len(touched) and len(dataset.purchases) == 0
     assert _read(tmp_path / "influence.csv")[0] == {"src_id": "0", "dst_id": "184", "p": "0.200000"}
     assert 0.0 < dataset.influence.value.min() and dataset.influence.value.max() <= 1.0
 
@@ -244,9 +274,49 @@ def test_nethept_self_loop_dropped_and_arc_count_checked(tmp_path: Path) -> None
                       "nodes_without_arcs": 2}
     assert [r["p"] for r in _read(tmp_path / "out" / "influence.csv")] == ["0.5", "0.25", "0.5"]
     assert load_dataset(tmp_path / "out").num_users == 2
-    (tmp_path / "NetHEPT.txt").write_text("2 3\n0 1 0.5\n")
-    with pytest.raises(ValueError, match="declares 3 arcs"):
+
+
+@pytest.mark.parametrize(("text", "where"), [
+    ("2 3\n0 1 0.5\n", "line 1, column 2: declares 3 arcs"),
+    ("2 1\n0 1\n", "line 2, column 3: expected u v p"),
+    ("2 1\n0 1 0.5 9\n", "line 2, column 4: expected u v p"),
+    ("2 1\n0 1 1.5\n", "line 2, column 3: probability 1.5"),
+    ("2 x\n0 1 0.5\n", "line 1, column 2: expected a count"),
+    ("2 1\n0,1 1 0.5\n", "line 2, column 1: expected u v p"),
+])
+def test_nethept_malformed_lines_name_the_line_and_column(tmp_path: Path, text: str, where: str) -> None:
+    (tmp_path / "NetHEPT.txt").write_text(text)
+    with pytest.raises(DatasetError, match="NetHEPT.txt, " + re.escape(where)):
         import_nethept(tmp_path, tmp_path / "out")
-    (tmp_path / "NetHEPT.txt").write_text("2 1\n0 1\n")
-    with pytest.raises(ValueError, match=r"NetHEPT\.txt, line 2"):
-        import_nethept(tmp_path, tmp_path / "out")
+
+
+@pytest.mark.parametrize(("name", "text", "where"), [
+    ("train_set.txt", "user,item\n1,2\n3,4,5\n", "train_set.txt, line 3, column 3: expected 2 fields"),
+    ("train_set.txt", "user,item\n1, \n", "train_set.txt, line 2, column 'item': empty id"),
+])
+def test_lastfm_malformed_lines_name_the_line_and_column(tmp_path: Path, name: str, text: str, where: str) -> None:
+    for file in ("train_set.txt", "test_set.txt", "trust.txt"):
+        (tmp_path / file).write_text("a,b\n1,2\n")
+    (tmp_path / name).write_text(text)
+    with pytest.raises(DatasetError, match=re.escape(where)):
+        import_lastfm(tmp_path, tmp_path / "out")
+
+
+def test_gowalla_and_ciao_malformed_files_name_the_place(tmp_path: Path) -> None:
+    from scipy.io import savemat
+
+    (tmp_path / "train.txt").write_text("0 1 2\n1 3 x4\n")
+    (tmp_path / "test.txt").write_text("0 4\n")
+    with pytest.raises(DatasetError, match=re.escape("train.txt, line 2, column 3: expected an integer id")):
+        import_gowalla(tmp_path, tmp_path / "out")
+    (tmp_path / "catalog_ciao.txt").write_text("1 DVDs\n")
+    rating = np.array([[1, 10, 1, 5, 1, 100], [2, 10, 2, 4, 1, 200]])
+    savemat(tmp_path / "rating_with_timestamp.mat", {"rating": rating})
+    savemat(tmp_path / "trustnetwork.mat", {"trustnetwork": np.array([[1, 2]])})
+    with pytest.raises(DatasetError, match=re.escape("rating_with_timestamp.mat, line 2, column 3: matrix 'rating': "
+                                                     "category id 2 has no name")):
+        import_ciao(tmp_path, tmp_path / "out")
+    (tmp_path / "trustnetwork.mat").write_bytes(b"not a matlab file")
+    (tmp_path / "catalog_ciao.txt").write_text("1 DVDs\n2 Books\n")
+    with pytest.raises(DatasetError, match="trustnetwork.mat: not a readable MATLAB file"):
+        import_ciao(tmp_path, tmp_path / "out")
