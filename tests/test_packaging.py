@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -34,9 +35,13 @@ def test_every_package_folder_is_declared() -> None:
 
 
 def test_plain_install_imports_every_subpackage(tmp_path: Path) -> None:
+    # From a copy, so the build leaves nothing (build/, *.egg-info) in the checkout.
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".git", ".venv", "build", "*.egg-info", ".sharerank",
+                                                                 "__pycache__", "bench", "notebooks", "tests"))
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(ROOT)], check=True, cwd=tmp_path)
+                    "--target", str(target), str(source)], check=True, cwd=tmp_path)
     packages, _ = declared()
     code = "import importlib, sys; [importlib.import_module(p) for p in sys.argv[1:]]; " \
            "import sharerank.v1.feed_service_pb2 as m; print(m.__file__)"

@@ -106,6 +106,48 @@ def user_with_friends(server: Server, rank: int = 0) -> tuple[str, list[str]]:
 # --- the happy path
 
 
+def test_concurrent_calls_lose_nothing(server: Server, store: OnlineStore, tmp_path: Path) -> None:
+    """8 clients at once, each sending its own events in batches and replaying one batch of another client's:
+    every event is logged exactly once, every acknowledgement adds up, and every purchase is live state."""
+    import threading
+
+    clients, batches, size = 8, 6, 25
+    events = {c: [[purchase(f"c{c}-b{b}-{i}", f"user-{c}-{i % 5}", f"p-{c}-{b}-{i}", NOW + i) for i in range(size)]
+                  for b in range(batches)] for c in range(clients)}
+    answers: list[tuple[int, int]] = []
+    errors: list[BaseException] = []
+    start = threading.Barrier(clients)
+
+    def client(c: int) -> None:
+        try:
+            channel_stub = stub(server)
+            start.wait(timeout=30)
+            for batch in events[c] + [events[(c + 1) % clients][0]]:  # the last one replays a neighbour's
+                reply = channel_stub.RecordEvents(pb.RecordEventsRequest(events=batch), timeout=30)
+                answers.append((reply.accepted_count, reply.duplicate_count))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=client, args=(c,)) for c in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors, errors[:3]
+    total = clients * batches * size
+    assert len(answers) == clients * (batches + 1)
+    assert sum(a for a, _ in answers) == total  # each event acknowledged as new exactly once
+    assert sum(a + d for a, d in answers) == total + clients * size
+    logged = load_dataset(tmp_path / "events")
+    with (tmp_path / "events" / "purchases.csv").open() as f:
+        ids = [line.rsplit(",", 1)[1].strip() for line in f.readlines()[1:]]
+    assert len(ids) == len(set(ids)) == total == len(logged.purchases)
+    for c in range(clients):
+        for u in range(5):
+            bought = store.get_purchases(f"user-{c}-{u}")
+            assert set(bought) == {f"p-{c}-{b}-{i}" for b in range(batches) for i in range(u, size, 5)}
+
+
 def test_a_mixed_batch_is_accepted_and_logged(server: Server, registry, tmp_path: Path) -> None:
     _, report = registry
     response = record(server, share("s1", "alice", "bob", "p1", NOW), purchase("b1", "bob", "p1", NOW + 60.5, "s1"),

@@ -121,6 +121,13 @@ class Hammer:
             thread.start()
         return self
 
+    def wait_for_answers(self, count: int, started_after: float = float("-inf"), timeout_s: float = 30.0) -> None:
+        """Blocks until ``count`` calls that started after ``started_after`` have answered (or fails)."""
+        deadline = time.monotonic() + timeout_s
+        while sum(1 for start, _, _ in list(self.answers) if start > started_after) < count:
+            assert time.monotonic() < deadline, f"fewer than {count} answers in {timeout_s} s; errors {self.errors[:3]}"
+            time.sleep(0.01)
+
     def __exit__(self, *_) -> None:
         self.stop_event.set()
         for thread in self.threads:
@@ -140,7 +147,7 @@ def test_swap_under_concurrent_feeds_loses_no_call(two_versions: Settings, chann
         channel = channel_to(server)
         users = [known_user(server, r) for r in range(8)] + ["someone-new"]
         with Hammer(channel, users) as hammer:
-            time.sleep(0.6)
+            hammer.wait_for_answers(20)  # calls in flight on version 1 before the swap
             if how == "reload":  # the alias moves, then ReloadModel follows it
                 promote(settings, "2")
                 reply = admin_service_pb2_grpc.AdminServiceStub(channel).ReloadModel(
@@ -153,7 +160,7 @@ def test_swap_under_concurrent_feeds_loses_no_call(two_versions: Settings, chann
                     assert time.monotonic() < deadline, "the alias poller did not swap"
                     time.sleep(0.01)
             swapped = time.monotonic()
-            time.sleep(0.8)
+            hammer.wait_for_answers(20, started_after=swapped)
         assert not hammer.errors, hammer.errors[:3]
         assert {version for _, _, version in hammer.answers} == {"1", "2"}
         before = [v for _, end, v in hammer.answers if end < swapped - 0.05]
@@ -181,7 +188,7 @@ def register_copy(settings: Settings, destination: Path) -> tuple[str, Path]:
 
 
 def test_versions_that_fail_to_load_leave_the_old_one_serving(two_versions: Settings, channel_to,
-                                                              tmp_path: Path) -> None:
+                                                              tmp_path: Path, caplog) -> None:
     from sharerank.training.tracking import promote
 
     settings = two_versions
@@ -212,8 +219,13 @@ def test_versions_that_fail_to_load_leave_the_old_one_serving(two_versions: Sett
         with pytest.raises(grpc.RpcError) as err:
             admin.ReloadModel(admin_service_pb2.ReloadModelRequest(), timeout=60)
         assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        caplog.clear()
         server.holder.start_polling(0.1)
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while sum("alias poll" in r.getMessage() and f"version {corrupt}" in r.getMessage()
+                  for r in caplog.records) < 2:  # the poller tried the broken version, twice, and refused it
+            assert time.monotonic() < deadline, "the alias poller never tried the broken version"
+            time.sleep(0.02)
         assert server.holder.current.version == "1" and health_status(channel) == health_pb2.HealthCheckResponse.SERVING
         assert feed.GetFeed(feed_request(user), timeout=10).model_version == "1"
         # A good version still loads afterwards.
@@ -243,14 +255,15 @@ def test_feed_rides_out_a_redis_restart(registry, redis_process_factory, channel
         store.record_purchases([Purchase(user, first, time.time())])
         assert first not in ids()  # live features work
         with Hammer(channel, [user, known_user(server, 2), "someone-new"]) as hammer:
-            time.sleep(0.3)
+            hammer.wait_for_answers(10)
             redis.kill()
+            killed = time.monotonic()
             down = [ids() for _ in range(20)]  # every call answers, without the live purchase
-            time.sleep(0.3)
-            redis.start()
-            time.sleep(0.3)
+            hammer.wait_for_answers(20, started_after=killed)  # concurrent calls during the outage
+            redis.start()  # returns once the new server answers PING
+            restarted = time.monotonic()
+            hammer.wait_for_answers(20, started_after=restarted)
         assert not hammer.errors, hammer.errors[:3]  # never UNAVAILABLE (nor anything else)
-        assert len(hammer.answers) > 20
         assert all(len(page) == 20 for page in down) and first in down[-1]
         degraded = server.metrics.registry.get_sample_value("sharerank_feed_degraded_total",
                                                             {"hydrator": "LiveState"})

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from sharerank.config import Settings
 from sharerank.serving.errors import error_info
 from sharerank.serving.online_store import InMemoryOnlineStore, OnlineStore, Purchase, RedisSettings, open_online_store
 from sharerank.serving.online_store.base import Share
@@ -24,10 +27,11 @@ from sharerank.v1 import (
 
 
 @pytest.fixture(params=["memory", "redis"])
-def store(request, redis_url: str) -> Iterator[OnlineStore]:
-    if request.param == "memory":
+def store(request) -> Iterator[OnlineStore]:
+    if request.param == "memory":  # needs no Redis
         yield InMemoryOnlineStore()
         return
+    redis_url = request.getfixturevalue("redis_url")
     store = open_online_store(redis_url, settings=RedisSettings(key_prefix=f"sr:test-server-{id(request)}:"))
     yield store
     store.clear()
@@ -274,30 +278,66 @@ def feed_ids(response: feed_service_pb2.GetFeedResponse) -> list[str]:
     return [item.product_id for item in response.items]
 
 
-def test_pages_never_repeat_across_live_purchases_and_model_swaps(server: Server, feed, store: OnlineStore) -> None:
+@pytest.fixture
+def turned_around(registry, tmp_path) -> Settings:
+    """Settings for a registered model of this test's own with two versions: 1 is the trained bundle, 2 the
+    same ids with every user's taste turned around (negated user embeddings); champion at 1."""
     import dataclasses
 
-    user = known_user(server, rank=3)
-    whole = feed_ids(get_feed(feed, user, page_size=60))
-    seen: list[str] = []
-    token = ""
-    for page in range(5):
-        if page == 2:  # the user buys something further down, and a friend's purchase reorders the rest
-            fresh = next(p for p in whole if p not in seen)
-            store.record_purchases([Purchase(user, fresh, time.time())])
-            store.record_friend_purchases([(user, Purchase("friend-x", whole[-1], time.time()))])
-        if page == 3:  # a model swap between pages: the same ids, the user's taste turned around
-            current = server.holder.current
-            bundle = dataclasses.replace(current.bundle, user_embedding=-current.bundle.user_embedding)
-            server.holder._current = dataclasses.replace(current, bundle=bundle, version="swapped")
-        response = get_feed(feed, user, page_size=10, page_token=token)
-        assert len(response.items) == 10 and response.next_page_token
-        ids = feed_ids(response)
-        if page >= 2:
-            assert fresh not in ids
-        seen += ids
-        token = response.next_page_token
-    assert len(seen) == len(set(seen)) == 50
+    import mlflow
+    from mlflow import MlflowClient
+
+    from sharerank.models.bundle import ModelBundle
+    from sharerank.training.tracking import connect, promote
+
+    settings, report = registry
+    settings = settings.model_copy(update={"model_name": f"turned-{uuid.uuid4().hex}"})
+    connect(settings)
+    client = MlflowClient()
+    source = client.get_model_version(registry[0].model_name, report["version"])
+    client.create_registered_model(settings.model_name)
+    client.create_model_version(settings.model_name, source.source, run_id=source.run_id)
+    folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=source.source, dst_path=str(tmp_path)))
+    (bundle_dir,) = [path.parent for path in folder.rglob("arrays.npz") if path.parent.name == "bundle"]
+    bundle = ModelBundle.load(bundle_dir)
+    dataclasses.replace(bundle, user_embedding=-bundle.user_embedding).save(bundle_dir)
+    client.create_model_version(settings.model_name, folder.as_uri(), run_id=source.run_id)
+    promote(settings, "1")
+    return settings
+
+
+def test_pages_never_repeat_across_live_purchases_and_model_swaps(turned_around: Settings,
+                                                                  store: OnlineStore) -> None:
+    server = create_server(turned_around, store, address="127.0.0.1:0")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            feed = feed_service_pb2_grpc.FeedServiceStub(channel)
+            admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+            user = known_user(server, rank=3)
+            whole = feed_ids(get_feed(feed, user, page_size=60))
+            seen: list[str] = []
+            token = ""
+            for page in range(5):
+                if page == 2:  # the user buys something further down, and a friend's purchase reorders the rest
+                    fresh = next(p for p in whole if p not in seen)
+                    store.record_purchases([Purchase(user, fresh, time.time())])
+                    store.record_friend_purchases([(user, Purchase("friend-x", whole[-1], time.time()))])
+                if page == 3:  # a real reload between pages: version 2 turns the user's taste around
+                    reply = admin.ReloadModel(admin_service_pb2.ReloadModelRequest(model_version="2"), timeout=60)
+                    assert reply.changed and reply.model_version == "2"
+                    turned = feed_ids(get_feed(feed, user, page_size=20))
+                    assert len(set(turned) & set(whole[:20])) < 10  # the new version ranks differently
+                response = get_feed(feed, user, page_size=10, page_token=token)
+                assert len(response.items) == 10 and response.next_page_token
+                assert response.model_version == ("2" if page >= 3 else "1")
+                ids = feed_ids(response)
+                if page >= 2:
+                    assert fresh not in ids
+                seen += ids
+                token = response.next_page_token
+            assert len(seen) == len(set(seen)) == 50
+    finally:
+        server.stop(grace=None)
 
 
 def test_social_proof_reasons_appear_for_friends_purchases_and_shares(server: Server, feed, store: OnlineStore) -> None:

@@ -48,13 +48,6 @@ def test_registered_model_loads_and_predicts(registry) -> None:
     assert not bought & set(out[out.user_id == user].product_id)
 
 
-def test_promote_moves_the_alias_and_rejects_unknown_versions(registry) -> None:
-    settings, report = registry
-    assert resolve_alias(settings) == report["version"]
-    moved = promote(settings, report["version"])
-    assert moved["previous"] == report["version"] and moved["version"] == report["version"]
-    with pytest.raises(LookupError, match="no version '999'"):
-        promote(settings, "999")
 
 
 def test_promote_without_any_version_says_what_to_do(tmp_path) -> None:
@@ -91,6 +84,20 @@ def gated(registry, request):
         return str(client.create_model_version(settings.model_name, source, run_id=run_id).version)
 
     return settings, register
+
+
+def test_promote_moves_the_alias_between_versions_and_rejects_unknown_ones(gated) -> None:
+    settings, register = gated
+    first, second = register(0.10, 0.08), register(0.10, 0.08)
+    assert resolve_alias(settings) is None
+    promote(settings, first)
+    assert resolve_alias(settings) == first
+    moved = promote(settings, second)
+    assert (moved["previous"], moved["version"], moved["promoted"]) == (first, second, True)
+    assert resolve_alias(settings) == second
+    with pytest.raises(LookupError, match="no version '999'"):
+        promote(settings, "999")
+    assert resolve_alias(settings) == second  # a refused promotion leaves the alias where it was
 
 
 def test_a_better_candidate_on_the_same_data_is_promoted(gated) -> None:
