@@ -33,7 +33,7 @@ Measured per configuration (online store × server processes), ``--repeats`` tim
   (sum/count), p50/p99 interpolated in its buckets, and the share of calls ≤ 1 ms (exact: 1 ms is a bucket
   edge); plus server CPU per call (utime+stime of the server processes from /proc) and client CPU per call.
 
-Reported: every repeat, and per figure the median with min and max over repeats. Targets (DESIGN §7):
+Reported: every repeat, and per figure the median with min and max over repeats. Targets:
 server p50 ≤ 1 ms, loopback p99 ≤ 5 ms (one in flight), ≥ 2,000 feeds/s. Progress goes to stderr, JSON to
 stdout (and ``--out-json``).
 """

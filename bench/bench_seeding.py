@@ -2,15 +2,15 @@
 
     .venv/bin/python bench/bench_seeding.py --nodes 1000000 --repeats 3 --out-json FILE
 
-(a) NetHEPT (../shared/data/nethept/NetHEPT.txt), k = 50, epsilon = 0.1: selection wall time after an untimed
+(a) NetHEPT (--nethept, the published NetHEPT.txt), k = 50, epsilon = 0.1: selection wall time after an untimed
     warm-up call (numba load/compile), the selected seeds' spread (OPIM-C's own estimate and an independent
     one from fresh RR sets) and, for a ratio, the spread of the top-out-degree seeds; the same selection with
     the standard sampler is the same-process baseline for SUBSIM.
 (b) A synthetic graph of --nodes nodes with ~--arcs-per-node arcs each: Chung-Lu, endpoints drawn in
     proportion to independent lognormal(0, 1) out- and in-weights (heavy-tailed degrees), weighted-cascade
     probabilities p_uv = 1 / in-degree(v), so every node has one live in-arc in expectation (the regime
-    where RR sets are largest for the degree; the FIELD_NOTES' 6.1 s OPIM-C figure was weighted cascade on
-    80 copies of ca-HepPh). Selection time for SUBSIM and the standard sampler, RR sets used, the RR
+    where RR sets are largest for the degree; OPIM-C's authors' code took 6.1 s on such a graph, 80 copies of
+    ca-HepPh, here). Selection time for SUBSIM and the standard sampler, RR sets used, the RR
     collection bytes and the process's peak RSS (ru_maxrss, before and after selecting).
 
 (c) With --world DIR, a `sharerank simulate` world (e.g. 1,000,000 users, --mean-degree 20: ~20M social

@@ -2,7 +2,7 @@
 
 The index type follows the catalogue size: exact search (``IndexFlatIP``) below ``exact_below``
 products, where a scan costs well under a millisecond; an inverted-file index above it, where an exact
-scan of a million 64-d vectors takes ~10 ms (FIELD_NOTES). Row ``i`` of the embedding matrix is FAISS id
+scan of a million 64-d vectors takes ~10 ms (memory bandwidth bound). Row ``i`` of the embedding matrix is FAISS id
 ``i``. Excluded products never come back: a few (the usual bought and excluded sets of a first page) by
 searching ``k + len(exclude)`` and dropping them from the results, which gives the same top-k as excluding
 them in the search and saves building an id selector per request; many (later pages' served ids) by id

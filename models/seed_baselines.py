@@ -1,7 +1,7 @@
 """Heuristic seed selectors that influence maximisation must beat: a score per node, then the top ``k``.
 
-Degree is a strong baseline: on ../shared/data/nethept top-degree seeds reach ~808 against ~1,293 for
-IMM (k = 50), but 851–855 against ~906–924 on the weighted-cascade NetHEPT (FIELD_NOTES). Choose seeds with
+Degree is a strong baseline: on NetHEPT with its published probabilities top-degree seeds reach ~808 against
+~1,293 for IMM (k = 50), but 851–855 against ~906–924 on the weighted-cascade NetHEPT. Choose seeds with
 :func:`top_k` under the same candidate mask and community cap the IM selector gets, so the comparison is fair.
 """
 

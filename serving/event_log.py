@@ -1,6 +1,6 @@
 """The event log: every event RecordEvents accepts, appended durably in the dataset-folder format.
 
-The log is a dataset folder (DESIGN §8), so ``sharerank train --data <event_log_dir>`` and
+The log is a dataset folder, so ``sharerank train --data <event_log_dir>`` and
 :func:`sharerank.training.dataset.load_dataset` read it as they read any other::
 
     purchases.csv  user_id,product_id,ts,share_id,event_id     (share_id empty for an organic purchase)

@@ -12,7 +12,7 @@ import signal
 import threading
 from concurrent import futures
 
-os.environ.setdefault("OMP_NUM_THREADS", "1")  # before faiss is imported (FIELD_NOTES: per-thread setting)
+os.environ.setdefault("OMP_NUM_THREADS", "1")  # before faiss is imported: set later, it misses gRPC's threads
 
 import grpc  # noqa: E402
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402

@@ -1,6 +1,6 @@
 """Synthetic social-commerce world: the embedded default dataset and the ground truth for evaluation.
 
-`simulate_world(out, users=N, seed=S)` writes a dataset folder (DESIGN.md §8) plus `truth/`, and returns a
+`simulate_world(out, users=N, seed=S)` writes a dataset folder plus `truth/`, and returns a
 summary. The same (users, seed, knobs) always gives byte-identical files.
 
 Generative model, in order:
