@@ -46,8 +46,10 @@ bench: $(STAMP)
 	OMP_NUM_THREADS=1 $(PYTHON) bench/bench_feed_grpc.py --products 1000000 --users 100000 --repeats 3 \
 		--cache .sharerank/bench-cache --out-json bench/results/feed_grpc.json
 
+# ruff, and the layer contract (import-linter on the installed layout; also part of `make test`).
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(PYTHON) -m pytest -q -p no:cacheprovider tests/test_architecture.py
 
 # Regenerates the committed gRPC code; tests/test_protos.py fails when it is stale.
 proto: $(STAMP)

@@ -25,8 +25,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # as the server: one FAISS thread
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
 
-from sharerank.models.bundle import ModelBundle  # noqa: E402
-from sharerank.models.index import ProductIndex  # noqa: E402
+from sharerank.models.artifact.bundle import ModelBundle  # noqa: E402
+from sharerank.models.artifact.index import ProductIndex  # noqa: E402
 from sharerank.serving.feed.pipeline import FeedPipeline  # noqa: E402
 from sharerank.serving.online_store import InMemoryOnlineStore, Purchase  # noqa: E402
 from sharerank.serving.online_store.base import Share  # noqa: E402

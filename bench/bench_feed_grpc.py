@@ -76,7 +76,7 @@ def build_bundle(args: argparse.Namespace):
     """The synthetic bundle with its nprobe tuned, from ``--cache`` when it holds one of the same shape."""
     import faiss
 
-    from sharerank.models.bundle import ModelBundle
+    from sharerank.models.artifact.bundle import ModelBundle
 
     shape = {"products": args.products, "users": args.users, "dim": args.dim, "clusters": args.clusters,
              "seed": args.seed, "target": args.recall_target}
@@ -182,7 +182,7 @@ def fork_server(number: int, port: int, bundle, store_url: str, workdir: Path, w
 def serve_child(number: int, port: int, bundle, store_url: str, workdir: Path, workers: int, ready: Path) -> None:
     # gRPC is imported and initialised only here, after the fork.
     from sharerank.config import Settings
-    from sharerank.serving.model_loader import ModelHolder
+    from sharerank.serving.model_holder import ModelHolder
     from sharerank.serving.online_store import InMemoryOnlineStore, RedisSettings, open_online_store
     from sharerank.serving.server import create_server, serve_forever
 

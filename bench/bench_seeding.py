@@ -35,8 +35,8 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from sharerank.models.ic_graph import ICGraph
-from sharerank.models.opim import estimate_spread, select_seeds
+from sharerank.models.seeding.ic_graph import ICGraph
+from sharerank.models.seeding.opim import estimate_spread, select_seeds
 
 NETHEPT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nethept" / "NetHEPT.txt"
 
@@ -168,8 +168,8 @@ def bench_synthetic(nodes: int, arcs_per_node: int, k: int, epsilon: float, repe
 
 
 def bench_world(world: Path, k: int, epsilon: float, repeats: int, eval_sets: int) -> dict:
-    from sharerank.models.influence import InfluenceModel
-    from sharerank.training.dataset import load_dataset
+    from sharerank.dataset.reader import load_dataset
+    from sharerank.models.seeding.influence import InfluenceModel
 
     started = time.perf_counter()
     dataset = load_dataset(world)

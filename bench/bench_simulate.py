@@ -23,7 +23,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 
-from sharerank.training.simulate import CATEGORIES, simulate_world
+from sharerank.training.sources.simulate import CATEGORIES, simulate_world
 
 
 def log(message: str) -> None:

@@ -1,10 +1,8 @@
 """Bearer-token auth as a gRPC server interceptor: each token speaks for one role, each role may call some services.
 
-Clients send ``authorization: Bearer <token>`` metadata; ``Settings.auth_tokens`` maps token → role:
-
-- ``storefront``: FeedService, EventService;
-- ``growth``: SeedingService;
-- ``admin``: every service, AdminService included.
+Clients send ``authorization: Bearer <token>`` metadata; ``Settings.auth_tokens`` maps token → role, and each
+service's row in :data:`~sharerank.serving.api.services.SERVICES` names the roles that may call it
+(``storefront``: FeedService, EventService; ``growth``: SeedingService); ``admin`` may call every service.
 
 Health checking and reflection are public (load balancers and grpcurl call them without a token). A call
 without a bearer token, or with one nobody configured, fails UNAUTHENTICATED (reason ``MISSING_TOKEN`` or
@@ -26,27 +24,21 @@ from grpc_health.v1 import health
 from grpc_reflection.v1alpha import reflection
 
 from sharerank.config import Role
+from sharerank.serving.api.services import SERVICES
 from sharerank.serving.errors import ServiceError, permission_denied, to_status, unauthenticated
-from sharerank.v1 import event_service_pb2, feed_service_pb2, seeding_service_pb2
 
 log = logging.getLogger(__name__)
 
 
-def _service(module, name: str) -> str:
-    return module.DESCRIPTOR.services_by_name[name].full_name
-
-
 ROLE_SERVICES: dict[str, frozenset[str] | None] = {
-    "storefront": frozenset({_service(feed_service_pb2, "FeedService"), _service(event_service_pb2, "EventService")}),
-    "growth": frozenset({_service(seeding_service_pb2, "SeedingService")}),
-    "admin": None,  # every service, including ones added later
+    role: None if role == "admin" else frozenset(spec.name for spec in SERVICES if role in spec.roles)
+    for role in get_args(Role)
 }
-"""The services each role may call; ``None``: all of them."""
+"""The services each role may call, from the services table; ``None`` (admin): all of them."""
 
 PUBLIC_SERVICES = frozenset({health.SERVICE_NAME, reflection.SERVICE_NAME, "grpc.reflection.v1.ServerReflection"})
 """Services anyone may call without a token."""
 
-assert set(ROLE_SERVICES) == set(get_args(Role)), "every configurable role needs its services here"
 
 _HEADER = "authorization"
 _SCHEME = "bearer"

@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, Info, make_
 from prometheus_client.exposition import ThreadingWSGIServer
 
 if TYPE_CHECKING:
-    from sharerank.serving.model_loader import LoadedModel
+    from sharerank.serving.model_holder import LoadedModel
 
 log = logging.getLogger(__name__)
 

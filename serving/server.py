@@ -1,4 +1,5 @@
-"""The gRPC server: feed, seeding, event and admin services, health checking and reflection.
+"""The gRPC server: every service of :data:`~sharerank.serving.api.services.SERVICES`, health checking and
+reflection.
 
 Health reports NOT_SERVING until a model is loaded. FAISS runs one OpenMP thread per call: gRPC worker
 threads already give the parallelism, and two OpenMP threads per query were 5× slower here.
@@ -19,36 +20,17 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc  # noqa: E402
 from grpc_reflection.v1alpha import reflection  # noqa: E402
 
 from sharerank.config import Settings  # noqa: E402
+from sharerank.serving.api.services import SERVICE_NAMES, SERVICES  # noqa: E402
+from sharerank.serving.api.spec import ServingContext  # noqa: E402
 from sharerank.serving.auth import BearerAuthInterceptor  # noqa: E402
-from sharerank.serving.event_log import EventLog  # noqa: E402
-from sharerank.serving.events import EventRecorder  # noqa: E402
-from sharerank.serving.feed.pipeline import FeedPipeline  # noqa: E402
-from sharerank.serving.model_loader import ModelHolder, ModelLoadError  # noqa: E402
+from sharerank.serving.events.log import EventLog  # noqa: E402
+from sharerank.serving.model_holder import ModelHolder, ModelLoadError  # noqa: E402
 from sharerank.serving.observability import MetricsInterceptor, ServerMetrics  # noqa: E402
 from sharerank.serving.online_store import OnlineStore  # noqa: E402
-from sharerank.serving.services import AdminService, EventService, FeedService, SeedingService  # noqa: E402
-from sharerank.v1 import (  # noqa: E402
-    admin_service_pb2,
-    admin_service_pb2_grpc,
-    event_service_pb2,
-    event_service_pb2_grpc,
-    feed_service_pb2,
-    feed_service_pb2_grpc,
-    seeding_service_pb2,
-    seeding_service_pb2_grpc,
-)
 
 log = logging.getLogger(__name__)
 
-SERVICE_NAMES = tuple(
-    module.DESCRIPTOR.services_by_name[name].full_name
-    for module, name in (
-        (feed_service_pb2, "FeedService"),
-        (seeding_service_pb2, "SeedingService"),
-        (event_service_pb2, "EventService"),
-        (admin_service_pb2, "AdminService"),
-    )
-)
+__all__ = ["SERVICE_NAMES", "Server", "create_server", "serve_forever"]
 
 
 class Server:
@@ -111,11 +93,9 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
         interceptors.append(BearerAuthInterceptor(settings.auth_tokens))
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"),
                               interceptors=interceptors)
-    feed_service_pb2_grpc.add_FeedServiceServicer_to_server(FeedService(holder, FeedPipeline(store)), grpc_server)
-    admin_service_pb2_grpc.add_AdminServiceServicer_to_server(AdminService(holder), grpc_server)
-    seeding_service_pb2_grpc.add_SeedingServiceServicer_to_server(SeedingService(holder), grpc_server)
-    event_service_pb2_grpc.add_EventServiceServicer_to_server(
-        EventService(holder, EventRecorder(event_log, store)), grpc_server)
+    parts = ServingContext(holder, store, event_log)
+    for service in SERVICES:
+        service.register(service.build(parts), grpc_server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), grpc_server)

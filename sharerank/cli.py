@@ -22,7 +22,7 @@ from rich.logging import RichHandler
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sharerank.config import Settings
-from sharerank.models.registry import model_names
+from sharerank.models.recommenders.registry import model_names
 
 app = typer.Typer(help="Feed ranking and KOC seeding for social e-commerce.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -55,7 +55,7 @@ def command(func: Callable[..., Any] | None = None, *, name: str | None = None) 
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             from rich.markup import escape
 
-            from sharerank.training.dataset import DatasetError
+            from sharerank.dataset.reader import DatasetError
 
             try:
                 return func(*args, **kwargs)
@@ -104,7 +104,7 @@ def simulate(
     as_json: JsonOption = False,
 ) -> None:
     """Generate a synthetic social-commerce world in the dataset-folder format, plus truth/."""
-    from sharerank.training.simulate import simulate_world
+    from sharerank.training.sources.simulate import simulate_world
 
     knobs = {"mean_degree": mean_degree} if mean_degree is not None else {}
     with progress_bar("simulate", 1.0) as advance:
@@ -114,7 +114,7 @@ def simulate(
 
 
 def _dataset_names() -> list[str]:
-    from sharerank.training.importers import IMPORTERS
+    from sharerank.training.sources.importers import IMPORTERS
 
     return list(IMPORTERS)
 
@@ -132,7 +132,7 @@ def import_(
     as_json: JsonOption = False,
 ) -> None:
     """Convert a public dataset into the dataset folder format."""
-    from sharerank.training.importers import IMPORTERS
+    from sharerank.training.sources.importers import IMPORTERS
 
     if not src.is_dir():
         raise UsageError(f"{src}: no such directory")
@@ -154,8 +154,8 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Train, log to MLflow and register a model version."""
-    from sharerank.training.pipeline import run_training
-    from sharerank.training.train import TrainConfig
+    from sharerank.training.feed.train import TrainConfig
+    from sharerank.training.jobs import run_training
 
     config = TrainConfig(model=model.value, epochs=epochs, embedding_dim=embedding_dim, num_layers=num_layers,
                          batch_size=batch_size, lr=lr, patience=patience, max_seconds=max_seconds, seed=seed)
@@ -212,8 +212,8 @@ def eval(  # noqa: A001 - the command is called eval
     """Score every model on the same split: Recall/NDCG/hit rate, coverage, long-tail share; logged to MLflow."""
     from dataclasses import replace
 
-    from sharerank.training.pipeline import run_evaluation
-    from sharerank.training.train import default_config, with_setting
+    from sharerank.training.feed.train import default_config, with_setting
+    from sharerank.training.jobs import run_evaluation
 
     names = _parse_models(models)
     overrides = {key: v for key, v in {"max_seconds": max_seconds, "epochs": epochs}.items() if v is not None}
@@ -253,7 +253,7 @@ def recommend(
     as_json: JsonOption = False,
 ) -> None:
     """Write the top-K list of every test user, the same lists `eval` scores."""
-    from sharerank.training.pipeline import run_recommend
+    from sharerank.training.jobs import run_recommend
 
     emit(run_recommend(data, model.value, k, out, seed=seed), as_json)
 
@@ -277,7 +277,7 @@ def seed(
     as_json: JsonOption = False,
 ) -> None:
     """Seed sharers for a launch: marginal and cumulative expected reach with 95% intervals, and reasons."""
-    from sharerank.training.seeding import run_seed
+    from sharerank.training.seeding.seed import run_seed
 
     ids = tuple(u.strip() for u in exclude.split(",") if u.strip())
     emit(run_seed(data, k, product=product, category=category, exclude=ids, min_activity=min_activity,
@@ -299,7 +299,7 @@ def eval_seeding(
     as_json: JsonOption = False,
 ) -> None:
     """Seeding quality and speed: learned vs oracle vs degree/PageRank/top sharers, NetHEPT, cascade replay."""
-    from sharerank.training.seeding_eval import run_eval_seeding
+    from sharerank.training.seeding.evaluate import run_eval_seeding
 
     try:
         budgets = tuple(int(x) for x in ks.split(",") if x.strip())
@@ -328,8 +328,8 @@ def promote(
     """
     from rich.markup import escape
 
-    from sharerank.training.tracking import PromotionRefused
-    from sharerank.training.tracking import promote as promote_version
+    from sharerank.registry import PromotionRefused
+    from sharerank.registry import promote as promote_version
 
     try:
         result = promote_version(Settings(), version, force=force)

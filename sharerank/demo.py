@@ -19,13 +19,13 @@ DEMO_PREFIX = "sr:demo:"
 def run_demo(settings: Settings, *, users: int, epochs: int, seed: int, progress: Callable) -> dict[str, Any]:
     import grpc
 
+    from sharerank.dataset.reader import load_dataset
+    from sharerank.registry import promote
     from sharerank.serving.online_store import Purchase, RedisSettings, open_online_store
     from sharerank.serving.server import create_server
-    from sharerank.training.dataset import load_dataset
-    from sharerank.training.pipeline import run_training
-    from sharerank.training.simulate import simulate_world
-    from sharerank.training.tracking import promote
-    from sharerank.training.train import TrainConfig
+    from sharerank.training.feed.train import TrainConfig
+    from sharerank.training.jobs import run_training
+    from sharerank.training.sources.simulate import simulate_world
     from sharerank.v1 import feed_service_pb2, feed_service_pb2_grpc, seeding_service_pb2, seeding_service_pb2_grpc
 
     started = time.perf_counter()

@@ -224,7 +224,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small simulated world in the dataset-folder format (shared, read-only by convention)."""
-    from sharerank.training.simulate import simulate_world
+    from sharerank.training.sources.simulate import simulate_world
 
     out = tmp_path_factory.mktemp("world")
     simulate_world(out, users=800, seed=3)
@@ -238,9 +238,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path):
     Returns ``(settings, report)`` where report is what ``sharerank train`` prints.
     """
     from sharerank.config import Settings
-    from sharerank.training.pipeline import run_training
-    from sharerank.training.tracking import promote
-    from sharerank.training.train import TrainConfig
+    from sharerank.registry import promote
+    from sharerank.training.feed.train import TrainConfig
+    from sharerank.training.jobs import run_training
 
     home = tmp_path_factory.mktemp("home")
     settings = Settings(home=home, reload_poll_seconds=0, metrics_port=0)

@@ -15,7 +15,7 @@ import typer
 from typer.testing import CliRunner
 
 from sharerank.cli import app
-from sharerank.models.registry import model_names
+from sharerank.models.recommenders.registry import model_names
 
 runner = CliRunner()
 
@@ -94,7 +94,7 @@ def test_eval_set_rejects_unknown_settings(tmp_path: Path, monkeypatch) -> None:
 
 
 def test_with_setting_reads_json_none_and_model_arguments() -> None:
-    from sharerank.training.train import default_config, with_setting
+    from sharerank.training.feed.train import default_config, with_setting
 
     config = with_setting(with_setting(default_config("sharegnn"), "batch_size", "2048"), "popularity_weight", "none")
     assert config.batch_size == 2048 and config.model_params["popularity_weight"] is None

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sharerank.models.bundle import ModelBundle
+from sharerank.models.artifact.bundle import ModelBundle
 from sharerank.serving.feed.filters.already_bought import AlreadyBoughtFilter
 from sharerank.serving.feed.filters.category import CategoryFilter
 from sharerank.serving.feed.filters.duplicate import DuplicateFilter

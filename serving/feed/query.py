@@ -11,7 +11,7 @@ from itertools import compress
 
 import numpy as np
 
-from sharerank.models.bundle import ModelBundle
+from sharerank.models.artifact.bundle import ModelBundle
 from sharerank.serving.online_store.base import FriendsBought, ReceivedShare
 
 RERANK_POOL_EXTRA = 100

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from sharerank.models.bundle import ModelBundle
-from sharerank.models.index import ProductIndex
+from sharerank.models.artifact.bundle import ModelBundle
+from sharerank.models.artifact.index import ProductIndex
 
 
 def make_bundle(n: int = 60, *, exact_below: int = 100_000, seller: bool = True) -> ModelBundle:

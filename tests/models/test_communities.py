@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from sharerank.models.communities import communities_of, label_propagation
-from sharerank.models.ic_graph import ICGraph
+from sharerank.models.seeding.communities import communities_of, label_propagation
+from sharerank.models.seeding.ic_graph import ICGraph
 
 
 def two_cliques(size: int = 8) -> tuple[np.ndarray, np.ndarray]:

@@ -3,8 +3,8 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sharerank.models import ease as ease_module
-from sharerank.models.ease import EASE, EASEMemoryError, _mirror_upper, available_memory
+from sharerank.models.recommenders import ease as ease_module
+from sharerank.models.recommenders.ease import EASE, EASEMemoryError, _mirror_upper, available_memory
 
 
 def random_interactions(num_users: int, num_products: int, density: float, seed: int) -> sp.csr_matrix:

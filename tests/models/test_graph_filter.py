@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sharerank.models.graph_filter import GraphFilter, _orthonormal, _top_eigenvectors
+from sharerank.models.recommenders.graph_filter import GraphFilter, _orthonormal, _top_eigenvectors
 
 
 def random_interactions(num_users: int, num_products: int, density: float, seed: int) -> sp.csr_matrix:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from sharerank.models.index import ProductIndex
+from sharerank.models.artifact.index import ProductIndex
 
 
 @pytest.fixture(scope="module")
@@ -164,7 +164,7 @@ def test_excluding_by_over_fetch_matches_the_id_selector(vectors: np.ndarray, ki
 
 
 def test_many_excluded_ids_use_the_id_selector(vectors: np.ndarray) -> None:
-    from sharerank.models.index import SELECTOR_ABOVE
+    from sharerank.models.artifact.index import SELECTOR_ABOVE
 
     index = ProductIndex.build(vectors)
     exclude = np.arange(0, 2 * (SELECTOR_ABOVE + 1), 2)

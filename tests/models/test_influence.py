@@ -11,10 +11,10 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pytest
 
-from sharerank.models.ic_graph import ICGraph
-from sharerank.models.influence import InfluenceModel, calibration_report, truth_report
-from sharerank.training.dataset import Dataset, load_dataset
-from sharerank.training.simulate import simulate_world
+from sharerank.dataset.reader import Dataset, load_dataset
+from sharerank.models.seeding.ic_graph import ICGraph
+from sharerank.models.seeding.influence import InfluenceModel, calibration_report, truth_report
+from sharerank.training.sources.simulate import simulate_world
 
 
 @pytest.fixture(scope="module")

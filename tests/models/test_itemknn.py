@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sharerank.models.itemknn import ItemKNN
+from sharerank.models.recommenders.itemknn import ItemKNN
 
 
 def random_interactions(num_users: int, num_products: int, density: float, seed: int) -> sp.csr_matrix:

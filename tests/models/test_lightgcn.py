@@ -3,8 +3,8 @@ import math
 import pytest
 import torch
 
-from sharerank.models.lightgcn import LightGCN
-from sharerank.models.propagation import bipartite_adjacency
+from sharerank.models.recommenders.lightgcn import LightGCN
+from sharerank.models.recommenders.propagation import bipartite_adjacency
 
 
 def random_adjacency(num_users: int, num_products: int, num_edges: int, seed: int = 0) -> torch.Tensor:

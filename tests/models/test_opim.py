@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sharerank.models import rrsets
-from sharerank.models.ic_graph import ICGraph
-from sharerank.models.opim import SeedSelection, estimate_spread, select_seeds
-from sharerank.models.seed_baselines import weighted_degree_scores
+from sharerank.models.seeding import rrsets
+from sharerank.models.seeding.baselines import weighted_degree_scores
+from sharerank.models.seeding.ic_graph import ICGraph
+from sharerank.models.seeding.opim import SeedSelection, estimate_spread, select_seeds
 
 
 def two_stars() -> ICGraph:
@@ -187,7 +187,7 @@ def test_nethept_k50(shared_data: Path) -> None:
 def test_hist_takes_hub_sentinels_when_rr_sets_are_huge(monkeypatch) -> None:
     """Above HUGE_RR_SIZE the sentinels are the eligible hubs; constraints still hold and the result is
     still certified by the second phase."""
-    import sharerank.models.opim as opim
+    import sharerank.models.seeding.opim as opim
 
     rng = np.random.default_rng(0)
     n = 400

@@ -3,7 +3,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sharerank.models.popularity import Popularity
+from sharerank.models.recommenders.popularity import Popularity
 
 
 def test_popularity_hand_computed() -> None:

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from sharerank.models.propagation import bipartite_adjacency, spmm_symmetric
+from sharerank.models.recommenders.propagation import bipartite_adjacency, spmm_symmetric
 
 
 def dense_reference(users: np.ndarray, products: np.ndarray, num_users: int, num_products: int) -> np.ndarray:

@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from sharerank.models import rrsets
-from sharerank.models.ic_graph import ICGraph
-from sharerank.models.rrsets import CHUNK, RRSampler, RRSets, first_hits, invert
+from sharerank.models.seeding import rrsets
+from sharerank.models.seeding.ic_graph import ICGraph
+from sharerank.models.seeding.rrsets import CHUNK, RRSampler, RRSets, first_hits, invert
 
 # Node 3 has three in-arcs of unequal probability (SUBSIM's sort, skip and thinning all matter), node 1 two
 # equal ones (skips only), 1 -> 2 is certain, 5 is isolated; 8 arcs in all.

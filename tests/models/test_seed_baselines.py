@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sharerank.models.ic_graph import ICGraph
-from sharerank.models.seed_baselines import out_degree_scores, pagerank_scores, top_k, weighted_degree_scores
+from sharerank.models.seeding.baselines import out_degree_scores, pagerank_scores, top_k, weighted_degree_scores
+from sharerank.models.seeding.ic_graph import ICGraph
 
 
 def naive_top_k(scores, k, candidates, community, cap) -> list[int]:

@@ -5,14 +5,14 @@ import torch
 import torch.nn.functional as F
 from torch_geometric.data import HeteroData
 
-from sharerank.models.propagation import spmm_symmetric
-from sharerank.models.share_gnn import SampledSoftmaxLoss, ShareGNN, ShareGraph, social_adjacency
-from sharerank.training.graph import FOLLOWS, PURCHASED, PURCHASED_BY, SHARED
+from sharerank.models.recommenders.graph import FOLLOWS, PURCHASED, PURCHASED_BY, SHARED
+from sharerank.models.recommenders.propagation import spmm_symmetric
+from sharerank.models.recommenders.share_gnn import SampledSoftmaxLoss, ShareGNN, ShareGraph, social_adjacency
 
 
 def toy_graph(num_users: int = 12, num_products: int = 15, num_purchases: int = 50, num_categories: int = 3,
               follows: int = 20, shares: int = 30, seed: int = 0) -> HeteroData:
-    """A random graph shaped like :func:`sharerank.training.graph.build_graph`'s output."""
+    """A random graph shaped like :func:`sharerank.models.recommenders.graph.build_graph`'s output."""
     gen = torch.Generator().manual_seed(seed)
     data = HeteroData()
     data["user"].num_nodes = num_users
@@ -319,7 +319,7 @@ def test_repr_and_validation() -> None:
 
 
 def test_registered_in_training_loop() -> None:
-    from sharerank.training.train import TrainConfig, build_model
+    from sharerank.training.feed.train import TrainConfig, build_model
 
     model = build_model(5, 6, TrainConfig(model="sharegnn", embedding_dim=8, num_layers=2,
                                           model_params={"temperature": 0.2}))

@@ -7,8 +7,8 @@ import numba
 import numpy as np
 import pytest
 
-from sharerank.models.ic_graph import ICGraph
-from sharerank.models.spread import (
+from sharerank.models.seeding.ic_graph import ICGraph
+from sharerank.models.seeding.spread import (
     bfs_ball,
     celf_greedy,
     exact_spread,

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sharerank.serving.event_log import (
+from sharerank.dataset.reader import load_dataset
+from sharerank.serving.events.log import (
     EventLog,
     EventLogError,
     PurchaseRecord,
@@ -18,7 +19,6 @@ from sharerank.serving.event_log import (
     ViewRecord,
     id_problem,
 )
-from sharerank.training.dataset import load_dataset
 
 SHARE = ShareRecord("s1", "alice", "bob", "p1", 1718000000.0)
 BUY = PurchaseRecord("b1", "bob", "p1", 1718000100.25, share_id="s1")
@@ -208,7 +208,7 @@ def test_one_writer_per_folder_in_this_process_and_others(root: Path) -> None:
     log = EventLog(root)
     with pytest.raises(EventLogError, match="already open for writing"):
         EventLog(root)
-    script = "import sys; from sharerank.serving.event_log import EventLog; EventLog(sys.argv[1])"
+    script = "import sys; from sharerank.serving.events.log import EventLog; EventLog(sys.argv[1])"
     other = subprocess.run([sys.executable, "-c", script, str(root)], capture_output=True, text=True, timeout=60)
     assert other.returncode != 0
     assert "already open for writing" in other.stderr and f"pid {os.getpid()}" in other.stderr

@@ -13,8 +13,9 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from sharerank.dataset.reader import load_dataset
 from sharerank.serving.errors import error_info
-from sharerank.serving.event_log import EventLog, EventLogError
+from sharerank.serving.events.log import EventLog, EventLogError
 from sharerank.serving.online_store import (
     FriendsBought,
     InMemoryOnlineStore,
@@ -24,7 +25,6 @@ from sharerank.serving.online_store import (
     open_online_store,
 )
 from sharerank.serving.server import Server, create_server
-from sharerank.training.dataset import load_dataset
 from sharerank.v1 import event_service_pb2, event_service_pb2_grpc, feed_service_pb2, feed_service_pb2_grpc
 
 pb = event_service_pb2

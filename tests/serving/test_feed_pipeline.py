@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from sharerank.models.bundle import ModelBundle
-from sharerank.models.index import ProductIndex
-from sharerank.serving import marshal
+from sharerank.dataset.reader import read_products as read_catalogue
+from sharerank.models.artifact.bundle import ModelBundle
+from sharerank.models.artifact.catalogue import apply_catalogue
+from sharerank.models.artifact.index import ProductIndex
+from sharerank.serving.api import feed as marshal
 from sharerank.serving.errors import ServiceError
 from sharerank.serving.feed.filters.already_bought import AlreadyBoughtFilter
 from sharerank.serving.feed.filters.category import CategoryFilter
@@ -43,7 +45,6 @@ from sharerank.serving.feed.sources.embedding import EmbeddingSource
 from sharerank.serving.feed.sources.friends_bought import FriendsBoughtSource
 from sharerank.serving.feed.sources.popular import PopularSource
 from sharerank.serving.feed.sources.shared_to_you import SharedToYouSource
-from sharerank.serving.model_loader import apply_catalogue, read_catalogue
 from sharerank.serving.online_store import InMemoryOnlineStore, OnlineStoreError, Purchase
 from sharerank.serving.online_store.base import FriendsBought, ReceivedShare, Share
 from sharerank.v1 import feed_service_pb2, internal_pb2, reason_pb2

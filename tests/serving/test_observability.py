@@ -126,7 +126,7 @@ def two_versions(registry):
     """Settings for a registered model of its own with two versions of the trained bundle, champion at 1."""
     from mlflow import MlflowClient
 
-    from sharerank.training.tracking import connect, promote
+    from sharerank.registry import connect, promote
 
     settings, report = registry
     settings = settings.model_copy(update={"model_name": "sharerank-metrics-swap"})

@@ -22,7 +22,7 @@ from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from sharerank.config import Settings
-from sharerank.serving import marshal
+from sharerank.serving.api import feed as marshal
 from sharerank.serving.online_store import (
     InMemoryOnlineStore,
     OnlineStoreError,
@@ -48,7 +48,7 @@ def two_versions(registry, request) -> Settings:
     run, so the promotion gate lets either replace the other), champion at 1."""
     from mlflow import MlflowClient
 
-    from sharerank.training.tracking import connect, promote
+    from sharerank.registry import connect, promote
 
     settings, report = registry
     name = "resilience-" + "".join(c if c.isalnum() else "-" for c in request.node.name)[:50]
@@ -139,7 +139,7 @@ class Hammer:
 
 @pytest.mark.parametrize("how", ["reload", "alias-poll"])
 def test_swap_under_concurrent_feeds_loses_no_call(two_versions: Settings, channel_to, how: str) -> None:
-    from sharerank.training.tracking import promote
+    from sharerank.registry import promote
 
     settings = two_versions.model_copy(update={"reload_poll_seconds": 0.2 if how == "alias-poll" else 0})
     server = start(settings)
@@ -189,7 +189,7 @@ def register_copy(settings: Settings, destination: Path) -> tuple[str, Path]:
 
 def test_versions_that_fail_to_load_leave_the_old_one_serving(two_versions: Settings, channel_to,
                                                               tmp_path: Path, caplog) -> None:
-    from sharerank.training.tracking import promote
+    from sharerank.registry import promote
 
     settings = two_versions
     deleted, deleted_folder = register_copy(settings, tmp_path / "deleted")

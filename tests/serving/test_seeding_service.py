@@ -9,11 +9,11 @@ import grpc
 import numpy as np
 import pytest
 
-from sharerank.models.spread import monte_carlo_spread
+from sharerank.dataset.reader import load_dataset
+from sharerank.models.seeding.spread import monte_carlo_spread
 from sharerank.serving.errors import error_info
 from sharerank.serving.online_store import InMemoryOnlineStore
 from sharerank.serving.server import Server, create_server
-from sharerank.training.dataset import load_dataset
 from sharerank.v1 import reason_pb2, seeding_service_pb2, seeding_service_pb2_grpc
 
 

@@ -287,8 +287,8 @@ def turned_around(registry, tmp_path) -> Settings:
     import mlflow
     from mlflow import MlflowClient
 
-    from sharerank.models.bundle import ModelBundle
-    from sharerank.training.tracking import connect, promote
+    from sharerank.models.artifact.bundle import ModelBundle
+    from sharerank.registry import connect, promote
 
     settings, report = registry
     settings = settings.model_copy(update={"model_name": f"turned-{uuid.uuid4().hex}"})
@@ -380,7 +380,7 @@ def test_cold_start_user_with_friends_gets_a_personalised_feed(server: Server, f
 def test_catalogue_products_are_served_with_their_category_prior(registry, tmp_path) -> None:
     import numpy as np
 
-    from sharerank.serving.model_loader import load_version
+    from sharerank.serving.model_holder import load_version
 
     settings, report = registry
     trained = load_version(settings, report["version"]).bundle

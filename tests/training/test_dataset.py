@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from sharerank.training.dataset import DatasetError, fingerprint, load_dataset
+from sharerank.dataset.reader import DatasetError, fingerprint, load_dataset
 
 
 def write(folder: Path, name: str, text: str) -> Path:

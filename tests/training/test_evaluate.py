@@ -10,14 +10,14 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sharerank.models.registry import REGISTRY, ModelSpec
-from sharerank.training import evaluate as harness
-from sharerank.training.dataset import load_dataset
-from sharerank.training.evaluate import EmbeddingScorer, evaluate, fit_model, held_out_users, rank
-from sharerank.training.metrics import evaluate_ranking
-from sharerank.training.pipeline import run_recommend
-from sharerank.training.split import split_dataset
-from sharerank.training.train import TrainConfig
+from sharerank.dataset.reader import load_dataset
+from sharerank.models.recommenders.registry import REGISTRY, ModelSpec
+from sharerank.training.feed import evaluate as harness
+from sharerank.training.feed.evaluate import EmbeddingScorer, evaluate, fit_model, held_out_users, rank
+from sharerank.training.feed.metrics import evaluate_ranking
+from sharerank.training.feed.split import split_dataset
+from sharerank.training.feed.train import TrainConfig
+from sharerank.training.jobs import run_recommend
 
 SMALL = TrainConfig(model="lightgcn", epochs=3, embedding_dim=8, num_layers=1, batch_size=1024, patience=3)
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from sharerank.training.dataset import load_dataset
-from sharerank.training.graph import (
+from sharerank.dataset.reader import load_dataset
+from sharerank.models.recommenders.graph import (
     FOLLOWS,
     PURCHASED,
     PURCHASED_BY,
@@ -16,7 +16,7 @@ from sharerank.training.graph import (
     friends_matrix,
     interaction_matrix,
 )
-from sharerank.training.split import split_dataset
+from sharerank.training.feed.split import split_dataset
 
 
 def test_graph_has_every_node_and_edge_type(tiny_world: Path) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sharerank.training.dataset import Dataset, DatasetError, load_dataset
-from sharerank.training.importers import (
+from sharerank.dataset.reader import Dataset, DatasetError, load_dataset
+from sharerank.training.sources.importers import (
     IMPORTERS,
     import_beibei,
     import_ciao,

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
-from sharerank.training.dataset import load_dataset
-from sharerank.training.importers import import_lastfm
-from sharerank.training.pipeline import evaluate_split
-from sharerank.training.split import split_dataset
-from sharerank.training.train import TrainConfig, train_model
+from sharerank.dataset.reader import load_dataset
+from sharerank.training.feed.split import split_dataset
+from sharerank.training.feed.train import TrainConfig, train_model
+from sharerank.training.jobs import evaluate_split
+from sharerank.training.sources.importers import import_lastfm
 
 
 @pytest.fixture(scope="module")

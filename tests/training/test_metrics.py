@@ -5,7 +5,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from sharerank.training.metrics import (
+from sharerank.training.feed.metrics import (
     LinkPredLongTail,
     evaluate_ranking,
     popularity_top_k,

@@ -16,12 +16,12 @@ import pytest
 from typer.testing import CliRunner
 
 from sharerank.cli import app
-from sharerank.models.ic_graph import ICGraph
-from sharerank.models.seeding import SeedingContext
-from sharerank.models.spread import monte_carlo_spread
-from sharerank.training.dataset import load_dataset
-from sharerank.training.importers import import_nethept
-from sharerank.training.seeding_eval import share_roots
+from sharerank.dataset.reader import load_dataset
+from sharerank.models.seeding.ic_graph import ICGraph
+from sharerank.models.seeding.plan import SeedingContext
+from sharerank.models.seeding.spread import monte_carlo_spread
+from sharerank.training.seeding.evaluate import share_roots
+from sharerank.training.sources.importers import import_nethept
 
 runner = CliRunner()
 Z95 = 1.959963984540054

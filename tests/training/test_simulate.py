@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sharerank.training.simulate import CATEGORIES, START_TS, simulate_world
+from sharerank.training.sources.simulate import CATEGORIES, START_TS, simulate_world
 
 USERS = 2000
 SEED = 7

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from sharerank.training.dataset import Interactions
-from sharerank.training.split import holdout_last
+from sharerank.dataset.reader import Interactions
+from sharerank.training.feed.split import holdout_last
 
 
 def interactions(users, products, ts) -> Interactions:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from sharerank.training.tracking import PromotionRefused, connect, promote, resolve_alias
+from sharerank.registry import PromotionRefused, connect, promote, resolve_alias
 
 
 def test_run_has_params_curves_fingerprint_and_artifacts(registry) -> None:
@@ -162,8 +162,8 @@ def test_cli_refuses_a_version_trained_worse_with_exit_2(gated, registry, tiny_w
     from typer.testing import CliRunner
 
     from sharerank.cli import app
-    from sharerank.training.pipeline import run_training
-    from sharerank.training.train import TrainConfig
+    from sharerank.training.feed.train import TrainConfig
+    from sharerank.training.jobs import run_training
 
     settings, register = gated
     champion = register(None, None, run_id=registry[1]["run_id"])  # the session's trained version
@@ -190,30 +190,30 @@ def test_cli_refuses_a_version_trained_worse_with_exit_2(gated, registry, tiny_w
 def test_build_bundle_tunes_an_ivf_index_on_its_users_and_saves_nprobe(tiny_world, monkeypatch, tmp_path) -> None:
     import numpy as np
 
-    from sharerank.models.bundle import ModelBundle
-    from sharerank.models.index import ProductIndex
-    from sharerank.training import pipeline
-    from sharerank.training.dataset import load_dataset
-    from sharerank.training.train import TrainResult
+    from sharerank.dataset.reader import load_dataset
+    from sharerank.models.artifact.bundle import ModelBundle
+    from sharerank.models.artifact.index import ProductIndex
+    from sharerank.training import jobs
+    from sharerank.training.feed.train import TrainResult
 
     class SmallIVF(ProductIndex):  # the tiny world's catalogue is far below the IVF threshold
         @classmethod
         def build(cls, embeddings, **_):
             return ProductIndex.build(embeddings, exact_below=100, nlist=16)
 
-    monkeypatch.setattr(pipeline, "ProductIndex", SmallIVF)
+    monkeypatch.setattr(jobs, "ProductIndex", SmallIVF)
     dataset = load_dataset(tiny_world)
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((12, 16)).astype(np.float32)
     clustered = lambda n: (centres[rng.integers(0, 12, n)] + 0.4 * rng.standard_normal((n, 16))).astype(np.float32)  # noqa: E731
     result = TrainResult(model=None, user_embedding=clustered(dataset.num_users),
                          product_embedding=clustered(dataset.num_products), best_epoch=1)
-    bundle = pipeline.build_bundle(dataset, result, {"model_type": "test"})
+    bundle = jobs.build_bundle(dataset, result, {"model_type": "test"})
     report = bundle.info["index"]
-    assert report["kind"] == "IVF16,Flat" and report["reached"] and report["recall"] >= pipeline.TUNING_RECALL
-    assert report["queries"] == min(int(bundle.has_history.sum()), pipeline.TUNING_USERS)
+    assert report["kind"] == "IVF16,Flat" and report["reached"] and report["recall"] >= jobs.TUNING_RECALL
+    assert report["queries"] == min(int(bundle.has_history.sum()), jobs.TUNING_USERS)
     assert bundle.index.nprobe == report["nprobe"] and report["tried"][-1] == [report["nprobe"], report["recall"]]
     again = ModelBundle.load(bundle.save(tmp_path / "bundle"))
     assert again.index.nprobe == report["nprobe"] and again.info["index"] == report
     monkeypatch.undo()
-    assert pipeline.build_bundle(dataset, result, {}).info["index"] == {"kind": "Flat"}  # exact: nothing to tune
+    assert jobs.build_bundle(dataset, result, {}).info["index"] == {"kind": "Flat"}  # exact: nothing to tune

@@ -1,0 +1,1 @@
+"""Feed filters: each drops candidates the user must not see (bought, served, excluded, out of stock...)."""

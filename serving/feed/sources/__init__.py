@@ -1,0 +1,1 @@
+"""Feed sources: where candidates come from (FAISS, friends' purchases, shares received, popular)."""

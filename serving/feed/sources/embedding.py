@@ -6,7 +6,7 @@ from functools import lru_cache
 
 import numpy as np
 
-from sharerank.models.bundle import ModelBundle
+from sharerank.models.artifact.bundle import ModelBundle
 from sharerank.serving.feed.query import Candidates, FeedQuery, Reason
 from sharerank.serving.feed.sources.base import as_array
 
@@ -19,7 +19,7 @@ def search_available(model: ModelBundle, vector: np.ndarray, depth: int, exclude
     """The ``depth`` best in-stock products (of ``categories``, when given) by inner product with ``vector``.
 
     ``exclude`` (small sets: bought, excluded, served) never comes back (see
-    :meth:`~sharerank.models.index.ProductIndex.search_excluding`). Stock and category are checked on the
+    :meth:`~sharerank.models.artifact.index.ProductIndex.search_excluding`). Stock and category are checked on the
     results, so the search widens (doubling k) until ``depth`` products qualify or the catalogue is exhausted.
     Returns ``(rows, scores)``, best first.
     """

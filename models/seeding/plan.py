@@ -1,0 +1,213 @@
+"""Seed planning: who to ask to share a launch, with expected reach, a confidence interval and reasons.
+
+One function, :func:`plan_seeds`, used by ``sharerank seed`` and by ``SeedingService.GetSeedTargets``: it
+takes the learned influence graph of the product's category, picks seeds by RR-set influence maximisation
+(:func:`~sharerank.models.seeding.opim.select_seeds`) under the request's constraints, then scores every prefix of
+the seed list by an *independent* Monte Carlo run (so the reported reach and its interval never reuse the
+samples that chose the seeds) and explains each seed from its share history.
+
+Reach counts the seeds themselves, as the independent cascade model does: a seed who shares the product
+is reached by definition. The numba kernels release the GIL, so a seeding request never stalls the feed
+requests served beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from sharerank.models.seeding.communities import communities_of
+from sharerank.models.seeding.ic_graph import ICGraph
+from sharerank.models.seeding.influence import InfluenceModel
+from sharerank.models.seeding.opim import select_seeds
+from sharerank.models.seeding.spread import monte_carlo_spread
+
+MAX_BUDGET = 1000
+DEFAULT_EPSILON = 0.1
+DEFAULT_MC_RUNS = 2000
+MIN_HISTORY_FOR_REASON = 5
+"""Shares a seed must have sent before its conversion rate is quoted as a reason (fewer say little)."""
+
+
+class SeedingError(ValueError):
+    """A request that cannot be planned (bad budget, unknown category, too few candidates)."""
+
+
+@dataclass(frozen=True)
+class SeedReason:
+    kind: str  # ReasonKind name suffix: CONVERSION_HISTORY or NETWORK_POSITION
+    text: str
+
+
+@dataclass(frozen=True)
+class PlannedSeed:
+    user: int
+    user_id: str
+    marginal_reach: float
+    cumulative_reach: float
+    ci_low: float
+    ci_high: float
+    community: int
+    reasons: tuple[SeedReason, ...]
+
+
+@dataclass(frozen=True)
+class SeedPlan:
+    seeds: list[PlannedSeed]
+    expected_reach: float
+    ci_low: float
+    ci_high: float
+    category: str | None
+    selection: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {
+            "category": self.category,
+            "expected_reach": round(self.expected_reach, 3),
+            "ci95": [round(self.ci_low, 3), round(self.ci_high, 3)],
+            "seeds": [{"user_id": s.user_id, "marginal_reach": round(s.marginal_reach, 3),
+                       "cumulative_reach": round(s.cumulative_reach, 3),
+                       "ci95": [round(s.ci_low, 3), round(s.ci_high, 3)], "community": s.community,
+                       "reasons": [r.text for r in s.reasons]} for s in self.seeds],
+            "selection": self.selection,
+        }
+
+
+class SeedingContext:
+    """What seeding needs about a population: the influence model, communities and activity per user.
+
+    Influence graphs are built once per category and cached (thread-safe), so a server pays for a category's
+    graph on its first request only (or at :meth:`warm`).
+    """
+
+    def __init__(self, users: np.ndarray, influence: InfluenceModel, community: np.ndarray, activity: np.ndarray):
+        if not (len(users) == len(community) == len(activity)):
+            raise ValueError("'users', 'community' and 'activity' must have one entry per user")
+        self.users = np.asarray(users, dtype=object)
+        self.influence = influence
+        self.community = np.asarray(community, dtype=np.int32)
+        self.activity = np.asarray(activity, dtype=np.int64)
+        self.community_size = np.bincount(self.community)
+        self._graphs: dict[str | None, ICGraph] = {}
+        self._lock = threading.Lock()
+
+    @classmethod
+    def from_dataset(cls, dataset, user_embedding: np.ndarray | None = None, seed: int = 0) -> SeedingContext:
+        """Learns influence from the dataset's shares (or takes its ``influence.csv``), finds communities on
+        the influence graph and counts each user's shares sent and purchases."""
+        influence = InfluenceModel.fit(dataset, user_embedding=user_embedding, seed=seed)
+        graph = influence.ic_graph(None)
+        activity = np.bincount(dataset.purchases.user, minlength=dataset.num_users)
+        if dataset.shares is not None:
+            activity = activity + np.bincount(dataset.shares.sharer, minlength=dataset.num_users)
+        context = cls(dataset.users, influence, communities_of(graph, seed=seed), activity)
+        context._graphs[None] = graph
+        return context
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        return tuple(self.influence.categories)
+
+    def graph(self, category: str | None) -> ICGraph:
+        if category is not None and category not in self.influence.categories:
+            raise SeedingError(f"unknown category {category!r}; known: {', '.join(self.categories)}")
+        with self._lock:
+            if category not in self._graphs:
+                self._graphs[category] = self.influence.ic_graph(category)
+            return self._graphs[category]
+
+    def warm(self) -> SeedingContext:
+        self.graph(None)
+        return self
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self.influence.save(path / "influence")
+        np.savez(path / "population.npz", users=self.users.astype(str), community=self.community,
+                 activity=self.activity)
+        (path / "info.json").write_text(json.dumps({"users": len(self.users),
+                                                    "communities": int(self.community.max(initial=-1) + 1)}))
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SeedingContext:
+        path = Path(path)
+        with np.load(path / "population.npz") as arrays:
+            return cls(arrays["users"].astype(object), InfluenceModel.load(path / "influence"),
+                       arrays["community"], arrays["activity"])
+
+
+def plan_seeds(context: SeedingContext, k: int, *, category: str | None = None,
+               exclude: np.ndarray | None = None, min_activity: int = 0, max_per_community: int = 0,
+               epsilon: float = DEFAULT_EPSILON, mc_runs: int = DEFAULT_MC_RUNS, seed: int = 0) -> SeedPlan:
+    """Picks ``k`` seeds for a launch in ``category`` (None: influence pooled over all categories).
+
+    Args:
+        exclude: User rows never to pick (opted out, already bought the product).
+        min_activity: Only users with at least this many shares sent plus purchases.
+        max_per_community: At most this many seeds per community; 0: no cap.
+        epsilon: Slack of the (1 - 1/e - epsilon) guarantee (1/2 - epsilon with a community cap).
+        mc_runs: Independent Monte Carlo runs behind the reported reach and its 95% interval.
+
+    Raises:
+        SeedingError: k outside 1..MAX_BUDGET or above the eligible candidates, epsilon outside (0, 1),
+            a negative constraint, an unknown category.
+    """
+    if not 1 <= k <= MAX_BUDGET:
+        raise SeedingError(f"budget must be between 1 and {MAX_BUDGET} (got {k})")
+    if not 0.0 < epsilon < 1.0:
+        raise SeedingError(f"epsilon must lie in (0, 1) (got {epsilon})")
+    if min_activity < 0 or max_per_community < 0:
+        raise SeedingError("min_activity and max_seeds_per_community must be non-negative")
+    graph = context.graph(category)
+    candidates = context.activity >= min_activity
+    if exclude is not None and len(exclude):
+        candidates[np.asarray(exclude, dtype=np.int64)] = False
+    eligible = int(candidates.sum())
+    if max_per_community:
+        eligible = int(np.minimum(np.bincount(context.community[candidates]), max_per_community).sum())
+    if k > eligible:
+        raise SeedingError(f"budget {k} is above the {eligible} eligible candidates under these constraints")
+    selection = select_seeds(graph, k, epsilon=epsilon, candidates=candidates,
+                             community=context.community if max_per_community else None,
+                             max_per_community=max_per_community, seed=seed)
+    spread = monte_carlo_spread(graph, selection.seeds, runs=mc_runs, seed=seed + 1)
+    marginal = np.diff(spread.prefix_mean, prepend=0.0)
+    seeds = [
+        PlannedSeed(user=int(u), user_id=str(context.users[u]), marginal_reach=float(marginal[i]),
+                    cumulative_reach=float(spread.prefix_mean[i]), ci_low=float(spread.prefix_ci_low[i]),
+                    ci_high=float(spread.prefix_ci_high[i]), community=int(context.community[u]),
+                    reasons=explain_seed(context, graph, int(u), category))
+        for i, u in enumerate(selection.seeds.tolist())
+    ]
+    info = {"method": selection.method, "sampler": selection.sampler, "rr_sets": int(selection.num_rr_sets),
+            "mean_rr_size": round(float(selection.mean_rr_size), 3),
+            "rr_estimate": round(float(selection.cumulative[-1]), 3),
+            "approximation": round(float(selection.approximation), 4), "epsilon": epsilon,
+            "seconds": round(float(selection.seconds), 4), "mc_runs": mc_runs,
+            "graph": {"users": graph.num_nodes, "arcs": graph.num_arcs}}
+    return SeedPlan(seeds, float(spread.mean), float(spread.ci_low), float(spread.ci_high), category, info)
+
+
+def explain_seed(context: SeedingContext, graph: ICGraph, user: int, category: str | None) -> tuple[SeedReason, ...]:
+    """Conversion history where there is enough of it, else the seed's network position; always its
+    community."""
+    where = f" in {category}" if category else ""
+    shares, conversions = context.influence.sender_stats(user, category)
+    reasons = []
+    if shares >= MIN_HISTORY_FOR_REASON:
+        reasons.append(SeedReason("CONVERSION_HISTORY",
+                                  f"converted {conversions / shares:.0%} of {shares} recipients{where}"))
+    out = slice(graph.out_indptr[user], graph.out_indptr[user + 1])
+    direct = float(graph.out_prob[out].sum())
+    size = int(context.community_size[context.community[user]])
+    reasons.append(SeedReason("NETWORK_POSITION",
+                              f"shares reach {graph.out_indptr[user + 1] - graph.out_indptr[user]} people, "
+                              f"{direct:.1f} expected to buy directly; community {context.community[user]} "
+                              f"({size:,} people)"))
+    return tuple(reasons)

@@ -1,0 +1,121 @@
+"""The event recorder: append a validated batch to the event log, then update the live online state.
+
+The order is the guarantee. The batch arrives validated (:mod:`sharerank.serving.api.events`); the new
+events (ids not logged yet) are appended to the log and fsync'd: from then on they are safe, and the call
+acknowledges. Last, the online store gets them (purchases to the buyer, fan-out to the buyer's friends,
+shares to the recipient); a store failure there is logged and counted, never returned, because the events
+are already in the log and a retry would only be answered as duplicates. Duplicates are not re-sent to the
+store: the log holds the first version of an event id, and a replay carrying different content must not make
+the live state disagree with it. Views go to the log only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import grpc
+
+from sharerank.models.artifact.bundle import ModelBundle
+from sharerank.serving import observability
+from sharerank.serving.errors import ServiceError
+from sharerank.serving.events.log import EventLog, EventLogError, LogRecord, PurchaseRecord, ShareRecord
+from sharerank.serving.online_store import OnlineStore, OnlineStoreError, Purchase, Share
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RecordResult:
+    """What one RecordEvents call did: events newly logged, and events already logged (answered as success)."""
+
+    accepted: int
+    duplicates: int
+
+
+class EventRecorder:
+    """Records validated batches: append to the log durably, then update the online store.
+
+    Thread-safe (the log serialises appends; the store is thread-safe).
+
+    Args:
+        event_log: where accepted events go first; the source of truth for training.
+        store: the online store that gets live state after the log has the events.
+    """
+
+    def __init__(self, event_log: EventLog, store: OnlineStore):
+        self.event_log, self.store = event_log, store
+        self._store_failing = False  # logs the outage's start and end, not every failed write
+        self._state_lock = threading.Lock()
+
+    def record(self, records: Sequence[LogRecord], bundle: ModelBundle | None) -> RecordResult:
+        """Log and apply one validated batch; ``bundle`` (the serving model, if any) gives buyers' friends.
+
+        Raises:
+            ServiceError: UNAVAILABLE when the log could not take the batch (nothing new was acknowledged).
+        """
+        try:
+            fresh = self.event_log.append(records)
+        except EventLogError as exc:
+            log.error("RecordEvents: event log append failed: %s", exc)
+            raise ServiceError(grpc.StatusCode.UNAVAILABLE,
+                               "cannot record events now: the event log could not take them; retry (replays are "
+                               "deduplicated by event_id)", "EVENT_LOG_UNAVAILABLE") from exc
+        self._apply_online(fresh, bundle)
+        return RecordResult(accepted=len(fresh), duplicates=len(records) - len(fresh))
+
+    def _apply_online(self, records: Sequence[LogRecord], bundle: ModelBundle | None) -> None:
+        """Send logged events to the online store; failures are logged and counted, never raised."""
+        purchases = [Purchase(r.user_id, r.product_id, r.ts) for r in records if isinstance(r, PurchaseRecord)]
+        shares = [Share(r.sharer_id, r.recipient_id, r.product_id, r.ts) for r in records
+                  if isinstance(r, ShareRecord)]
+        writes: list[tuple[str, Callable[[Sequence], None], Sequence]] = [
+            ("record_purchases", self.store.record_purchases, purchases),
+            ("record_friend_purchases", self.store.record_friend_purchases, _fan_out(purchases, bundle)),
+            ("record_shares", self.store.record_shares, shares),
+        ]
+        failed: list[str] = []
+        last_error: OnlineStoreError | None = None
+        attempted = False
+        for operation, write, items in writes:
+            if not items:
+                continue
+            attempted = True
+            try:
+                write(items)
+            except OnlineStoreError as exc:
+                failed.append(operation)
+                last_error = exc
+                observability.record_online_store_error(operation)
+        if not attempted:
+            return
+        with self._state_lock:
+            was_failing, self._store_failing = self._store_failing, bool(failed)
+        if failed and not was_failing:
+            log.warning("online store failing (%s: %s); events are logged, their live features are missing until "
+                        "it recovers", ", ".join(failed), last_error)
+        elif failed:
+            log.debug("online store still failing (%s: %s)", ", ".join(failed), last_error)
+        elif was_failing:
+            log.info("online store recovered: recording live features again")
+
+
+def _fan_out(purchases: Sequence[Purchase], bundle: ModelBundle | None) -> list[tuple[str, Purchase]]:
+    """``(friend_id, purchase)`` for each friend of each buyer, as the serving model knows friendships.
+
+    A buyer the model has not seen has no friends yet (they appear in the next model trained on the log).
+    """
+    if bundle is None or not purchases:
+        return []
+    rows, users = bundle.user_rows, bundle.users
+    items: list[tuple[str, Purchase]] = []
+    for p in purchases:
+        row = rows.get(p.user_id)
+        if row is None:
+            continue
+        items.extend((str(users[friend]), p) for friend in bundle.friends_of(row) if users[friend] != p.user_id)
+    return items
+
+

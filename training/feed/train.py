@@ -1,0 +1,224 @@
+"""Training loop for the embedding models: BPR over full-graph propagation, early-stopped on validation.
+
+Every optimisation step propagates the whole graph once (a sparse CSR matmul per layer), then scores a
+mini-batch of (user, bought product, random product) triples. The loop is model-agnostic through
+:class:`EmbeddingModel`; callbacks receive each epoch's figures so MLflow (or a progress bar) sees
+them as they happen.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Protocol
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from torch import Tensor
+from torch_geometric.data import HeteroData
+
+from sharerank.dataset.reader import Dataset
+from sharerank.models.recommenders.graph import PURCHASED, build_graph, interaction_matrix
+from sharerank.models.recommenders.registry import model_names, spec
+from sharerank.training.feed.metrics import evaluate_ranking, rank_top_k
+from sharerank.training.feed.split import Split
+
+log = logging.getLogger(__name__)
+
+
+class GraphModel(Protocol):
+    """What the loop needs of a model.
+
+    ``prepare`` turns the training graph into whatever ``forward`` propagates over (normalised sparse
+    matrices, built once); ``forward`` gives the final user and product embeddings; ``loss`` scores one
+    mini-batch of users, their bought products and ``num_negatives`` sampled products per row.
+    """
+
+    def prepare(self, graph: HeteroData) -> Any: ...
+
+    def forward(self, inputs: Any) -> tuple[Tensor, Tensor]: ...
+
+    def loss(self, inputs: Any, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor: ...
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Hyper-parameters of one training run (all logged to MLflow as params)."""
+
+    model: str = "lightgcn"
+    embedding_dim: int = 64
+    num_layers: int = 3
+    epochs: int = 50
+    batch_size: int = 4096
+    lr: float = 5e-3
+    reg_weight: float = 1e-4
+    num_negatives: int = 1  # sampled non-bought products per positive pair
+    patience: int = 5  # epochs without a better validation Recall@20 before stopping
+    max_seconds: float | None = None  # wall-clock budget for the whole loop
+    seed: int = 0
+    model_params: dict[str, Any] = field(default_factory=dict)  # extra constructor arguments of the model
+
+
+@dataclass
+class TrainResult:
+    """The trained model at its best validation epoch, with its embeddings and the epoch history."""
+
+    model: torch.nn.Module
+    user_embedding: np.ndarray
+    product_embedding: np.ndarray
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    @property
+    def seconds_per_epoch(self) -> float:
+        times = [h["epoch_seconds"] for h in self.history]
+        return float(np.median(times)) if times else float("nan")
+
+
+def build_model(num_users: int, num_products: int, config: TrainConfig) -> GraphModel:
+    """A fresh graph model of ``config.model`` (a trainable entry of the model registry).
+
+    Raises:
+        ValueError: unknown or not trainable model.
+    """
+    entry = spec(config.model)
+    if not entry.trainable:
+        raise ValueError(f"{config.model} is not trained by the epoch loop; trainable models: "
+                         f"{', '.join(model_names(trainable=True))}")
+    return entry.load()(num_users, num_products, embedding_dim=config.embedding_dim, num_layers=config.num_layers,
+                        reg_weight=config.reg_weight, **config.model_params)
+
+
+DEFAULT_CONFIGS: dict[str, TrainConfig] = {
+    "lightgcn": TrainConfig(model="lightgcn", epochs=100, patience=8),
+    # Sampled softmax at temperature 0.15 converges in ~20 epochs on LastFM (BPR needs hundreds). The learned
+    # popularity prior lifted Ciao's validation Recall@20 from 0.045 (7 epochs) to 0.070 (6 epochs) and
+    # LastFM's from 0.233 to 0.255 at epoch 11; batches of 8192 cut Ciao's epoch from ~60 s to ~13 s.
+    "sharegnn": TrainConfig(model="sharegnn", epochs=40, patience=4, batch_size=8192, lr=5e-3,
+                            model_params={"temperature": 0.15, "popularity_weight": 1.0}),
+}
+
+
+def with_setting(config: TrainConfig, key: str, text: str) -> TrainConfig:
+    """``config`` with one setting from text (a ``--set`` on the command line): a TrainConfig field, else a
+    model argument. Values are JSON (``2048``, ``0.5``, ``true``), ``none`` for None, or a bare string."""
+    import json
+
+    try:
+        value = None if text.lower() == "none" else json.loads(text)
+    except json.JSONDecodeError:
+        value = text
+    names = {f.name for f in fields(TrainConfig)} - {"model", "model_params"}
+    if key in names:
+        return replace(config, **{key: value})
+    arguments = [a for a in inspect.signature(spec(config.model).load()).parameters
+                 if a not in names and a not in ("num_users", "num_products")]
+    if key not in arguments:
+        raise ValueError(f"{config.model} has no setting {key!r}; training settings: {', '.join(sorted(names))}; "
+                         f"model arguments: {', '.join(arguments)}")
+    return replace(config, model_params={**config.model_params, key: value})
+
+
+def default_config(model: str) -> TrainConfig:
+    """The tuned configuration of ``model`` (what ``sharerank eval`` uses unless told otherwise)."""
+    return DEFAULT_CONFIGS.get(model, TrainConfig(model=model))
+
+
+def sample_negatives(users: np.ndarray, bought: sp.csr_matrix, rng: np.random.Generator, num: int = 1,
+                     max_rounds: int = 20) -> np.ndarray:
+    """``num`` uniformly random products per user that the user did not buy, shape ``(len(users), num)``
+    (rejection sampling, vectorised)."""
+    num_products = bought.shape[1]
+    rows = np.repeat(users, num)
+    neg = rng.integers(0, num_products, size=len(rows))
+    pending = np.arange(len(rows))
+    for _ in range(max_rounds):
+        hit = np.asarray(bought[rows[pending], neg[pending]]).ravel() > 0
+        pending = pending[hit]
+        if len(pending) == 0:
+            break
+        neg[pending] = rng.integers(0, num_products, size=len(pending))
+    return neg.reshape(len(users), num)
+
+
+def train_model(dataset: Dataset, split: Split, config: TrainConfig,
+                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
+    """Trains ``config.model`` on ``split.train``; keeps the epoch with the best validation Recall@20.
+
+    Without validation interactions the last epoch is kept.
+    """
+    torch.manual_seed(config.seed)
+    rng = np.random.default_rng(config.seed)
+    num_users, num_products = dataset.num_users, dataset.num_products
+    graph = build_graph(dataset, split.train)
+    users, products = (t.numpy() for t in graph[PURCHASED].edge_index)
+    bought = interaction_matrix(split.train, num_users, num_products)
+    valid_matrix = interaction_matrix(split.valid, num_users, num_products)
+    valid_users = np.flatnonzero(np.diff(valid_matrix.indptr))
+
+    model = build_model(num_users, num_products, config)
+    inputs = model.prepare(graph)
+    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    best = (-1.0, 0, copy.deepcopy(model.state_dict()))
+    history: list[dict[str, float]] = []
+    started = time.perf_counter()
+    for epoch in range(1, config.epochs + 1):
+        t0 = time.perf_counter()
+        loss = _train_epoch(model, optimizer, inputs, users, products, bought, config, rng)
+        figures = {"loss": loss, "epoch_seconds": time.perf_counter() - t0}
+        if len(valid_users):
+            user_emb, product_emb = _embeddings(model, inputs)
+            top = rank_top_k(user_emb, product_emb, torch.from_numpy(valid_users), bought, 20)
+            scores = evaluate_ranking(top, valid_matrix, valid_users, num_products,
+                                      np.asarray(bought.sum(axis=0)).ravel(), ks=(20,))
+            figures["val_recall_20"] = scores["Recall@20"]
+            figures["val_ndcg_20"] = scores["NDCG@20"]
+            if scores["Recall@20"] > best[0]:
+                best = (scores["Recall@20"], epoch, copy.deepcopy(model.state_dict()))
+        else:
+            best = (-1.0, epoch, copy.deepcopy(model.state_dict()))
+        history.append(figures)
+        if on_epoch is not None:
+            on_epoch(epoch, figures)
+        log.info("epoch %d %s", epoch, {k: round(v, 5) for k, v in figures.items()})
+        if epoch - best[1] >= config.patience:
+            log.info("early stop at epoch %d (best %d)", epoch, best[1])
+            break
+        if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
+            log.info("time budget of %.0f s spent at epoch %d", config.max_seconds, epoch)
+            break
+    model.load_state_dict(best[2])
+    user_emb, product_emb = _embeddings(model, inputs)
+    return TrainResult(model, user_emb.numpy(), product_emb.numpy(), best_epoch=best[1], history=history)
+
+
+def _train_epoch(model: GraphModel, optimizer: torch.optim.Optimizer, inputs: Any, users: np.ndarray,
+                 products: np.ndarray, bought: sp.csr_matrix, config: TrainConfig,
+                 rng: np.random.Generator) -> float:
+    model.train()
+    order = rng.permutation(len(users))
+    negatives = sample_negatives(users[order], bought, rng, config.num_negatives)
+    total, batches = 0.0, 0
+    for start in range(0, len(order), config.batch_size):
+        idx = order[start:start + config.batch_size]
+        u = torch.from_numpy(users[idx])
+        pos = torch.from_numpy(products[idx])
+        neg = torch.from_numpy(negatives[start:start + config.batch_size])
+        loss = model.loss(inputs, u, pos, neg)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        total += loss.item()
+        batches += 1
+    return total / max(batches, 1)
+
+
+@torch.no_grad()
+def _embeddings(model: GraphModel, inputs: Any) -> tuple[Tensor, Tensor]:
+    model.eval()
+    return model(inputs)

@@ -1,0 +1,277 @@
+"""`sharerank eval-seeding`: how good and how fast seed selection is, on whatever the folder allows.
+
+Every spread is scored by Monte Carlo runs independent of the selection (their own random stream, never the
+RR sets that chose the seeds), with a 95% interval. Sections, each run when the folder has what it needs:
+
+- ``synthetic`` (a ``sharerank simulate`` world, with ``truth/``): spread under the *true* probabilities of
+  seeds picked from (a) the learned influence model, (b) the true probabilities (oracle), (c) highest
+  degree, (d) PageRank, (e) most shares sent; ratios to the oracle.
+- ``given_influence`` (an ``influence.csv``, e.g. NetHEPT): spread and selection time at each k against
+  top degree, and against a CELF Monte Carlo greedy on a small subgraph.
+- ``replay`` (shares with times): shares split by time; influence learned from the earlier part, seeds
+  picked from it; then the later share trees rooted at each method's seeds are counted (distinct
+  recipients and buyers), against top-degree and top-share-count picks (IMINFECTOR-style). BeiBei's
+  ``test-`` share ids mark the later part (learn from tune + invalid, count what the initiators bring in
+  test).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sharerank.dataset.reader import Dataset, has_truth, read_truth
+from sharerank.models.seeding.baselines import out_degree_scores, pagerank_scores, top_k
+from sharerank.models.seeding.ic_graph import ICGraph
+from sharerank.models.seeding.influence import InfluenceModel
+from sharerank.models.seeding.opim import select_seeds
+from sharerank.models.seeding.spread import SpreadEstimate, celf_greedy, induced_subgraph, monte_carlo_spread
+from sharerank.training.seeding.seed import load_for_seeding
+
+log = logging.getLogger(__name__)
+
+SCORING_SEED = 1_000_003
+"""Seed of the scoring Monte Carlo: far from the selection seeds, so the two never share a stream."""
+REPLAY_FRACTION = 0.2
+CELF_NODES = 1000
+
+
+def run_eval_seeding(data_dir: str | Path, *, k: int = 50, ks: tuple[int, ...] = (10, 50, 100),
+                     epsilon: float = 0.1, mc_runs: int = 10_000, category: str | None = None, seed: int = 0,
+                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Runs every section the folder supports; returns the report (JSON-able)."""
+    data_dir = Path(data_dir)
+    dataset = load_for_seeding(data_dir)
+    say = progress or (lambda message: log.info(message))
+    report: dict[str, Any] = {"data": str(data_dir), "k": k, "epsilon": epsilon, "mc_runs": mc_runs,
+                              "users": dataset.num_users,
+                              "dropped": {f"{what}_dropped": count for what, count in dataset.dropped.items()}}
+    if has_truth(data_dir):
+        say("synthetic world: learned vs oracle vs baselines")
+        report["synthetic"] = synthetic_section(data_dir, dataset, k=k, epsilon=epsilon, mc_runs=mc_runs,
+                                                category=category, seed=seed)
+    if dataset.influence is not None:
+        say("given influence: spread and time per k")
+        report["given_influence"] = given_influence_section(dataset, ks=ks, epsilon=epsilon, mc_runs=mc_runs,
+                                                            seed=seed)
+    if dataset.shares is not None and len(dataset.shares.id) > 0:
+        say("held-out cascade replay")
+        report["replay"] = replay_section(dataset, k=k, epsilon=epsilon, seed=seed)
+    if not {"synthetic", "given_influence", "replay"} & report.keys():
+        raise ValueError(f"{data_dir}: nothing to evaluate seeding on (no truth/, influence.csv or shares.csv)")
+    return report
+
+
+# --------------------------------------------------------------------------------------------- synthetic
+
+
+def true_graph(data_dir: Path, dataset: Dataset, category: str) -> ICGraph:
+    """The world's true IC graph for a launch in ``category``: ``min(1, p_uv * weight(v, category))``."""
+    arcs = read_truth(data_dir, "influence").to_pandas()
+    interests = read_truth(data_dir, "interests").to_pandas()
+    rows = {u: i for i, u in enumerate(dataset.users.tolist())}
+    weight = np.ones(dataset.num_users)
+    mine = interests[interests["category"] == category]
+    row = mine["user_id"].map(rows)
+    known = row.notna().to_numpy()  # users in no file of the folder are not in its vocabulary
+    weight[row[known].astype(np.int64).to_numpy()] = mine["weight"].to_numpy()[known]
+    src = arcs["src_id"].map(rows).astype(np.int64).to_numpy()
+    dst = arcs["dst_id"].map(rows).astype(np.int64).to_numpy()
+    return ICGraph.from_arcs(src, dst, np.minimum(1.0, arcs["p"].to_numpy() * weight[dst]), dataset.num_users)
+
+
+def synthetic_section(data_dir: Path, dataset: Dataset, *, k: int, epsilon: float, mc_runs: int,
+                      category: str | None, seed: int) -> dict[str, Any]:
+    if category is None:  # the category shared most: the launch a growth team would run first
+        shared = dataset.category[dataset.shares.product]
+        names, counts = np.unique(shared, return_counts=True)
+        category = str(names[np.argmax(counts)])
+    truth = true_graph(data_dir, dataset, category)
+    started = time.perf_counter()
+    learned = InfluenceModel.fit(dataset, seed=seed)
+    fit_seconds = time.perf_counter() - started
+    learned_graph = learned.ic_graph(category)
+    social = social_graph(dataset)
+    sent = np.bincount(dataset.shares.sharer, minlength=dataset.num_users).astype(float)
+    pickers: dict[str, Callable[[], np.ndarray]] = {
+        "learned": lambda: select_seeds(learned_graph, k, epsilon=epsilon, seed=seed).seeds,
+        "oracle": lambda: select_seeds(truth, k, epsilon=epsilon, seed=seed).seeds,
+        "degree": lambda: top_k(out_degree_scores(social), k),
+        "pagerank": lambda: top_k(pagerank_scores(social), k),
+        "most_shares_sent": lambda: top_k(sent, k),
+    }
+    methods = {name: _scored(truth, pick, mc_runs, dataset.users) for name, pick in pickers.items()}
+    oracle = methods["oracle"]["spread"]
+    for row in methods.values():
+        row["ratio_to_oracle"] = round(row["spread"] / oracle, 4) if oracle else None
+    baselines = ("degree", "pagerank", "most_shares_sent")
+    return {"category": category, "true_arcs": truth.num_arcs, "learned_arcs": learned_graph.num_arcs,
+            "influence_fit_seconds": round(fit_seconds, 3), "methods": methods,
+            "learned_over_oracle": methods["learned"]["ratio_to_oracle"],
+            "learned_beats_every_baseline": all(methods["learned"]["spread"] > methods[b]["spread"]
+                                                for b in baselines)}
+
+
+def social_graph(dataset: Dataset) -> ICGraph:
+    """Who can reach whom, without probabilities: social arcs plus sharer→recipient pairs (degree and
+    PageRank baselines look at the network only)."""
+    src, dst = [], []
+    if dataset.social is not None:
+        src.append(dataset.social.src)
+        dst.append(dataset.social.dst)
+    if dataset.shares is not None:
+        src.append(dataset.shares.sharer)
+        dst.append(dataset.shares.recipient)
+    src_all, dst_all = np.concatenate(src), np.concatenate(dst)
+    return ICGraph.from_arcs(src_all, dst_all, np.full(src_all.size, 0.5), dataset.num_users)
+
+
+# -------------------------------------------------------------------------------------- given influence
+
+
+def given_influence_section(dataset: Dataset, *, ks: tuple[int, ...], epsilon: float, mc_runs: int,
+                            seed: int, repeats: int = 3) -> dict[str, Any]:
+    graph = ICGraph.from_arcs(dataset.influence.src, dataset.influence.dst, dataset.influence.value,
+                              dataset.num_users)
+    select_seeds(graph, min(ks), epsilon=epsilon, seed=seed)  # compile and warm caches before timing
+    rows = []
+    for k in ks:
+        times, selection = [], None
+        for r in range(repeats):
+            started = time.perf_counter()
+            selection = select_seeds(graph, k, epsilon=epsilon, seed=seed + r)
+            times.append(time.perf_counter() - started)
+        ours = monte_carlo_spread(graph, selection.seeds, runs=mc_runs, seed=SCORING_SEED)
+        degree = monte_carlo_spread(graph, top_k(out_degree_scores(graph), k), runs=mc_runs, seed=SCORING_SEED)
+        rows.append({"k": k, "selection_seconds_median": round(float(np.median(times)), 4),
+                     "selection_seconds_min": round(float(np.min(times)), 4),
+                     "selection_seconds_max": round(float(np.max(times)), 4),
+                     "rr_sets": int(selection.num_rr_sets), "rr_estimate": round(float(selection.cumulative[-1]), 2),
+                     "spread": _spread(ours), "degree_spread": _spread(degree),
+                     "ratio_to_degree": round(ours.mean / degree.mean, 4) if degree.mean else None})
+    return {"nodes": graph.num_nodes, "arcs": graph.num_arcs, "per_k": rows,
+            "celf_subgraph": celf_section(graph, k=min(10, min(ks)), epsilon=epsilon, mc_runs=mc_runs, seed=seed)}
+
+
+def celf_section(graph: ICGraph, *, k: int, epsilon: float, mc_runs: int, seed: int) -> dict[str, Any]:
+    """OPIM-C against the CELF Monte Carlo greedy (slow, the classic reference) on the subgraph induced by
+    the :data:`CELF_NODES` nodes of highest out-degree (the part of the graph where seeds are found)."""
+    nodes = np.sort(np.argsort(-graph.out_degree(), kind="stable")[:CELF_NODES])
+    sub, _ = induced_subgraph(graph, nodes)
+    started = time.perf_counter()
+    celf = celf_greedy(sub, k, runs=1000, seed=seed)
+    celf_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    ours = select_seeds(sub, k, epsilon=epsilon, seed=seed).seeds
+    ours_seconds = time.perf_counter() - started
+    a = monte_carlo_spread(sub, ours, runs=mc_runs, seed=SCORING_SEED)
+    b = monte_carlo_spread(sub, celf, runs=mc_runs, seed=SCORING_SEED)
+    return {"nodes": sub.num_nodes, "arcs": sub.num_arcs, "k": k,
+            "opim": {"spread": _spread(a), "seconds": round(ours_seconds, 4)},
+            "celf": {"spread": _spread(b), "seconds": round(celf_seconds, 4)},
+            "ratio_to_celf": round(a.mean / b.mean, 4) if b.mean else None}
+
+
+# ------------------------------------------------------------------------------------------------ replay
+
+
+def replay_section(dataset: Dataset, *, k: int, epsilon: float, seed: int) -> dict[str, Any]:
+    shares = dataset.shares
+    later = later_shares(dataset)
+    earlier = ~later
+    if not earlier.any() or not later.any():
+        raise ValueError("cascade replay needs shares both before and after the split")
+    influence = InfluenceModel.fit(dataset, train_mask=earlier, seed=seed)
+    graph = influence.ic_graph(None)
+    sent = np.bincount(shares.sharer[earlier], minlength=dataset.num_users).astype(float)
+    degree = social_degree(dataset) + _distinct_recipients(shares.sharer[earlier], shares.recipient[earlier],
+                                                           dataset.num_users)
+    root = share_roots(dataset)
+    picks = {"learned": select_seeds(graph, k, epsilon=epsilon, seed=seed).seeds,
+             "degree": top_k(degree.astype(float), k), "most_shares_sent": top_k(sent, k)}
+    methods = {name: _replay_counts(dataset, root, later, seeds) for name, seeds in picks.items()}
+    return {"split": "beibei test" if _beibei(shares) else f"last {REPLAY_FRACTION:.0%} of shares by time",
+            "earlier_shares": int(earlier.sum()), "later_shares": int(later.sum()), "methods": methods,
+            "learned_over_degree": _ratio(methods, "learned", "degree", "buyers"),
+            "learned_over_most_shares_sent": _ratio(methods, "learned", "most_shares_sent", "buyers")}
+
+
+def later_shares(dataset: Dataset) -> np.ndarray:
+    """The held-out part: BeiBei's test split, else the last :data:`REPLAY_FRACTION` of shares by time."""
+    shares = dataset.shares
+    if _beibei(shares):
+        return np.char.startswith(shares.id.astype(str), "test-")
+    cut = np.quantile(shares.ts, 1.0 - REPLAY_FRACTION)
+    return shares.ts > cut
+
+
+def share_roots(dataset: Dataset) -> np.ndarray:
+    """The root sharer of every share's cascade: a sharer who bought the product through a share inherits
+    that share's root, hop after hop; anyone else is the root of what they share."""
+    shares, purchases = dataset.shares, dataset.purchases
+    n_products = dataset.num_products
+    via = {}
+    attributed = purchases.share >= 0
+    for user, product, share in zip(purchases.user[attributed].tolist(), purchases.product[attributed].tolist(),
+                                    purchases.share[attributed].tolist(), strict=True):
+        via[user * n_products + product] = share
+    order = np.argsort(shares.ts, kind="stable")
+    root = shares.sharer.astype(np.int64).copy()
+    for s in order.tolist():  # time order: a parent share's root is known before its children's
+        parent = via.get(int(shares.sharer[s]) * n_products + int(shares.product[s]))
+        if parent is not None and parent != s:
+            root[s] = root[parent]
+    return root
+
+
+def social_degree(dataset: Dataset) -> np.ndarray:
+    if dataset.social is None:
+        return np.zeros(dataset.num_users, dtype=np.int64)
+    return np.bincount(dataset.social.src, minlength=dataset.num_users)
+
+
+# --------------------------------------------------------------------------------------------- helpers
+
+
+def _distinct_recipients(sharer: np.ndarray, recipient: np.ndarray, n: int) -> np.ndarray:
+    pairs = np.unique(sharer.astype(np.int64) * n + recipient)
+    return np.bincount(pairs // n, minlength=n)
+
+
+def _replay_counts(dataset: Dataset, root: np.ndarray, later: np.ndarray, seeds: np.ndarray) -> dict[str, int]:
+    mine = later & np.isin(root, seeds)
+    recipients = np.unique(dataset.shares.recipient[mine])
+    bought = dataset.purchases.share
+    converted = np.isin(bought, np.flatnonzero(mine))
+    buyers = np.unique(dataset.purchases.user[converted])
+    return {"shares": int(mine.sum()), "recipients": int(recipients.size), "buyers": int(buyers.size),
+            "active_seeds": int(np.unique(root[mine]).size)}
+
+
+def _beibei(shares) -> bool:
+    return len(shares.id) > 0 and str(shares.id[0]).split("-")[0] in ("tune", "invalid", "test")
+
+
+def _ratio(methods: dict, a: str, b: str, key: str) -> float | None:
+    return round(methods[a][key] / methods[b][key], 4) if methods[b][key] else None
+
+
+def _scored(truth: ICGraph, pick: Callable[[], np.ndarray], mc_runs: int, users: np.ndarray) -> dict[str, Any]:
+    """A method's seeds (user ids, in pick order) and their spread under the true probabilities."""
+    started = time.perf_counter()
+    seeds = pick()
+    seconds = time.perf_counter() - started
+    estimate = monte_carlo_spread(truth, seeds, runs=mc_runs, seed=SCORING_SEED)
+    return {"spread": round(float(estimate.mean), 3), "ci95": [round(float(estimate.ci_low), 3),
+                                                               round(float(estimate.ci_high), 3)],
+            "selection_seconds": round(seconds, 4), "seeds": [str(users[s]) for s in seeds.tolist()]}
+
+
+def _spread(estimate: SpreadEstimate) -> dict[str, Any]:
+    return {"mean": round(float(estimate.mean), 3),
+            "ci95": [round(float(estimate.ci_low), 3), round(float(estimate.ci_high), 3)]}

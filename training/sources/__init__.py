@@ -1,0 +1,1 @@
+"""Where dataset folders come from: the synthetic world generator and the importers of public datasets."""

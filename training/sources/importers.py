@@ -1,0 +1,363 @@
+"""Converters from the public datasets in ../shared/data into the dataset folder.
+
+Each importer reads the files as published, keeps every row it can represent, and writes the folder format;
+ids are written as strings exactly as they appear in the source. A row the folder format cannot hold (a
+self-loop in a social graph, a share to oneself) is dropped explicitly and counted in the result, never
+silently. Every importer returns the rows written per file (``products``, ``purchases``, ``shares``,
+``social``, ``test``) plus such counts of what was dropped or noticed.
+
+A malformed source file raises :class:`~sharerank.dataset.reader.DatasetError` naming the file, the line and
+the column (a field's 1-based position on its line, or its name), like the dataset reader does.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from sharerank.dataset.reader import DatasetError
+from sharerank.dataset.schema import FILES
+from sharerank.dataset.writer import write_rows
+
+CIAO_TRUST_FILES = {"trust_timestamp_version.mat": "trust", "trustnetwork.mat": "trustnetwork"}
+BEIBEI_SPLITS = ("tune", "invalid", "test")  # file order = time order of the synthetic ts
+
+
+def import_lastfm(src: str | Path, out: str | Path) -> dict[str, int]:
+    """Last.fm hetrec-2011 as split 80/20 by SocialLGN: listens become purchases without times, the given
+    test split becomes ``test.csv`` and friend links (already in both directions) ``social.csv``."""
+    src, out = Path(src), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {
+        "purchases": _write(out, "purchases", _pairs(src / "train_set.txt")),
+        "test": _write(out, "test", _pairs(src / "test_set.txt")),
+        "social": _write(out, "social", _pairs(src / "trust.txt")),
+    }
+    return counts
+
+
+def import_ciao(src: str | Path, out: str | Path, trust_file: str = "trustnetwork.mat") -> dict[str, int]:
+    """Ciao (Tang et al.): every rating is a purchase at its unix time; trust is the directed social graph.
+
+    Writes ``products.csv`` (product_id, category *name* from ``catalog_ciao.txt``), ``purchases.csv``
+    (user_id, product_id, ts) and ``social.csv`` (src_id = truster, dst_id = trustee); no ``test.csv``, so
+    evaluation holds out each user's last 20% by time.
+
+    - Every rating row is kept, in file order (the file is sorted by time), ratings of 0 included. A user
+      who rated a product several times gives several purchase rows; ``purchases_repeated_pairs`` counts
+      the rows whose (user, product) appeared on an earlier row.
+    - A product rated under several categories gets its most frequent one, ties going to the smallest
+      category id; ``products_multi_category`` counts such products.
+    - Category names are written as in the catalogue (id 10 reads ``Ciao Caf?`` there).
+    - Self-trust rows cannot be written (the reader rejects self-loops): dropped and counted in
+      ``social_self_loops_dropped``. Repeated trust rows are kept (``social_repeated`` counts them).
+    - ``trust_file`` picks the trust matrix: the original release's ``trustnetwork.mat`` (default, 111,781
+      rows) or ``trust_timestamp_version.mat`` (57,544 rows). The default is the original because the
+      timestamped file's users are ids 1..2,378 only and its arcs show no homophily with the ratings
+      (co-rated products and category overlap per arc equal those of shuffled arcs: 0.35 vs 0.39 co-rated
+      products), while ``trustnetwork.mat`` arcs do (2.02 vs 1.21): its ids are the ratings' ids.
+    """
+    src, out = Path(src), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if trust_file not in CIAO_TRUST_FILES:
+        raise ValueError(f"trust_file must be one of {sorted(CIAO_TRUST_FILES)}, not {trust_file!r}")
+    names = _ciao_catalog(src / "catalog_ciao.txt")
+    rating_path = src / "rating_with_timestamp.mat"
+    rating = _mat_matrix(rating_path, "rating", 6)
+    trust = _mat_matrix(src / trust_file, CIAO_TRUST_FILES[trust_file], 2)
+    user, product, category, ts = rating[:, 0], rating[:, 1], rating[:, 2], rating[:, 5]
+    for column, values, low in ((1, user, 1), (2, product, 1), (6, ts, 0)):
+        if (values < low).any():
+            row = int(np.argmax(values < low))
+            raise DatasetError(str(rating_path), f"matrix 'rating': value {values[row]} must be >= {low} "
+                               "(ids start at 1, times at 0)", line=row + 1, column=column)
+    unknown = ~np.isin(category, np.array(sorted(names), dtype=np.int64))
+    if unknown.any():
+        row = int(np.argmax(unknown))
+        raise DatasetError(str(rating_path), f"matrix 'rating': category id {category[row]} has no name in "
+                           "catalog_ciao.txt", line=row + 1, column=3)
+
+    # Most frequent category per product (ties: smallest id): sort (product, -count, category), take firsts.
+    pairs, pair_counts = np.unique(np.stack([product, category], axis=1), axis=0, return_counts=True)
+    order = np.lexsort((pairs[:, 1], -pair_counts, pairs[:, 0]))
+    pairs = pairs[order]
+    first = np.r_[True, pairs[1:, 0] != pairs[:-1, 0]]
+    products = pairs[first]
+    n_products = _write(out, "products", ((str(p), names[c]) for p, c in products.tolist()))
+
+    n_purchases = _write(out, "purchases", zip(user.tolist(), product.tolist(), ts.tolist(), strict=True), "ts")
+    user_product = user * (int(product.max()) + 1) + product
+    repeated = len(user_product) - len(np.unique(user_product))
+
+    self_loop = trust[:, 0] == trust[:, 1]
+    kept = trust[~self_loop]
+    n_social = _write(out, "social", kept.tolist())
+    arcs = kept[:, 0] * (int(trust.max()) + 1) + kept[:, 1]
+    return {
+        "products": n_products,
+        "purchases": n_purchases,
+        "social": n_social,
+        "social_self_loops_dropped": int(self_loop.sum()),
+        "social_repeated": len(arcs) - len(np.unique(arcs)),
+        "purchases_repeated_pairs": int(repeated),
+        "products_multi_category": len(np.unique(pairs[~first, 0])),
+    }
+
+
+def import_gowalla(src: str | Path, out: str | Path) -> dict[str, int]:
+    """Gowalla check-ins as split by LightGCN: ``train.txt`` → ``purchases.csv`` (user_id, product_id; no
+    times), ``test.txt`` → ``test.csv``, ids as published (0-based remapped ids; ``user_list.txt`` and
+    ``item_list.txt`` hold the originals and are not needed). No ``products.csv``: the reader takes the
+    catalogue from the ids seen, with an empty category.
+
+    A line with a user and no items cannot be written (the format has no list of bare users): it is
+    skipped and counted in ``train_users_without_items`` / ``test_users_without_items``. Such a user stays
+    known where the other file has items for them (a train-less user is a cold-start test user).
+    """
+    src, out = Path(src), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    n_train, empty_train = _write_adjacency(src / "train.txt", out, "purchases")
+    n_test, empty_test = _write_adjacency(src / "test.txt", out, "test")
+    return {"purchases": n_train, "test": n_test, "train_users_without_items": empty_train,
+            "test_users_without_items": empty_test}
+
+
+def import_beibei(src: str | Path, out: str | Path) -> dict[str, int]:
+    """BeiBei group buying (Zhang et al., ICDE'21): each line ``initiator<TAB>item<TAB>participant...`` is a
+    group launch. Writes ``purchases.csv`` (user_id, product_id, ts, share_id), ``shares.csv`` and
+    ``products.csv`` (every item seen, category ""), no ``test.csv``.
+
+    - A launch is the initiator's own purchase of the item (organic: empty share_id) and one share from
+      the initiator to each participant, whose purchase is attributed to that share. Share ids are
+      ``<split>-<line>-<k>`` (line 1-based in the file, k the 1-based position of the participant), so the
+      split of every share and join can be read off its id.
+    - ``invalid.txt`` holds launches nobody joined: the initiator's purchase only, no share (there is no
+      recipient to record). Had such a line participants, it would be read like any other.
+    - There are no times. Groups get a synthetic ordinal g over the files in the order tune, invalid, test
+      (``BEIBEI_SPLITS``), line by line; the initiator's purchase and the shares get ``ts = 2g``, the joins
+      ``ts = 2g + 1`` (after the share they came through). So file order and split order are kept, and a
+      time-ordered hold-out puts ``test.txt`` last.
+    - A participant equal to the initiator cannot be a share (the reader rejects self-shares): that share
+      and its join are dropped (the initiator's purchase is already written) and counted in
+      ``self_shares_dropped``.
+    - ``groups_<split>`` counts the lines read per file, ``groups_without_participants`` those with none.
+    """
+    src, out = Path(src), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    counts = {"products": 0, "purchases": 0, "shares": 0}
+    self_shares = no_participants = 0
+    items: set[str] = set()
+    g = 0
+    buy: list[tuple] = []
+    share: list[tuple] = []
+    for split in BEIBEI_SPLITS:
+        path = src / f"{split}.txt"
+        n_lines = 0
+        with path.open() as f:
+            for line_no, line in enumerate(f, start=1):
+                fields = line.rstrip("\r\n").split("\t")
+                _check_fields(path, line_no, fields, "initiator<TAB>item<TAB>participant...", minimum=2)
+                initiator, item = fields[0], fields[1]
+                items.add(item)
+                launch, join = 2 * g, 2 * g + 1
+                buy.append((initiator, item, launch, ""))
+                if len(fields) == 2:
+                    no_participants += 1
+                for k, participant in enumerate(fields[2:], start=1):
+                    if participant == initiator:
+                        self_shares += 1
+                        continue
+                    share_id = f"{split}-{line_no}-{k}"
+                    share.append((share_id, initiator, participant, item, launch))
+                    buy.append((participant, item, join, share_id))
+                g += 1
+                n_lines += 1
+        counts[f"groups_{split}"] = n_lines
+    counts["shares"] = _write(out, "shares", share)
+    counts["purchases"] = _write(out, "purchases", buy, "ts", "share_id")
+    counts["products"] = _write(out, "products", ((item, "") for item in sorted(items, key=_id_order)))
+    counts["groups_without_participants"] = no_participants
+    counts["self_shares_dropped"] = self_shares
+    return counts
+
+
+def import_nethept(src: str | Path, out: str | Path) -> dict[str, int]:
+    """NetHEPT with IC probabilities (``NetHEPT.txt``: a ``nodes arcs`` line, then ``u v p`` per directed
+    arc) → ``influence.csv`` (src_id, dst_id, p as written in the file) only: valid input for seeding.
+
+    - Self-loops cannot be written (the reader rejects them; an arc to oneself never changes a cascade):
+      dropped and counted in ``influence_self_loops_dropped`` (22 in the published file).
+    - Repeated arcs are kept (``influence_repeated`` counts them); the IC graph merges them as independent
+      chances.
+    - ``nodes_without_arcs`` counts the declared nodes that no written arc touches (only in a self-loop, or
+      in none): the folder format has no list of bare users, so they are not in the dataset.
+    - A file whose arc count differs from its first line's is rejected.
+    """
+    src, out = Path(src), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = src / "NetHEPT.txt"
+    rows: list[str] = []
+    self_loops = 0
+    arcs: set[tuple[str, str]] = set()
+    repeated = 0
+    with path.open() as f:
+        header = f.readline().split()
+        _check_fields(path, 1, header, "nodes arcs", minimum=2, maximum=2)
+        for column, value in enumerate(header, start=1):
+            if not value.isdigit():
+                raise DatasetError(str(path), f"expected a count, found {value!r}", line=1, column=column)
+        num_nodes, num_arcs = int(header[0]), int(header[1])
+        n_lines = 0
+        for line_no, line in enumerate(f, start=2):
+            fields = line.split()
+            if not fields:
+                continue
+            _check_fields(path, line_no, fields, "u v p", minimum=3, maximum=3)
+            n_lines += 1
+            u, v, p = fields
+            if not 0.0 < _number(path, line_no, 3, p) <= 1.0:
+                raise DatasetError(str(path), f"probability {p} must lie in (0, 1]", line=line_no, column=3)
+            if u == v:
+                self_loops += 1
+                continue
+            repeated += (u, v) in arcs
+            arcs.add((u, v))
+            rows.append((u, v, p))
+    if n_lines != num_arcs:
+        raise DatasetError(str(path), f"declares {num_arcs} arcs, the file holds {n_lines}", line=1, column=2)
+    _write(out, "influence", rows)
+    touched = {u for u, _ in arcs} | {v for _, v in arcs}
+    return {"influence": len(rows), "influence_self_loops_dropped": self_loops, "influence_repeated": repeated,
+            "nodes_without_arcs": num_nodes - len(touched)}
+
+
+IMPORTERS: dict[str, Callable[[str | Path, str | Path], dict[str, int]]] = {
+    "ciao": import_ciao,
+    "lastfm": import_lastfm,
+    "gowalla": import_gowalla,
+    "beibei": import_beibei,
+    "nethept": import_nethept,
+}
+
+
+def _id_order(value: str) -> tuple[int, int | str]:
+    """Numeric ids in numeric order, anything else after them in text order."""
+    return (0, int(value)) if value.isdigit() else (1, value)
+
+
+def _check_fields(path: Path, line_no: int, fields: list[str], expected: str, *, minimum: int,
+                  maximum: int | None = None) -> None:
+    """A source line must have ``minimum``..``maximum`` non-empty fields without commas (the folder is CSV)."""
+    if len(fields) < minimum:
+        raise DatasetError(str(path), f"expected {expected}, found {len(fields)} field(s)", line=line_no,
+                           column=len(fields) + 1)
+    if maximum is not None and len(fields) > maximum:
+        raise DatasetError(str(path), f"expected {expected}, found {len(fields)} fields", line=line_no,
+                           column=maximum + 1)
+    for column, value in enumerate(fields, start=1):
+        if not value.strip() or "," in value or '"' in value:
+            raise DatasetError(str(path), f"expected {expected}; field {value!r} is empty or holds a comma or "
+                               "quote", line=line_no, column=column)
+
+
+def _number(path: Path, line_no: int, column: int, text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise DatasetError(str(path), f"not a number: {text!r}", line=line_no, column=column) from None
+
+
+def _ciao_catalog(path: Path) -> dict[int, str]:
+    names: dict[int, str] = {}
+    with path.open(encoding="latin-1") as f:
+        for line_no, line in enumerate(f, start=1):
+            line = line.strip()
+            if not line:
+                continue
+            key, _, name = line.partition(" ")
+            if not key.isdigit():
+                raise DatasetError(str(path), f"expected '<category id> <name>', found {line!r}", line=line_no,
+                                   column=1)
+            if not name.strip():
+                raise DatasetError(str(path), f"category {key} has no name", line=line_no, column=2)
+            names[int(key)] = name.strip()
+    return names
+
+
+def _mat_matrix(path: Path, key: str, min_columns: int) -> np.ndarray:
+    """Matrix ``key`` of a MATLAB file as int64; errors name the file, the row (as the line) and the column."""
+    from scipy.io import loadmat
+    from scipy.io.matlab import MatReadError
+
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        mat = loadmat(path)
+    except (MatReadError, ValueError, TypeError, OSError) as exc:
+        raise DatasetError(str(path), f"not a readable MATLAB file: {exc}") from None
+    if key not in mat:
+        found = sorted(k for k in mat if not k.startswith("__"))
+        raise DatasetError(str(path), f"no matrix {key!r} (found {found})")
+    matrix = np.asarray(mat[key])
+    if matrix.ndim != 2 or matrix.shape[1] < min_columns:
+        raise DatasetError(str(path), f"matrix {key!r} has shape {matrix.shape}, expected >= {min_columns} columns")
+    if not np.issubdtype(matrix.dtype, np.number):
+        raise DatasetError(str(path), f"matrix {key!r} holds {matrix.dtype} values, expected integers")
+    with np.errstate(invalid="ignore"):
+        as_int = matrix.astype(np.int64)  # uint16 / double in the files: widen before any arithmetic
+    fractional = as_int != matrix
+    if fractional.any():
+        row, column = (int(i) for i in np.argwhere(fractional)[0])
+        raise DatasetError(str(path), f"matrix {key!r}: {matrix[row, column]!r} is not an integer", line=row + 1,
+                           column=column + 1)
+    return as_int
+
+
+def _write(out: Path, name: str, rows: Iterable[Sequence], *optional: str) -> int:
+    """Writes file ``name`` of the folder from rows holding its required columns and then ``optional``."""
+    spec = FILES[name]
+    return write_rows(out, spec, spec.columns(*optional), rows)
+
+
+def _write_adjacency(src: Path, out: Path, name: str) -> tuple[int, int]:
+    """``user item item ...`` lines → (user, product) rows of file ``name``; returns (rows, lines without items)."""
+    empty = 0
+
+    def pairs() -> Iterator[tuple[str, str]]:
+        nonlocal empty
+        with src.open() as f:
+            for line_no, line in enumerate(f, start=1):
+                fields = line.split()
+                if not fields:
+                    continue
+                for column, value in enumerate(fields, start=1):
+                    if not value.isdigit():  # the LightGCN files hold 0-based integer ids only
+                        raise DatasetError(str(src), f"expected an integer id, found {value!r}", line=line_no,
+                                           column=column)
+                user, items = fields[0], fields[1:]
+                if not items:
+                    empty += 1
+                yield from ((user, item) for item in items)
+
+    return _write(out, name, pairs()), empty
+
+
+def _pairs(path: Path) -> Iterator[tuple[str, str]]:
+    with path.open(newline="") as f:
+        rows = csv.reader(f)
+        header = next(rows, [])
+        if len(header) != 2:
+            raise DatasetError(str(path), f"expected a two-column header, found {header}", line=1,
+                               column=min(len(header), 2) + 1)
+        for line, row in enumerate(rows, start=2):
+            if len(row) != 2:
+                raise DatasetError(str(path), f"expected 2 fields, found {len(row)}", line=line,
+                                   column=min(len(row), 2) + 1)
+            for column, value in enumerate(row, start=1):
+                if not value.strip():
+                    raise DatasetError(str(path), "empty id", line=line, column=header[column - 1])
+            yield row[0], row[1]
+
