@@ -14,6 +14,8 @@ import torch
 from scipy.linalg import lapack
 from torch import Tensor
 
+from sharerank.models.recommenders.graph import binary_csr
+
 __all__ = ["EASE", "EASEMemoryError"]
 
 
@@ -116,7 +118,7 @@ class EASE:
         Raises:
             EASEMemoryError: If :meth:`fits` says no (before allocating anything large).
         """
-        x = _binary_csr(interactions)
+        x = binary_csr(interactions)
         n = x.shape[1]
         available = available_memory() if memory_bytes is None else memory_bytes
         if not self.fits(n, available):
@@ -233,13 +235,3 @@ def _mirror_upper(a: np.ndarray, block_size: int) -> None:
         lower = np.tril_indices(stop - start, -1)
         tile[lower] = tile.T[lower]
 
-
-def _binary_csr(interactions: sp.spmatrix) -> sp.csr_matrix:
-    """The interactions as a canonical float32 CSR matrix with 1 at every non-zero entry."""
-    if not sp.issparse(interactions) or interactions.ndim != 2:
-        raise TypeError(f"'interactions' must be a 2-D scipy sparse matrix (got {type(interactions).__name__})")
-    x = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
-    x.sum_duplicates()
-    x.eliminate_zeros()
-    x.data[:] = 1.0
-    return x

@@ -27,6 +27,17 @@ def unique_pairs(interactions: Interactions) -> tuple[np.ndarray, np.ndarray]:
     return (keys >> 32).astype(np.int64), (keys & 0xFFFFFFFF).astype(np.int64)
 
 
+def binary_csr(interactions: sp.spmatrix) -> sp.csr_matrix:
+    """The interactions (a baseline's input) as a canonical float32 CSR matrix with 1 at every non-zero entry."""
+    if not sp.issparse(interactions) or interactions.ndim != 2:
+        raise TypeError(f"'interactions' must be a 2-D scipy sparse matrix (got {type(interactions).__name__})")
+    x = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
+    x.sum_duplicates()
+    x.eliminate_zeros()
+    x.data[:] = 1.0
+    return x
+
+
 def interaction_matrix(interactions: Interactions, num_users: int, num_products: int) -> sp.csr_matrix:
     """Binary users × products CSR matrix of the distinct pairs (the 'already bought' sets)."""
     users, products = unique_pairs(interactions)
@@ -36,14 +47,7 @@ def interaction_matrix(interactions: Interactions, num_users: int, num_products:
 
 def friends_matrix(dataset: Dataset) -> sp.csr_matrix:
     """Binary, symmetric users × users matrix: social links and share partners, in either direction."""
-    src, dst = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
-    if dataset.social is not None:
-        src.append(dataset.social.src)
-        dst.append(dataset.social.dst)
-    if dataset.shares is not None:
-        src.append(dataset.shares.sharer)
-        dst.append(dataset.shares.recipient)
-    a, b = np.concatenate(src), np.concatenate(dst)
+    a, b = dataset.network_arcs()
     n = dataset.num_users
     matrix = sp.csr_matrix((np.ones(2 * len(a), dtype=np.float32), (np.r_[a, b], np.r_[b, a])), shape=(n, n))
     matrix.data[:] = 1.0  # duplicates summed: back to binary

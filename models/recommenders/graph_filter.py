@@ -11,6 +11,8 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from sharerank.models.recommenders.graph import binary_csr
+
 __all__ = ["GraphFilter"]
 
 
@@ -132,7 +134,7 @@ class GraphFilter:
 
     def fit(self, interactions: sp.spmatrix) -> GraphFilter:
         """Normalises the interaction matrix and finds the top singular vectors; returns ``self``."""
-        x = _binary_csr(interactions)
+        x = binary_csr(interactions)
         num_users, num_products = x.shape
         d_user = _inv_sqrt(np.asarray(x.sum(axis=1)).ravel())
         item_degree = np.asarray(x.sum(axis=0)).ravel()
@@ -223,16 +225,6 @@ class GraphFilter:
             f"early_merge={self.early_merge})"
         )
 
-
-def _binary_csr(interactions: sp.spmatrix) -> sp.csr_matrix:
-    """The interactions as a canonical float32 CSR matrix with 1 at every non-zero entry."""
-    if not sp.issparse(interactions) or interactions.ndim != 2:
-        raise TypeError(f"'interactions' must be a 2-D scipy sparse matrix (got {type(interactions).__name__})")
-    x = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
-    x.sum_duplicates()
-    x.eliminate_zeros()
-    x.data[:] = 1.0
-    return x
 
 
 def _inv_sqrt(degree: np.ndarray) -> np.ndarray:

@@ -7,6 +7,8 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from sharerank.models.recommenders.graph import binary_csr
+
 __all__ = ["ItemKNN"]
 
 
@@ -69,7 +71,7 @@ class ItemKNN:
 
     def fit(self, interactions: sp.spmatrix) -> ItemKNN:
         """Computes the pruned cosine similarity matrix; returns ``self``."""
-        x = _binary_csr(interactions)
+        x = binary_csr(interactions)
         num_products = x.shape[1]
         x_t = x.T.tocsr()
         norms = np.sqrt(np.diff(x_t.indptr)).astype(np.float32)
@@ -115,13 +117,3 @@ class ItemKNN:
     def __repr__(self) -> str:
         return f"{self.__class__.__name__}(neighbors={self.neighbors}, shrink={self.shrink})"
 
-
-def _binary_csr(interactions: sp.spmatrix) -> sp.csr_matrix:
-    """The interactions as a canonical float32 CSR matrix with 1 at every non-zero entry."""
-    if not sp.issparse(interactions) or interactions.ndim != 2:
-        raise TypeError(f"'interactions' must be a 2-D scipy sparse matrix (got {type(interactions).__name__})")
-    x = sp.csr_matrix(interactions, dtype=np.float32, copy=True)
-    x.sum_duplicates()
-    x.eliminate_zeros()
-    x.data[:] = 1.0
-    return x

@@ -101,6 +101,18 @@ class Dataset:
     def num_products(self) -> int:
         return len(self.products)
 
+    def network_arcs(self) -> tuple[np.ndarray, np.ndarray]:
+        """Directed user → user arcs of who can reach whom: the social links, then sharer → recipient of
+        every share (int64 ``(src, dst)``; empty when the folder has neither)."""
+        src, dst = [np.empty(0, dtype=np.int64)], [np.empty(0, dtype=np.int64)]
+        if self.social is not None:
+            src.append(self.social.src)
+            dst.append(self.social.dst)
+        if self.shares is not None:
+            src.append(self.shares.sharer)
+            dst.append(self.shares.recipient)
+        return np.concatenate(src), np.concatenate(dst)
+
     def summary(self) -> dict[str, int | str]:
         return {
             "users": self.num_users,

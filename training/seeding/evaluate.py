@@ -120,15 +120,8 @@ def synthetic_section(data_dir: Path, dataset: Dataset, *, k: int, epsilon: floa
 def social_graph(dataset: Dataset) -> ICGraph:
     """Who can reach whom, without probabilities: social arcs plus sharer→recipient pairs (degree and
     PageRank baselines look at the network only)."""
-    src, dst = [], []
-    if dataset.social is not None:
-        src.append(dataset.social.src)
-        dst.append(dataset.social.dst)
-    if dataset.shares is not None:
-        src.append(dataset.shares.sharer)
-        dst.append(dataset.shares.recipient)
-    src_all, dst_all = np.concatenate(src), np.concatenate(dst)
-    return ICGraph.from_arcs(src_all, dst_all, np.full(src_all.size, 0.5), dataset.num_users)
+    src, dst = dataset.network_arcs()
+    return ICGraph.from_arcs(src, dst, np.full(src.size, 0.5), dataset.num_users)
 
 
 # -------------------------------------------------------------------------------------- given influence
