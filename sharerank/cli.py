@@ -94,25 +94,6 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log prog
     _setup_logging(verbose)
 
 
-@command
-def simulate(
-    out: Annotated[Path, typer.Option(help="Folder to write the world into.")],
-    users: Annotated[int, typer.Option(min=50, help="Number of users.")] = 1000,
-    seed: SeedOption = 0,
-    mean_degree: Annotated[float | None, typer.Option(min=1.0, help="Mean friends per user (default 12; 20 "
-                                                                   "gives ~20M social arcs at 1M users).")] = None,
-    as_json: JsonOption = False,
-) -> None:
-    """Generate a synthetic social-commerce world in the dataset-folder format, plus truth/."""
-    from sharerank.training.sources.simulate import simulate_world
-
-    knobs = {"mean_degree": mean_degree} if mean_degree is not None else {}
-    with progress_bar("simulate", 1.0) as advance:
-        summary = simulate_world(out, users=users, seed=seed, **knobs,
-                                 progress=lambda stage, frac: advance(completed=frac, description=stage))
-    emit({"out": str(out), **summary}, as_json)
-
-
 def _dataset_names() -> list[str]:
     from sharerank.training.sources.importers import IMPORTERS
 
@@ -120,8 +101,30 @@ def _dataset_names() -> list[str]:
 
 
 DatasetName = choices("DatasetName", _dataset_names())
+LogRegime = choices("LogRegime", ("all", "successes-only"))
 ServableModel = choices("ServableModel", model_names(servable=True))
 AnyModel = choices("AnyModel", model_names())
+
+
+@command
+def simulate(
+    out: Annotated[Path, typer.Option(help="Folder to write the world into.")],
+    users: Annotated[int, typer.Option(min=50, help="Number of users.")] = 1000,
+    seed: SeedOption = 0,
+    mean_degree: Annotated[float | None, typer.Option(min=1.0, help="Mean friends per user (default 12; 20 "
+                                                                   "gives ~20M social arcs at 1M users).")] = None,
+    log: Annotated[LogRegime, typer.Option(help="Which shares shares.csv keeps: all, or only those that converted "
+                                                "(as real logs record them); truth/ is the same.")] = "all",
+    as_json: JsonOption = False,
+) -> None:
+    """Generate a synthetic social-commerce world in the dataset-folder format, plus truth/."""
+    from sharerank.training.sources.simulate import simulate_world
+
+    knobs = {"mean_degree": mean_degree} if mean_degree is not None else {}
+    with progress_bar("simulate", 1.0) as advance:
+        summary = simulate_world(out, users=users, seed=seed, log=log.value, **knobs,
+                                 progress=lambda stage, frac: advance(completed=frac, description=stage))
+    emit({"out": str(out), **summary}, as_json)
 
 
 @command(name="import")
@@ -309,9 +312,53 @@ def eval_seeding(
         raise UsageError("--ks needs at least one budget, each at least 1")
     report = run_eval_seeding(data, k=k, ks=budgets, epsilon=epsilon, mc_runs=mc_runs, category=category,
                               seed=seed, progress=lambda message: stderr.print(message))
+    for table in _seeding_tables(report):
+        stderr.print(table)
     if out is not None:
         out.write_text(json.dumps(report, indent=2) + "\n")
     emit(report, as_json)
+
+
+def _seeding_tables(report: dict[str, Any]) -> list[Any]:
+    """The eval-seeding report for people: learned vs oracle and baselines, and each replayed held-out part."""
+    from rich.table import Table
+
+    tables = []
+    if "synthetic" in report:
+        synthetic = report["synthetic"]
+        table = Table(title=f"simulated world, launch in {synthetic['category']} ({synthetic['influence']['regime']} "
+                            f"influence), k = {report['k']}: spread under the truth")
+        for column in ("method", "spread", "95% interval", "of oracle"):
+            table.add_column(column, justify="left" if column == "method" else "right")
+        for name, row in synthetic["methods"].items():
+            table.add_row(name, f"{row['spread']:,.1f}", f"{row['ci95'][0]:,.1f} - {row['ci95'][1]:,.1f}",
+                          f"{row['ratio_to_oracle']:.3f}")
+        tables.append(table)
+    replay = report.get("replay", {})
+    for name, part in replay.items():
+        if not isinstance(part, dict) or "replay" not in part:
+            continue
+        table = Table(title=f"replay: {name}, {part['cascades']:,} held-out cascades ({part['adopters']:,} adopters); "
+                            f"cascades started / adopters by each method's seeds")
+        methods = [m for m in part["replay"][0] if isinstance(part["replay"][0][m], dict)]
+        for column in ("k", *methods, "learned / best"):
+            table.add_column(column, justify="right")
+        for row in part["replay"]:
+            ratio = row["learned_over_best_baseline"]
+            table.add_row(str(row["k"]), *(f"{row[m]['cascades']} / {row[m]['adopters']}" for m in methods),
+                          "—" if ratio is None else f"{ratio:.2f}")
+        calibration = part["calibration"]
+        if "slope" in calibration:
+            table.caption = (f"calibration on {calibration['cascades']} cascades: slope {calibration['slope']}, "
+                             f"{calibration['within_20pct']:.0%} within ±20%, predicted/real "
+                             f"{calibration['total_ratio']:.2f}, Spearman {calibration['spearman']:.2f}")
+        if "next_adopter" in part:
+            nxt = part["next_adopter"]
+            table.caption = (table.caption or "") + (f"; next adopter Hits@10/50/100 {nxt['hits@10']:.3f} / "
+                                                     f"{nxt['hits@50']:.3f} / {nxt['hits@100']:.3f}, "
+                                                     f"MAP@100 {nxt['map@100']:.3f}")
+        tables.append(table)
+    return tables
 
 
 @command

@@ -25,16 +25,22 @@ def test_feed_quality_notebook_runs_on_lastfm(shared_data: Path, tmp_path: Path,
     assert "sharegnn" in texts and "lightgcn" in texts
 
 
-def test_seeding_notebook_runs_on_a_small_world(tmp_path: Path, monkeypatch) -> None:
+def test_seeding_notebook_runs_on_a_small_world(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SHARERANK_NB_USERS", "1500")
     monkeypatch.setenv("SHARERANK_NB_K", "10")
     monkeypatch.setenv("SHARERANK_NB_RUNS", "300")
+    from sharerank.training.sources.importers import import_cascade_log
+
+    import_cascade_log(shared_data / "christianity", tmp_path / "christianity")
+    monkeypatch.setenv("SHARERANK_NB_CASCADES", str(tmp_path / "christianity"))
     notebook = nbformat.read(NOTEBOOKS / "seeding.ipynb", as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
                    ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
-    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 2  # reach vs k, communities
+    # reach vs k, communities, predicted vs replayed reach on christianity
+    assert len([o for o in outputs if "image/png" in o.get("data", {})]) == 3
     texts = "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", "")) for o in outputs)
-    for expected in ("oracle", "pagerank", "koc", "spammer", "reasons"):
+    for expected in ("oracle", "pagerank", "koc", "spammer", "reasons", "within_20pct", "hits@100",
+                     "most_active_adopters"):
         assert expected in texts

@@ -145,6 +145,8 @@ def run_training(data_dir: str | Path, settings: Settings, config: TrainConfig,
             mlflow.log_artifact(str(Path(tmp) / "weights.pt"))
             bundle = build_bundle(dataset, result, info)
             _log_index(bundle.info["index"])
+            if bundle.seeding is not None:
+                _log_influence(bundle.seeding.influence.info)
             bundle_dir = bundle.save(Path(tmp) / "bundle")
             registered = registry.log_model(settings, pyfunc.__file__, {pyfunc.BUNDLE_ARTIFACT: str(bundle_dir)},
                                             pyfunc.SIGNATURE, pyfunc.PIP_REQUIREMENTS)
@@ -161,6 +163,15 @@ def _log_index(report: dict[str, Any]) -> None:
     if "nprobe" in report:
         mlflow.log_params({"index_nprobe": report["nprobe"], "index_nprobe_target": report["target"]})
         mlflow.log_metric(f"index_recall_{report['k']}", report["recall"])
+
+
+def _log_influence(info: dict[str, Any]) -> None:
+    """How the served influence model was learned: the regime (recorded, exposure or given) as a tag, its
+    counts and window as params, on the active MLflow run."""
+    import mlflow
+
+    mlflow.set_tag("influence_regime", info.get("regime", ""))
+    mlflow.log_params({f"influence_{key}": value for key, value in info.items() if key != "regime"})
 
 
 def run_evaluation(data_dir: str | Path, settings: Settings, names: list[str], *, k: int = 20, seed: int = 0,

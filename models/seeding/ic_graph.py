@@ -56,6 +56,18 @@ class ICGraph:
         return cls(n, out.indptr.astype(np.int64), out.indices.astype(np.int32), out_p,
                    inn.indptr.astype(np.int64), inn.indices.astype(np.int32), inn.data.astype(np.float64))
 
+    def with_seed_handles(self, compliance: np.ndarray) -> ICGraph:
+        """This graph plus a handle node ``n + u`` per node ``u``, with one arc ``n + u -> u`` of probability
+        ``compliance[u]``: seeding the handle asks ``u`` to share, and ``u`` does with that chance. Pick seeds
+        among the handles; a spread on this graph counts each seeded handle once more than the real nodes."""
+        n = self.num_nodes
+        compliance = np.asarray(compliance, dtype=np.float64)
+        if compliance.shape != (n,):
+            raise ValueError(f"'compliance' must have one entry per node ({n})")
+        src = np.repeat(np.arange(n, dtype=np.int64), np.diff(self.out_indptr))
+        return ICGraph.from_arcs(np.r_[src, np.arange(n) + n], np.r_[self.out_indices, np.arange(n)],
+                                 np.r_[self.out_prob, compliance], 2 * n)
+
     @property
     def num_arcs(self) -> int:
         return int(self.out_indices.size)

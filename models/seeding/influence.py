@@ -27,7 +27,7 @@ A dataset with a given ``influence.csv`` is used as is: its arcs and probabiliti
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,11 +39,17 @@ from scipy.optimize import minimize, minimize_scalar
 from scipy.special import betaln, gammaln
 
 from sharerank.dataset.reader import Dataset
+from sharerank.models.seeding.cascades import initiations
 from sharerank.models.seeding.ic_graph import ICGraph
+from sharerank.models.seeding.trials import first_adoptions, learning_trials, share_trials
+from sharerank.models.seeding.trials import lookup as _lookup
 
 _EPS = 1e-6
 _L2 = 1e-3  # ridge on the standardised regression weights: keeps them finite on separable toy data
 _LIFT_GRID = np.geomspace(0.01, 100.0, 64)  # support of the sender-lift prior, fine enough to be continuous
+HORIZON_FRACTION = 0.125
+"""A launch's horizon, as a share of the training cascades: as many as start in a held-out tenth of a log split
+80/10/10 by time."""
 _FEATURES = ("log_sender_lift", "log_sender_category_lift", "log_recipient_lift", "log_recipient_affinity",
              "log_category_rate", "embedding_cosine")
 
@@ -61,21 +67,25 @@ class InfluenceModel:
     arrays: dict[str, np.ndarray]
     params: dict[str, float]
     coef: np.ndarray | None  # regression weights on standardised features, intercept last
+    info: dict = field(default_factory=dict)  # how it was learned: the regime and its counts (JSON-able)
 
     @classmethod
     def fit(cls, dataset: Dataset, *, user_embedding: np.ndarray | None = None,
-            train_mask: np.ndarray | None = None, seed: int = 0) -> InfluenceModel:
-        """Learns from the shares selected by ``train_mask`` (default: all), or takes the dataset's given
+            train_mask: np.ndarray | None = None, train_products: np.ndarray | None = None, regime: str = "auto",
+            seed: int = 0) -> InfluenceModel:
+        """Learns from the shares selected by ``train_mask`` (default: all) of the products selected by
+        ``train_products`` (default: all; a cascade log's training cascades), or takes the dataset's given
         ``influence.csv``. Purchases after the last training share are not used, so a model fitted on the
-        past can be scored honestly on later shares. The fit is deterministic; ``seed`` is accepted for the
-        common training signature."""
+        past can be scored honestly on later shares. ``regime`` picks how trials are read (see
+        :mod:`~sharerank.models.seeding.trials`; ``auto``: the one the log shows); :attr:`info` says which
+        was used and why. The fit is deterministic; ``seed`` is accepted for the common training signature."""
         del seed
         categories, product_cat = np.unique(dataset.category.astype(str), return_inverse=True)
         categories = tuple(str(c) for c in categories)
         if dataset.influence is not None:
             g = dataset.influence
             return cls(dataset.num_users, categories, {"arc_src": g.src, "arc_dst": g.dst, "given_p": g.value},
-                       {}, None)
+                       {}, None, {"regime": "given"})
         shares = dataset.shares
         if shares is None or len(shares.id) == 0:
             raise ValueError("cannot learn influence: the dataset has no shares.csv (and no influence.csv)")
@@ -84,19 +94,24 @@ class InfluenceModel:
         mask = np.ones(len(shares.id), dtype=bool) if train_mask is None else np.asarray(train_mask, dtype=bool)
         if mask.shape != shares.id.shape:
             raise ValueError(f"train_mask must have one flag per share ({len(shares.id)})")
-        trial, converted, converted_ts = _trials(dataset)
-        keep = mask & trial
-        if not keep.any():
-            raise ValueError("no shares to learn from (train_mask selects none, or every recipient had bought)")
+        products = np.ones(dataset.num_products, dtype=bool) if train_products is None else \
+            np.asarray(train_products, dtype=bool)
+        if products.shape != (dataset.num_products,):
+            raise ValueError(f"train_products must have one flag per product ({dataset.num_products})")
+        mask = mask & products[shares.product]
+        if not mask.any():
+            raise ValueError("no shares to learn from (the masks select none)")
         cutoff = shares.ts[mask].max()
-        u, v = shares.sharer[keep], shares.recipient[keep]
-        c, y = product_cat[shares.product[keep]], converted[keep].astype(np.float64)
-        own = (converted & (converted_ts <= cutoff))[keep].astype(np.float64)  # its purchase is counted below
+        bought = ~(dataset.purchases.ts > cutoff) & products[dataset.purchases.product]
+        trials = learning_trials(dataset, mask, bought, regime)
+        u, v = trials.sender, trials.recipient
+        c, y = product_cat[trials.product], trials.converted.astype(np.float64)
+        own = trials.counted.astype(np.float64)  # its purchase is counted below
 
         arc_src, arc_dst = _arcs(dataset)
-        model = cls(dataset.num_users, categories, {"arc_src": arc_src, "arc_dst": arc_dst}, {}, None)
+        model = cls(dataset.num_users, categories, {"arc_src": arc_src, "arc_dst": arc_dst}, {}, None,
+                    {"regime": trials.regime, **trials.info})
         a, p, k_cat, users = model.arrays, model.params, len(categories), dataset.num_users
-        bought = ~(dataset.purchases.ts > cutoff)
         _fit_affinity(model, dataset.purchases.user[bought], product_cat[dataset.purchases.product[bought]])
 
         # Category rates (one pseudo-trial at the pooled rate); trial expectations r_c * a(v, c).
@@ -141,11 +156,33 @@ class InfluenceModel:
         a["pair_k"], a["pair_e"] = np.bincount(inv, y), np.bincount(inv, model._regression(x))
         p["m_pair"] = _gamma_poisson_strength(a["pair_k"], a["pair_e"])
         p["trials"], p["conversions"] = float(len(y)), float(y.sum())
+        _fit_propensities(model, dataset, mask, bought, products, trials.regime)
         return model
 
+    def compliance(self, horizon: float | None = None) -> np.ndarray:
+        """P(each user starts a cascade within ``horizon`` cascades of the log), the chance that a seed asked to
+        share a launch actually does: ``1 - exp(-rate * horizon)``, the rate being the user's share of the
+        cascades started in training, shrunk by a Gamma prior fitted to all users (most start none). The
+        default horizon is :data:`HORIZON_FRACTION` of the training cascades. A given table: 1 for everyone."""
+        if self.coef is None:
+            return np.ones(self.num_users)
+        a, p = self.arrays, self.params
+        horizon = HORIZON_FRACTION * p["cascades"] if horizon is None else float(horizon)
+        rate = (a["initiations"] + p["initiation_shape"]) / (p["initiation_rate"] + 1.0) / max(p["cascades"], 1.0)
+        return -np.expm1(-rate * horizon)
+
     def probability(self, src: np.ndarray, dst: np.ndarray, category: str | None) -> np.ndarray:
-        """P(a share ``src[i] -> dst[i]`` of a product in ``category`` converts); None: averaged over the
-        categories in proportion to how often each is shared. A given table ignores the category."""
+        """P(``dst[i]`` buys a product in ``category`` because ``src[i]`` did): the sender shares it (their share
+        propensity; already inside the rates of an exposure-learned model) and the share converts
+        (:meth:`conversion`). None: averaged over the categories in proportion to how often each is shared."""
+        q = self.conversion(src, dst, category)
+        propensity = self.arrays.get("share_propensity")
+        return q if propensity is None else q * propensity[np.asarray(src, dtype=np.int64)]
+
+    def conversion(self, src: np.ndarray, dst: np.ndarray, category: str | None) -> np.ndarray:
+        """P(a share ``src[i] -> dst[i]`` of a product in ``category`` converts) (an exposure-learned model: the
+        chance that ``dst`` follows ``src``'s adoption); None: averaged over the categories in proportion to how
+        often each is shared. A given table ignores the category."""
         src, dst = np.asarray(src, dtype=np.int64), np.asarray(dst, dtype=np.int64)
         cat = self._category_index(category)
         if src.shape != dst.shape:
@@ -159,11 +196,13 @@ class InfluenceModel:
         weight = self.arrays["category_weight"]
         return self._predict(src, dst, np.flatnonzero(weight), weight[weight > 0])
 
-    def ic_graph(self, category: str | None = None) -> ICGraph:
+    def ic_graph(self, category: str | None = None, *, conversion: bool = False) -> ICGraph:
         """The IC graph over all users on the social arcs plus every sharer -> recipient pair (or the given
-        table's arcs), with this model's probabilities for ``category`` (None: pooled)."""
+        table's arcs), with this model's probabilities for ``category`` (None: pooled); ``conversion``: a
+        share's chance to convert alone, as if every activated user shared (:meth:`conversion`)."""
         src, dst = self.arrays["arc_src"], self.arrays["arc_dst"]
-        return ICGraph.from_arcs(src, dst, self.probability(src, dst, category), self.num_users)
+        prob = (self.conversion if conversion else self.probability)(src, dst, category)
+        return ICGraph.from_arcs(src, dst, prob, self.num_users)
 
     def sender_stats(self, user: int, category: str | None) -> tuple[int, int]:
         """(trials, conversions) of the user's shares in ``category`` (None: all), to explain a seed.
@@ -185,7 +224,8 @@ class InfluenceModel:
         path.mkdir(parents=True, exist_ok=True)
         np.savez_compressed(path / "arrays.npz", **self.arrays)
         meta = {"num_users": self.num_users, "categories": list(self.categories), "params": self.params,
-                "features": list(_FEATURES), "coef": None if self.coef is None else self.coef.tolist()}
+                "features": list(_FEATURES), "coef": None if self.coef is None else self.coef.tolist(),
+                "info": self.info}
         (path / "model.json").write_text(json.dumps(meta, indent=1))
 
     @classmethod
@@ -195,7 +235,7 @@ class InfluenceModel:
         with np.load(path / "arrays.npz", allow_pickle=False) as npz:
             arrays = {name: npz[name] for name in npz.files}
         coef = None if meta["coef"] is None else np.asarray(meta["coef"])
-        return cls(meta["num_users"], tuple(meta["categories"]), arrays, meta["params"], coef)
+        return cls(meta["num_users"], tuple(meta["categories"]), arrays, meta["params"], coef, meta.get("info", {}))
 
     # ---------------------------------------------------------------------------------------- internals
 
@@ -302,6 +342,39 @@ def _fit_affinity(model: InfluenceModel, buyer: np.ndarray, category: np.ndarray
     model.params["m_own"], model.params["m_friends"] = (float(m) for m in np.exp(np.clip(best, -5, 14)))
 
 
+def _fit_propensities(model: InfluenceModel, dataset: Dataset, share_mask: np.ndarray, purchase_mask: np.ndarray,
+                      products: np.ndarray, regime: str) -> None:
+    """Who starts cascades (counts and a Gamma prior on the rate: :meth:`InfluenceModel.compliance`) and, when
+    failed shares are recorded, who shares what they bought: the share of each user's adoptions they shared,
+    Beta-shrunk (an exposure-learned model's rates already hold it)."""
+    a, p = model.arrays, model.params
+    started, cascades = initiations(dataset, share_mask, products)
+    a["initiations"], p["cascades"] = started.astype(np.float64), float(cascades)
+    p["initiation_shape"], p["initiation_rate"] = _gamma_prior(a["initiations"])
+    if regime != "recorded":
+        return
+    key, _ = first_adoptions(dataset, purchase_mask)
+    shared = np.unique(dataset.shares.sharer[share_mask] * dataset.num_products + dataset.shares.product[share_mask])
+    n = np.bincount(key // dataset.num_products, minlength=dataset.num_users).astype(np.float64)
+    k = np.bincount(key[np.isin(key, shared)] // dataset.num_products, minlength=dataset.num_users).astype(np.float64)
+    mu = np.full(len(n), np.clip(k.sum() / max(n.sum(), 1.0), _EPS, 1 - _EPS))
+    p["m_share_propensity"] = _beta_strength(k, n, n * mu)
+    a["share_propensity"] = (k + p["m_share_propensity"] * mu) / (n + p["m_share_propensity"])
+
+
+def _gamma_prior(counts: np.ndarray) -> tuple[float, float]:
+    """Shape and rate of the Gamma prior on per-user Poisson rates (unit exposure) that maximise the negative
+    binomial likelihood of ``counts``."""
+    def nll(t: np.ndarray) -> float:
+        shape, rate = np.exp(np.clip(t, -12, 12))
+        return -float((gammaln(counts + shape) - gammaln(shape) + shape * np.log(rate / (rate + 1.0))
+                       - counts * np.log(rate + 1.0)).sum())
+
+    best = minimize(nll, np.zeros(2), method="Nelder-Mead", options={"xatol": 1e-4, "fatol": 1e-6}).x
+    shape, rate = np.exp(np.clip(best, -12, 12))
+    return float(shape), float(rate)
+
+
 def _arcs(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Social arcs plus sharer -> recipient pairs, deduplicated, sorted (int64)."""
     parts = [np.empty(0, dtype=np.int64)]
@@ -312,32 +385,6 @@ def _arcs(dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     key = np.sort(np.concatenate(parts))
     key = key[np.r_[True, key[1:] != key[:-1]]] if len(key) else key
     return key // dataset.num_users, key % dataset.num_users
-
-
-def _trials(dataset: Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per share: is it a trial (its recipient had not bought the product before it), did it convert, and
-    when (inf: never)."""
-    shares, purchases = dataset.shares, dataset.purchases
-    ts = np.nan_to_num(purchases.ts, nan=np.inf)  # a purchase of unknown time never disqualifies a share
-    attributed = purchases.share >= 0
-    converted_ts = np.full(len(shares.id), np.inf)
-    converted_ts[purchases.share[attributed]] = ts[attributed]
-    key = purchases.user * dataset.num_products + purchases.product
-    order = np.lexsort((ts, key))
-    key, ts = key[order], ts[order]
-    first = np.r_[True, key[1:] != key[:-1]] if len(key) else np.zeros(0, dtype=bool)
-    bought_at = _lookup(key[first], shares.recipient * dataset.num_products + shares.product, ts[first],
-                        missing=np.inf)[0]
-    return ~(bought_at < shares.ts), converted_ts < np.inf, converted_ts
-
-
-def _lookup(keys: np.ndarray, query: np.ndarray, *values: np.ndarray, missing: float = 0.0):
-    """Values at ``query`` in sorted unique ``keys`` (``missing`` where absent)."""
-    if not len(keys):
-        return tuple(np.full(np.shape(query), missing) for _ in values)
-    pos = np.minimum(np.searchsorted(keys, query), len(keys) - 1)
-    found = keys[pos] == query
-    return tuple(np.where(found, val[pos], missing) for val in values)
 
 
 def _lift(n, k, e, m) -> np.ndarray:
@@ -456,7 +503,7 @@ def calibration_report(dataset: Dataset, *, holdout_fraction: float = 0.2, seed:
     train = np.zeros(len(order), dtype=bool)
     train[order[: int(round(len(order) * (1 - holdout_fraction)))]] = True
     model = InfluenceModel.fit(replace(dataset, influence=None), train_mask=train, seed=seed)
-    trial, converted, _ = _trials(dataset)
+    trial, converted, _ = share_trials(dataset)
     cat = np.unique(dataset.category.astype(str), return_inverse=True)[1][shares.product]
     test = ~train & trial
     y = converted[test].astype(np.float64)
@@ -501,7 +548,7 @@ def truth_report(dataset: Dataset, truth_dir: Path, model: InfluenceModel | None
         rows = (category == name) & (who >= 0)
         w = np.zeros(model.num_users)
         w[who[rows]] = weight[rows]
-        true, pred = np.minimum(1.0, p_uv * w[dst]), model.probability(src, dst, name)
+        true, pred = np.minimum(1.0, p_uv * w[dst]), model.conversion(src, dst, name)
         report["by_category"][name] = _agreement(true, pred)
         true_all.append(true)
         pred_all.append(pred)

@@ -63,10 +63,13 @@ class SeedPlan:
     ci_high: float
     category: str | None
     selection: dict = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    """Why the reach should not be trusted as it stands (a degenerate learned graph: see :func:`degenerate`)."""
 
     def to_json(self) -> dict:
         return {
             "category": self.category,
+            "warnings": list(self.warnings),
             "expected_reach": round(self.expected_reach, 3),
             "ci95": [round(self.ci_low, 3), round(self.ci_high, 3)],
             "seeds": [{"user_id": s.user_id, "marginal_reach": round(s.marginal_reach, 3),
@@ -92,7 +95,10 @@ class SeedingContext:
         self.community = np.asarray(community, dtype=np.int32)
         self.activity = np.asarray(activity, dtype=np.int64)
         self.community_size = np.bincount(self.community)
+        self.compliance = influence.compliance()
+        """P(a user asked to share a launch does): see :meth:`InfluenceModel.compliance`."""
         self._graphs: dict[str | None, ICGraph] = {}
+        self._seed_graphs: dict[str | None, ICGraph] = {}
         self._lock = threading.Lock()
 
     @classmethod
@@ -119,6 +125,15 @@ class SeedingContext:
             if category not in self._graphs:
                 self._graphs[category] = self.influence.ic_graph(category)
             return self._graphs[category]
+
+    def seed_graph(self, category: str | None) -> ICGraph:
+        """:meth:`graph` with a handle per user whose arc to the user is that user's compliance
+        (:meth:`ICGraph.with_seed_handles`); seeds are picked among the handles."""
+        graph = self.graph(category)
+        with self._lock:
+            if category not in self._seed_graphs:
+                self._seed_graphs[category] = graph.with_seed_handles(self.compliance)
+            return self._seed_graphs[category]
 
     def warm(self) -> SeedingContext:
         self.graph(None)
@@ -173,36 +188,90 @@ def plan_seeds(context: SeedingContext, k: int, *, category: str | None = None,
         eligible = int(np.minimum(np.bincount(context.community[candidates]), max_per_community).sum())
     if k > eligible:
         raise SeedingError(f"budget {k} is above the {eligible} eligible candidates under these constraints")
-    selection = select_seeds(graph, k, epsilon=epsilon, candidates=candidates,
-                             community=context.community if max_per_community else None,
-                             max_per_community=max_per_community, seed=seed)
-    spread = monte_carlo_spread(graph, selection.seeds, runs=mc_runs, seed=seed + 1)
-    marginal = np.diff(spread.prefix_mean, prepend=0.0)
+    n = graph.num_nodes
+    asked = context.seed_graph(category)  # seeds are asked: each shares with their compliance
+    users, selection = pick_asked(asked, k, epsilon=epsilon, candidates=candidates,
+                                  community=context.community if max_per_community else None,
+                                  max_per_community=max_per_community, seed=seed)
+    mean, low, high = asked_reach(asked, users, runs=mc_runs, seed=seed + 1)
+    marginal = np.diff(mean, prepend=0.0)
     seeds = [
         PlannedSeed(user=int(u), user_id=str(context.users[u]), marginal_reach=float(marginal[i]),
-                    cumulative_reach=float(spread.prefix_mean[i]), ci_low=float(spread.prefix_ci_low[i]),
-                    ci_high=float(spread.prefix_ci_high[i]), community=int(context.community[u]),
-                    reasons=explain_seed(context, graph, int(u), category))
-        for i, u in enumerate(selection.seeds.tolist())
+                    cumulative_reach=float(mean[i]), ci_low=float(low[i]), ci_high=float(high[i]),
+                    community=int(context.community[u]), reasons=explain_seed(context, graph, int(u), category))
+        for i, u in enumerate(users.tolist())
     ]
     info = {"method": selection.method, "sampler": selection.sampler, "rr_sets": int(selection.num_rr_sets),
             "mean_rr_size": round(float(selection.mean_rr_size), 3),
-            "rr_estimate": round(float(selection.cumulative[-1]), 3),
+            "rr_estimate": round(float(selection.cumulative[-1] - k), 3),
             "approximation": round(float(selection.approximation), 4), "epsilon": epsilon,
             "seconds": round(float(selection.seconds), 4), "mc_runs": mc_runs,
-            "graph": {"users": graph.num_nodes, "arcs": graph.num_arcs}}
-    return SeedPlan(seeds, float(spread.mean), float(spread.ci_low), float(spread.ci_high), category, info)
+            "graph": {"users": n, "arcs": graph.num_arcs}, "influence": dict(context.influence.info)}
+    return SeedPlan(seeds, float(mean[-1]), float(low[-1]), float(high[-1]), category, info,
+                    degenerate(graph, mean, low, high))
+
+
+def pick_asked(asked: ICGraph, k: int, *, candidates: np.ndarray | None = None, community: np.ndarray | None = None,
+               max_per_community: int = 0, epsilon: float = DEFAULT_EPSILON, seed: int = 0):
+    """``k`` users to ask, by RR-set selection on a graph with seed handles
+    (:meth:`~sharerank.models.seeding.ic_graph.ICGraph.with_seed_handles`); returns the users (real node ids, in
+    pick order) and the selection. ``candidates`` and ``community`` are per real user."""
+    n = asked.num_nodes // 2
+    allowed = np.ones(n, dtype=bool) if candidates is None else np.asarray(candidates, dtype=bool)
+    selection = select_seeds(asked, k, epsilon=epsilon, candidates=np.r_[np.zeros(n, dtype=bool), allowed],
+                             community=None if community is None else np.r_[community, community],
+                             max_per_community=max_per_community, seed=seed)
+    return selection.seeds - n, selection
+
+
+def asked_reach(asked: ICGraph, users: np.ndarray, *, runs: int, seed: int) -> tuple[np.ndarray, ...]:
+    """Expected reach of asking each prefix of ``users`` and its 95% interval, by independent Monte Carlo on a
+    graph with seed handles (the handles themselves not counted)."""
+    n = asked.num_nodes // 2
+    spread = monte_carlo_spread(asked, np.asarray(users, dtype=np.int64) + n, runs=runs, seed=seed)
+    handles = np.arange(1, len(users) + 1)
+    return spread.prefix_mean - handles, spread.prefix_ci_low - handles, spread.prefix_ci_high - handles
+
+
+DEGENERATE_COVER = 0.5
+"""One seed "reaching" more than this share of all users, or more than this share of the arcs being near
+certain, is a sign of a degenerate learned graph."""
+
+
+def degenerate(graph: ICGraph, mean: np.ndarray, low: np.ndarray, high: np.ndarray) -> tuple[str, ...]:
+    """Warnings for reach that cannot be what it seems: most arcs near certain, an interval of width 0 with
+    more than one seed (every run gave the same cascade), or one seed covering most users. Probabilities of
+    ~1 are what a log of successes alone gives when failures are not inferred."""
+    warnings, num_users = [], graph.num_nodes
+    certain = float(np.mean(graph.out_prob >= 0.99)) if graph.num_arcs else 0.0
+    if certain > DEGENERATE_COVER:
+        warnings.append(f"degenerate influence graph: {certain:.0%} of its arcs have a probability of 0.99 or more")
+    if len(mean) > 1 and high[-1] - low[-1] <= 1e-9 * max(1.0, mean[-1]):
+        warnings.append(f"degenerate influence graph: every simulation of these {len(mean)} seeds reached the same "
+                        f"{mean[-1]:.0f} users (an interval of width 0); the learned probabilities are ~0 or ~1, "
+                        "as when a log records only successful shares")
+    if len(mean) and mean[0] > DEGENERATE_COVER * num_users:
+        warnings.append(f"degenerate influence graph: the first seed alone reaches {mean[0]:.0f} of {num_users} "
+                        "users; the learned graph is one near-certain component")
+    return tuple(warnings)
 
 
 def explain_seed(context: SeedingContext, graph: ICGraph, user: int, category: str | None) -> tuple[SeedReason, ...]:
-    """Conversion history where there is enough of it, else the seed's network position; always its
-    community."""
+    """How often the seed starts cascades (their chance to share when asked), their conversion history where
+    there is enough of it, and always their network position and community."""
     where = f" in {category}" if category else ""
-    shares, conversions = context.influence.sender_stats(user, category)
+    influence = context.influence
     reasons = []
+    if influence.coef is not None:
+        started, cascades = int(influence.arrays["initiations"][user]), int(influence.params["cascades"])
+        reasons.append(SeedReason("SHARE_PROPENSITY",
+                                  f"started {started} of {cascades:,} cascades in training; shares when asked with "
+                                  f"p≈{context.compliance[user]:.0%}"))
+    shares, conversions = influence.sender_stats(user, category)
     if shares >= MIN_HISTORY_FOR_REASON:
-        reasons.append(SeedReason("CONVERSION_HISTORY",
-                                  f"converted {conversions / shares:.0%} of {shares} recipients{where}"))
+        whom = "friends who saw their adoptions" if influence.info.get("regime") == "exposure" else "recipients"
+        reasons.append(SeedReason("CONVERSION_HISTORY", f"converted {conversions / shares:.0%} of {shares} "
+                                                        f"{whom}{where}"))
     out = slice(graph.out_indptr[user], graph.out_indptr[user + 1])
     direct = float(graph.out_prob[out].sum())
     size = int(context.community_size[context.community[user]])

@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 from sharerank.serving.online_store.base import (
     DEFAULT_MAX_ITEMS_PER_KEY,
     FRIEND_BUYERS_KEPT,
+    MAX_BUYERS_PER_PRODUCT,
     FriendsBought,
     LiveState,
     OnlineStore,
@@ -26,6 +27,7 @@ from sharerank.serving.online_store.redis_store import RedisOnlineStore, RedisSe
 __all__ = [
     "DEFAULT_MAX_ITEMS_PER_KEY",
     "FRIEND_BUYERS_KEPT",
+    "MAX_BUYERS_PER_PRODUCT",
     "FriendsBought",
     "InMemoryOnlineStore",
     "LiveState",

@@ -5,7 +5,9 @@ minutes after it was bought and can cite friends' fresh purchases and shares rec
 backend implements :class:`OnlineStore` and is held to one contract suite (``tests/serving/test_online_store.py``).
 
 Per user the store keeps three collections, each a map ``product_id -> newest event`` capped at the newest
-``max_items_per_key`` products (older ones are dropped, so a hot user's state stays bounded):
+``max_items_per_key`` products (older ones are dropped, so a hot user's state stays bounded), and per product
+its recent buyers (``user_id -> newest purchase``, capped at :data:`MAX_BUYERS_PER_PRODUCT`), so seeding can
+leave out who bought a launch since the model was trained:
 
 - **purchases**: what the user bought (``ts`` of the newest purchase per product);
 - **shares received**: products shared to the user, with the newest share's time and sharer;
@@ -27,6 +29,9 @@ from typing import NamedTuple, Self
 
 DEFAULT_MAX_ITEMS_PER_KEY = 500
 """Default cap on the products kept per user and collection; the newest ``(ts, product_id)`` win."""
+
+MAX_BUYERS_PER_PRODUCT = 100_000
+"""Buyers kept per product (the newest ``(ts, user_id)``): seeding excludes them; far more than a launch's seeds."""
 
 FRIEND_BUYERS_KEPT = 10
 """Friends remembered per ``(user, product)`` in "friends bought": the ones with the newest purchases. The
@@ -137,7 +142,8 @@ class OnlineStore(ABC):
 
         Keeps the latest ``ts`` per ``(user_id, product_id)``: replaying an older event (a retried ingest, a
         backfill) never overwrites newer state, so writes are idempotent and order-independent. Each user
-        keeps their newest ``max_items_per_key`` products. An empty batch is a no-op.
+        keeps their newest ``max_items_per_key`` products, and each product its buyers (:meth:`get_buyers`).
+        An empty batch is a no-op.
 
         Raises:
             OnlineStoreError: the backend could not take the write; nothing is acknowledged.
@@ -149,6 +155,15 @@ class OnlineStore(ABC):
 
         Returns one ``{product_id: ts}`` per entry of ``user_ids``, in the same order (duplicates included),
         ``{}`` for a user with nothing stored. Each dict is the caller's to keep or mutate.
+
+        Raises:
+            OnlineStoreError: the backend could not answer.
+        """
+
+    @abstractmethod
+    def get_buyers(self, product_id: str) -> dict[str, float]:
+        """Who bought ``product_id`` (recorded by :meth:`record_purchases`), as ``{user_id: ts}`` of each buyer's
+        newest purchase of it; the newest :data:`MAX_BUYERS_PER_PRODUCT` buyers; ``{}`` for an unknown product.
 
         Raises:
             OnlineStoreError: the backend could not answer.

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from sharerank.serving.online_store.base import (
     DEFAULT_MAX_ITEMS_PER_KEY,
     FRIEND_BUYERS_KEPT,
+    MAX_BUYERS_PER_PRODUCT,
     FriendsBought,
     LiveState,
     OnlineStore,
@@ -41,6 +42,7 @@ class InMemoryOnlineStore(OnlineStore):
         self._purchases: dict[str, dict[str, float]] = {}
         self._shares: dict[str, dict[str, tuple[float, str]]] = {}  # recipient -> product -> (ts, sharer)
         self._friends: dict[str, dict[str, _Buyers]] = {}  # follower -> product -> buyers, newest first
+        self._buyers: dict[str, dict[str, float]] = {}  # product -> buyer -> newest ts
 
     def record_purchases(self, purchases: Sequence[Purchase]) -> None:
         with self._lock:
@@ -52,6 +54,16 @@ class InMemoryOnlineStore(OnlineStore):
                     touched.add(p.user_id)
             for user_id in touched:
                 self._trim(self._purchases[user_id], lambda ts: ts)
+            for p in purchases:
+                buyers = self._buyers.setdefault(p.product_id, {})
+                if p.ts > buyers.get(p.user_id, float("-inf")):
+                    buyers[p.user_id] = p.ts
+                    if len(buyers) > MAX_BUYERS_PER_PRODUCT:
+                        _trim_to(buyers, MAX_BUYERS_PER_PRODUCT)
+
+    def get_buyers(self, product_id: str) -> dict[str, float]:
+        with self._lock:
+            return dict(self._buyers.get(product_id, {}))
 
     def get_purchases_many(self, user_ids: Sequence[str]) -> list[dict[str, float]]:
         with self._lock:
@@ -107,18 +119,24 @@ class InMemoryOnlineStore(OnlineStore):
             self._purchases.clear()
             self._shares.clear()
             self._friends.clear()
+            self._buyers.clear()
 
     def close(self) -> None:
         """Nothing to release; the data stays readable so a closed demo store is not an error."""
 
     def _trim(self, entries: dict, ts_of) -> None:
-        excess = len(entries) - self.max_items_per_key
-        if excess > 0:
-            for product_id, _ in heapq.nsmallest(excess, entries.items(), key=lambda kv: (ts_of(kv[1]), kv[0])):
-                del entries[product_id]
+        _trim_to(entries, self.max_items_per_key, ts_of)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(users={len(self._purchases)}, max_items_per_key={self.max_items_per_key})"
+
+
+def _trim_to(entries: dict, cap: int, ts_of=lambda ts: ts) -> None:
+    """Drop the oldest entries (by ``(ts, key)``) beyond ``cap``, in place."""
+    excess = len(entries) - cap
+    if excess > 0:
+        for key, _ in heapq.nsmallest(excess, entries.items(), key=lambda kv: (ts_of(kv[1]), kv[0])):
+            del entries[key]
 
 
 def _newest(entries: dict, ts_of, limit: int) -> list:

@@ -20,6 +20,7 @@ from redis.retry import Retry
 from sharerank.serving.online_store.base import (
     DEFAULT_MAX_ITEMS_PER_KEY,
     FRIEND_BUYERS_KEPT,
+    MAX_BUYERS_PER_PRODUCT,
     FriendsBought,
     LiveState,
     OnlineStore,
@@ -276,6 +277,10 @@ class RedisOnlineStore(OnlineStore):
         """The key of ``user_id``'s purchase set: ``{prefix}purchases:{<user_id>}`` (braces literal)."""
         return f"{self.settings.key_prefix}purchases:{{{user_id}}}"
 
+    def buyers_key(self, product_id: str) -> str:
+        """``{prefix}buyers:{<product_id>}``: who bought the product, scored by each buyer's newest purchase."""
+        return f"{self.settings.key_prefix}buyers:{{{product_id}}}"
+
     def shared_to_key(self, user_id: str) -> str:
         """``{prefix}shared_to:{<user_id>}``: products shared to the user, scored by the newest share's ts."""
         return f"{self.settings.key_prefix}shared_to:{{{user_id}}}"
@@ -297,10 +302,12 @@ class RedisOnlineStore(OnlineStore):
             return
         # Collapse the batch to the newest ts per (user, product): one ZADD per user instead of one per event.
         newest: dict[str, dict[str, float]] = {}
+        by_product: dict[str, dict[str, float]] = {}
         for p in purchases:
             bought = newest.setdefault(p.user_id, {})
             if p.ts > bought.get(p.product_id, float("-inf")):
                 bought[p.product_id] = p.ts
+                by_product.setdefault(p.product_id, {})[p.user_id] = p.ts
         ttl = self.settings.purchase_ttl_s
         with _backend_errors("record_purchases"):
             with self._client().pipeline(transaction=False) as pipe:
@@ -313,7 +320,17 @@ class RedisOnlineStore(OnlineStore):
                     pipe.zremrangebyrank(key, 0, -self.settings.max_items_per_key - 1)
                     if ttl is not None:
                         pipe.expire(key, ttl)
+                for product_id, buyers in by_product.items():
+                    key = self.buyers_key(product_id)
+                    pipe.zadd(key, buyers, gt=True)
+                    pipe.zremrangebyrank(key, 0, -MAX_BUYERS_PER_PRODUCT - 1)
+                    if ttl is not None:
+                        pipe.expire(key, ttl)
                 pipe.execute()
+
+    def get_buyers(self, product_id: str) -> dict[str, float]:
+        with _backend_errors("get_buyers"):
+            return dict(self._client().zrange(self.buyers_key(product_id), 0, -1, withscores=True))
 
     def get_purchases_many(self, user_ids: Sequence[str]) -> list[dict[str, float]]:
         if not user_ids:

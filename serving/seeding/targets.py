@@ -1,7 +1,8 @@
 """Seed targets for a launch, checked against the serving model, then planned by
 :func:`~sharerank.models.seeding.plan.plan_seeds`.
 
-Buyers of the launched product are excluded automatically (they already own it); unknown excluded ids are
+Buyers of the launched product are excluded automatically (they already own it), those in the training data
+and those the online store saw since; unknown excluded ids are
 ignored (they cannot be picked anyway), an unknown product or category is NOT_FOUND, and a budget the
 constraints cannot fill is INVALID_ARGUMENT naming the eligible count.
 """
@@ -31,8 +32,9 @@ class SeedRequest:
     epsilon: float = 0.0
 
 
-def seed_targets(bundle: ModelBundle, request: SeedRequest) -> SeedPlan:
-    """Checks the request against the serving model and plans the seeds.
+def seed_targets(bundle: ModelBundle, request: SeedRequest, live_buyers: tuple[str, ...] = ()) -> SeedPlan:
+    """Checks the request against the serving model and plans the seeds; ``live_buyers`` (who bought the
+    product since training) are left out like the training data's buyers.
 
     Raises:
         ServiceError: INVALID_ARGUMENT, NOT_FOUND or FAILED_PRECONDITION (a model without influence).
@@ -58,6 +60,7 @@ def seed_targets(bundle: ModelBundle, request: SeedRequest) -> SeedPlan:
                             product_id=request.product_id)
         category = str(bundle.category[product]) or None
         exclude.extend(bundle.buyers(product).tolist())
+        exclude.extend(rows[u] for u in live_buyers if u in rows)
     if category is not None and category not in context.categories:
         raise not_found(f"no influence learned for category {category!r}", "UNKNOWN_CATEGORY", category=category)
     try:

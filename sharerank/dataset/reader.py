@@ -17,7 +17,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from sharerank.dataset.schema import FILES, TRUTH
+from sharerank.dataset.schema import CASCADE_SPLITS, FILES, TRUTH
 
 _NUMBER = r"^\s*[-+]?(\d+(\.\d*)?|\.\d+)([eE][-+]?\d+)?\s*$"
 _BOOLEANS = {"1": True, "true": True, "yes": True, "0": False, "false": False, "no": False}
@@ -91,6 +91,9 @@ class Dataset:
     views: Interactions | None
     fingerprint: str
     dropped: dict[str, int] = field(default_factory=dict)
+    cascade_split: np.ndarray | None = None
+    """Per product, its split in a cascade log (``cascades.csv``: "train", "valid", "test"; "" when not listed);
+    None when the folder is no cascade log."""
     """Rows left out on request (``load_dataset(drop_self_loops=True)``), e.g. ``{"influence_self_loops": 22}``."""
 
     @property
@@ -123,6 +126,7 @@ class Dataset:
             "influence_edges": 0 if self.influence is None else len(self.influence.src),
             "test_pairs": 0 if self.test is None else len(self.test),
             "views": 0 if self.views is None else len(self.views),
+            "cascades": 0 if self.cascade_split is None else int((self.cascade_split != "").sum()),
             "fingerprint": self.fingerprint,
         }
 
@@ -153,7 +157,9 @@ def load_dataset(root: str | Path, *, drop_self_loops: bool = False) -> Dataset:
         raise DatasetError(purchases_t.name, "column 'ts' is required unless test.csv is given", line=1)
 
     views_t = tables["views"]
-    products, category, price, seller, in_stock = _catalogue(products_t, [purchases_t, shares_t, test_t, views_t])
+    cascades_t = tables["cascades"]
+    products, category, price, seller, in_stock = _catalogue(products_t, [purchases_t, shares_t, test_t, views_t,
+                                                                          cascades_t])
     users = _vocabulary(
         [
             (tables["purchases"], "user_id"),
@@ -194,6 +200,7 @@ def load_dataset(root: str | Path, *, drop_self_loops: bool = False) -> Dataset:
         views=_interactions(views_t, users, products, None) if views_t is not None else None,
         fingerprint=fingerprint(root),
         dropped=dropped,
+        cascade_split=_cascade_split(cascades_t, products) if cascades_t is not None else None,
     )
 
 
@@ -438,6 +445,19 @@ def _shares(t: _Table, users: pa.Array, products: pa.Array) -> Shares:
         product=_encode(t, "product_id", products, "product"),
         ts=_numbers(t, "ts", low=0.0),
     )
+
+
+def _cascade_split(t: _Table, products: pa.Array) -> np.ndarray:
+    _require_unique(t, "product_id")
+    rows = _encode(t, "product_id", products, "product")
+    split = t.column("split").to_numpy(zero_copy_only=False).astype(object)
+    bad = ~np.isin(split, CASCADE_SPLITS)
+    if bad.any():
+        row = int(np.argmax(bad))
+        raise t.error(f"split must be one of {', '.join(CASCADE_SPLITS)}, got {split[row]!r}", row, "split")
+    out = np.full(len(products), "", dtype=object)
+    out[rows] = split
+    return out
 
 
 def _edges(t: _Table | None, users: pa.Array, column: str, *, default: float | None, low: float,

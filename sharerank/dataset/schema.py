@@ -9,9 +9,12 @@ A dataset folder holds CSV files with a header (or the same names with ``.parque
     influence.csv  src_id,dst_id,p                                        (optional; IC probabilities)
     test.csv       user_id,product_id                                     (optional; fixed hold-out)
     views.csv      user_id,product_id,ts[,event_id]                       (optional; weak signals)
+    cascades.csv   product_id,split                                       (optional; a cascade log)
 
 ``event_id`` is the idempotency key of events recorded through the RecordEvents RPC (a share's is its
-``share_id``); files written by other means may leave it out. A simulated world adds ``truth/`` (the
+``share_id``); files written by other means may leave it out. ``cascades.csv`` marks a cascade log (each
+listed product is one cascade, e.g. one post and its adopters) and fixes its split of whole cascades:
+``split`` is ``train``, ``valid`` or ``test`` (:data:`CASCADE_SPLITS`). A simulated world adds ``truth/`` (the
 simulator's ground truth, :data:`TRUTH`), which readers of the folder format ignore.
 
 The reader (:mod:`.reader`) validates against these declarations and the writer (:mod:`.writer`) writes
@@ -88,8 +91,12 @@ FILES: dict[str, FileSpec] = {spec.name: spec for spec in (
     FileSpec("influence", (_id("src_id"), _id("dst_id"), Column("p", "number"))),
     FileSpec("test", (_id("user_id"), _id("product_id"))),
     FileSpec("views", (_id("user_id"), _id("product_id"), Column("ts", "number")), (Column("event_id", "text"),)),
+    FileSpec("cascades", (_id("product_id"), Column("split", "text"))),
 )}
 """The dataset folder's files by name."""
+
+CASCADE_SPLITS = ("train", "valid", "test")
+"""The values of ``cascades.split``, in time order."""
 
 TRUTH: dict[str, FileSpec] = {spec.name: spec for spec in (
     FileSpec("influence", (_id("src_id"), _id("dst_id"), Column("p", "number")), folder="truth"),

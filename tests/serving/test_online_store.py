@@ -401,11 +401,15 @@ def test_redis_layout_matches_keys_md(redis_url: str, raw_redis: redis.Redis) ->
     prefix = _unique_prefix()
     with RedisOnlineStore(redis_url, RedisSettings(key_prefix=prefix, purchase_ttl_s=3600)) as store:
         store.record_purchases([Purchase("u42", "p7", 1718003600.5), Purchase("u42", "p9", 1718000000.0)])
+        store.record_purchases([Purchase("u8", "p7", 1718000000.0)])
         key = f"{prefix}purchases:{{u42}}"
-        assert raw_redis.keys(f"{prefix}*") == [key]
-        assert raw_redis.type(key) == "zset"
+        buyers = f"{prefix}buyers:{{p7}}"
+        assert sorted(raw_redis.keys(f"{prefix}*")) == sorted([key, f"{prefix}purchases:{{u8}}", buyers,
+                                                               f"{prefix}buyers:{{p9}}"])
+        assert raw_redis.type(key) == "zset" and raw_redis.type(buyers) == "zset"
         assert raw_redis.zrange(key, 0, -1, withscores=True) == [("p9", 1718000000.0), ("p7", 1718003600.5)]
-        assert 0 < raw_redis.ttl(key) <= 3600
+        assert raw_redis.zrange(buyers, 0, -1, withscores=True) == [("u8", 1718000000.0), ("u42", 1718003600.5)]
+        assert 0 < raw_redis.ttl(key) <= 3600 and 0 < raw_redis.ttl(buyers) <= 3600
         store.clear()
 
 
@@ -609,3 +613,16 @@ def test_factory_falls_back_to_memory_when_redis_is_down(
 def test_factory_rejects_unknown_schemes(url: str) -> None:
     with pytest.raises(ValueError, match="unsupported online store URL"):
         open_online_store(url)
+
+
+# --- contract: buyers per product (seeding leaves them out)
+
+
+def test_buyers_of_a_product_keep_each_buyers_newest_purchase(store: OnlineStore) -> None:
+    store.record_purchases([Purchase("alice", "p1", 100.0), Purchase("bob", "p1", 50.0), Purchase("alice", "p2", 7.0)])
+    store.record_purchases([Purchase("alice", "p1", 80.0), Purchase("bob", "p1", 60.0)])  # alice's is older
+    assert store.get_buyers("p1") == {"alice": 100.0, "bob": 60.0}
+    assert store.get_buyers("p2") == {"alice": 7.0}
+    assert store.get_buyers("nobody-bought-this") == {}
+    store.clear()
+    assert store.get_buyers("p1") == {}

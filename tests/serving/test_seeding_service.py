@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ import pytest
 from sharerank.dataset.reader import load_dataset
 from sharerank.models.seeding.spread import monte_carlo_spread
 from sharerank.serving.errors import error_info
-from sharerank.serving.online_store import InMemoryOnlineStore
+from sharerank.serving.online_store import InMemoryOnlineStore, Purchase
 from sharerank.serving.server import Server, create_server
 from sharerank.v1 import reason_pb2, seeding_service_pb2, seeding_service_pb2_grpc
 
@@ -47,14 +48,20 @@ def test_seeds_come_in_order_with_reach_intervals_and_reasons(seeding, server: S
     assert len({s.user_id for s in response.seeds}) == 5
     assert set(s.user_id for s in response.seeds) <= set(world.users.tolist())
     cumulative = [s.cumulative_reach for s in response.seeds]
-    assert cumulative == sorted(cumulative) and cumulative[0] >= 1.0  # a seed reaches at least itself
+    compliance = server.holder.current.bundle.seeding.compliance
+    assert cumulative == sorted(cumulative)
+    first = server.holder.current.bundle.user_rows[response.seeds[0].user_id]
+    assert cumulative[0] >= compliance[first] - 0.05  # an asked seed reaches at least itself when it shares
     assert np.allclose(np.cumsum([s.marginal_reach for s in response.seeds]), cumulative)
     assert response.expected_reach == pytest.approx(cumulative[-1])
-    # Each reach and interval agree with an independent simulation of the served influence graph.
+    # Each reach and interval agree with an independent simulation of the served influence graph, each seed
+    # sharing with its chance of complying (a handle node per user whose one arc is that chance).
     bundle = server.holder.current.bundle
-    graph = bundle.seeding.graph("Beauty")
-    rows = np.array([bundle.user_rows[s.user_id] for s in response.seeds])
-    check = monte_carlo_spread(graph, rows, runs=8000, seed=31337)
+    n = len(bundle.users)
+    asked = bundle.seeding.graph("Beauty").with_seed_handles(bundle.seeding.compliance)
+    rows = np.array([bundle.user_rows[s.user_id] for s in response.seeds]) + n
+    check = monte_carlo_spread(asked, rows, runs=8000, seed=31337)
+    check = dataclasses.replace(check, prefix_mean=check.prefix_mean - np.arange(1, len(rows) + 1))
     for j, s in enumerate(response.seeds):
         reported_se = (s.cumulative_reach_ci_high - s.cumulative_reach_ci_low) / (2 * 1.96)
         check_se = (check.prefix_ci_high[j] - check.prefix_ci_low[j]) / (2 * 1.96)
@@ -62,8 +69,12 @@ def test_seeds_come_in_order_with_reach_intervals_and_reasons(seeding, server: S
             1 + check.prefix_mean[j]), (j, s.cumulative_reach, check.prefix_mean[j])
     for s in response.seeds:
         assert s.community and s.reasons
-        assert {r.kind for r in s.reasons} <= {reason_pb2.REASON_KIND_CONVERSION_HISTORY,
-                                               reason_pb2.REASON_KIND_NETWORK_POSITION}
+        kinds = {r.kind for r in s.reasons}
+        assert {reason_pb2.REASON_KIND_SHARE_PROPENSITY, reason_pb2.REASON_KIND_NETWORK_POSITION} <= kinds
+        assert kinds <= {reason_pb2.REASON_KIND_SHARE_PROPENSITY, reason_pb2.REASON_KIND_CONVERSION_HISTORY,
+                         reason_pb2.REASON_KIND_NETWORK_POSITION}
+    assert response.influence_regime == "recorded" and not response.warnings
+    assert response.expected_reach_ci_low <= response.expected_reach_ci_high
 
 
 def test_buyers_of_the_product_and_excluded_users_are_never_seeds(seeding, world) -> None:
@@ -114,3 +125,21 @@ def test_budget_above_the_candidates_names_the_eligible_count(seeding, world) ->
         seeds(seeding, category="Beauty", budget=1000)
     assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "eligible" in err.value.details()
+
+
+def test_buyers_since_training_are_never_seeds(registry, world, tmp_path) -> None:
+    """A purchase the online store saw after training takes its buyer out of the product's seeds."""
+    settings = registry[0].model_copy(update={"event_log_dir": tmp_path / "events"})
+    store = InMemoryOnlineStore()
+    live = create_server(settings, store, address="127.0.0.1:0")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{live.port}") as channel:
+            stub = seeding_service_pb2_grpc.SeedingServiceStub(channel)
+            counts = np.bincount(world.purchases.product, minlength=world.num_products)
+            product = str(world.products[int(np.argmax(counts))])
+            before = [s.user_id for s in seeds(stub, product_id=product, budget=5).seeds]
+            store.record_purchases([Purchase(before[0], product, 2e9), Purchase(before[2], product, 2e9)])
+            after = [s.user_id for s in seeds(stub, product_id=product, budget=5).seeds]
+            assert before[0] not in after and before[2] not in after and len(after) == 5
+    finally:
+        live.stop(grace=None)

@@ -16,6 +16,7 @@ from sharerank.dataset.reader import Dataset, DatasetError, load_dataset
 from sharerank.training.sources.importers import (
     IMPORTERS,
     import_beibei,
+    import_cascade_log,
     import_ciao,
     import_gowalla,
     import_lastfm,
@@ -50,7 +51,7 @@ def beibei(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple
 
 
 def test_registry_names_every_dataset() -> None:
-    assert set(IMPORTERS) == {"ciao", "lastfm", "gowalla", "beibei", "nethept"}
+    assert set(IMPORTERS) == {"ciao", "lastfm", "gowalla", "beibei", "nethept", "christianity"}
 
 
 # --- Ciao -------------------------------------------------------------------------------------------------
@@ -320,3 +321,48 @@ def test_gowalla_and_ciao_malformed_files_name_the_place(tmp_path: Path) -> None
     (tmp_path / "catalog_ciao.txt").write_text("1 DVDs\n2 Books\n")
     with pytest.raises(DatasetError, match="trustnetwork.mat: not a readable MATLAB file"):
         import_ciao(tmp_path, tmp_path / "out")
+
+
+# --- christianity (a cascade log) --------------------------------------------------------------------------
+
+
+def test_christianity_counts_match_the_readme_and_the_raw_file(shared_data: Path, tmp_path: Path) -> None:
+    counts = import_cascade_log(shared_data / "christianity", tmp_path)
+    cascades = []
+    for line in (shared_data / "christianity" / "cascades.txt").read_text().splitlines():  # plain Python
+        steps = [s.split() for s in line.split(",") if s.strip()]
+        order = [steps[0][0]] + [s[-2] for s in steps]
+        cascades.append((float(steps[0][-1]), list(dict.fromkeys(order)), [float(s[-1]) for s in steps]))
+    edges = [tuple(line.split(",")) for line in (shared_data / "christianity" / "edges.txt").read_text().split()]
+    assert len(cascades) == 589 and sum(len(c[1]) for c in cascades) == 15_327  # the README's counts
+    assert len({u for c in cascades for u in c[1]}) == 1_651
+    assert len(edges) == 35_624
+    friends: dict[str, set[str]] = {}
+    for u, v in edges:
+        friends.setdefault(u, set()).add(v)
+        friends.setdefault(v, set()).add(u)
+    credited = sum(1 for _, adopters, _ in cascades for k, user in enumerate(adopters)
+                   if k and any(u in friends.get(user, ()) for u in adopters[:k]))
+    assert counts["purchases"] == 15_327 and counts["products"] == counts["cascades"] == 589
+    assert counts["shares"] == credited and counts["adoptions_without_earlier_friend"] == 15_327 - 589 - credited
+    assert counts["social"] == len({(u, v) for u, v in edges} | {(v, u) for u, v in edges})
+    assert (counts["cascades_train"], counts["cascades_valid"], counts["cascades_test"]) == (471, 59, 59)  # 80/10/10
+    dataset = load_dataset(tmp_path)
+    assert dataset.num_users == 2_897 and dataset.cascade_split is not None
+    first_times = sorted((c[0], i) for i, c in enumerate(cascades))
+    test_lines = {i + 1 for _, i in first_times[530:]}  # the latest tenth by first time
+    split = dict(zip(dataset.products.tolist(), dataset.cascade_split.tolist(), strict=True))
+    assert {int(p[1:]) for p, s in split.items() if s == "test"} == test_lines
+    assert all(all(a <= b for a, b in zip(times, times[1:], strict=False)) for _, _, times in cascades)
+
+
+def test_a_cascade_log_credits_the_latest_earlier_friend(tmp_path: Path) -> None:
+    (tmp_path / "edges.txt").write_text("r,x\nx,y\nr,y\n")
+    (tmp_path / "cascades.txt").write_text("r x 1,z 2,y 3,x 4,\n")  # x again at 4: a repeat, not a purchase
+    counts = import_cascade_log(tmp_path, tmp_path / "out")
+    assert counts["repeated_adoptions"] == 1 and counts["adoptions_without_earlier_friend"] == 1  # z: no friend
+    shares = {(r["sharer_id"], r["recipient_id"]) for r in _read(tmp_path / "out" / "shares.csv")}
+    assert shares == {("r", "x"), ("x", "y")}  # y's earlier friends are r and x: x is the latest
+    (tmp_path / "cascades.txt").write_text("r x 5,y 3,\n")
+    with pytest.raises(DatasetError, match=r"cascades\.txt, line 1, column 2: time 3 is before"):
+        import_cascade_log(tmp_path, tmp_path / "out")

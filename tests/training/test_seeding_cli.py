@@ -7,6 +7,7 @@ build themselves (from ``truth/`` for the simulated world), never against the re
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -17,10 +18,10 @@ from typer.testing import CliRunner
 
 from sharerank.cli import app
 from sharerank.dataset.reader import load_dataset
+from sharerank.models.seeding.cascades import share_roots
 from sharerank.models.seeding.ic_graph import ICGraph
 from sharerank.models.seeding.plan import SeedingContext
 from sharerank.models.seeding.spread import monte_carlo_spread
-from sharerank.training.seeding.evaluate import share_roots
 from sharerank.training.sources.importers import import_nethept
 
 runner = CliRunner()
@@ -49,10 +50,12 @@ def test_seed_reach_and_interval_match_an_independent_simulation(tiny_world: Pat
                                                   atol=5e-3)
     # The same learned graph, simulated again with another stream and 8x the runs.
     world = load_dataset(tiny_world)
-    graph = SeedingContext.from_dataset(world, seed=0).graph("Beauty")
+    context = SeedingContext.from_dataset(world, seed=0)
+    asked = context.graph("Beauty").with_seed_handles(context.compliance)  # seeds share with their compliance
     rows = {u: i for i, u in enumerate(world.users.tolist())}
-    seeds = np.array([rows[s["user_id"]] for s in report["seeds"]])
-    check = monte_carlo_spread(graph, seeds, runs=4000, seed=424242)
+    seeds = np.array([rows[s["user_id"]] for s in report["seeds"]]) + world.num_users
+    check = monte_carlo_spread(asked, seeds, runs=4000, seed=424242)
+    check = dataclasses.replace(check, prefix_mean=check.prefix_mean - np.arange(1, len(seeds) + 1))
     check_se = (check.prefix_ci_high - check.prefix_ci_low) / (2 * Z95)
     for j, s in enumerate(report["seeds"]):
         assert agrees(s["cumulative_reach"], s["ci95"], check.prefix_mean[j], check_se[j]), (j, s, check.prefix_mean[j])
@@ -115,8 +118,37 @@ def test_eval_seeding_on_a_simulated_world(tiny_world: Path) -> None:
     assert oracle["ci95"][1] >= learned["ci95"][0]
     assert synthetic["learned_beats_every_baseline"] is True
     replay = report["replay"]
-    assert set(replay["methods"]) == {"learned", "degree", "most_shares_sent"}
-    assert replay["earlier_shares"] > replay["later_shares"] > 0
+    assert replay["influence"]["regime"] == "recorded"
+    (part,) = [value for value in replay.values() if isinstance(value, dict) and "replay" in value]
+    assert [row["k"] for row in part["replay"]] == [10, 50, 100]
+    for row in part["replay"]:
+        assert set(row) >= {"learned", "degree", "pagerank", "most_shares_sent", "most_active_adopters"}
+        assert all(row[m]["seeds_that_started_one"] <= min(row["k"], row[m]["cascades"]) for m in ("learned", "degree"))
+    assert part["cascades"] > 0 and part["calibration"]["cascades"] > 1
+
+
+def test_replay_on_a_cascade_log_reports_started_cascades_calibration_and_next_adopters(
+        shared_data: Path, tmp_path: Path) -> None:
+    from sharerank.training.sources.importers import import_cascade_log
+
+    import_cascade_log(shared_data / "christianity", tmp_path / "christianity")
+    result = runner.invoke(app, ["eval-seeding", "--data", str(tmp_path / "christianity"), "--mc-runs", "200",
+                                 "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)["replay"]
+    assert report["influence"]["regime"] == "exposure" and report["mean_arc_probability"] < 0.1
+    for split, cascades in (("valid", 59), ("test", 59)):
+        part = report[split]
+        assert part["cascades"] == cascades and part["adopters"] > cascades
+        calibration = part["calibration"]
+        assert calibration["cascades"] == len(calibration["pairs"]) > 0
+        assert 0 <= calibration["within_20pct"] <= 1 and calibration["total_ratio"] > 0
+        nxt = part["next_adopter"]
+        assert nxt["predictions"] == part["adopters"] - cascades  # every adopter after the first
+        assert 0 < nxt["hits@10"] <= nxt["hits@50"] <= nxt["hits@100"] <= 1 and nxt["map@100"] >= nxt["map@10"]
+    k50 = next(row for row in report["test"]["replay"] if row["k"] == 50)
+    assert k50["learned_over_best_baseline"] >= 1.2  # the target; 1.39 when measured
+    assert "replay: test" in result.stderr and "calibration on" in result.stderr  # the tables for people
 
 
 def test_eval_seeding_on_nethept(shared_data: Path, tmp_path: Path) -> None:
@@ -148,3 +180,20 @@ def test_seed_drops_self_loops_of_a_given_graph_with_a_warning(tmp_path: Path) -
     assert report["dropped"] == {"influence_self_loops_dropped": 2}
     assert "dropped 2 self-loops" in result.stderr
     assert [s["user_id"] for s in report["seeds"]] == ["a"] and report["expected_reach"] == 3.0
+
+
+def test_a_degenerate_graph_is_reported_not_answered_silently(tmp_path: Path, shared_data: Path) -> None:
+    # Every arc certain, as learning a log of successes without inferring failures gives: one component.
+    users = [f"u{i}" for i in range(30)]
+    arcs = "".join(f"{a},{b},1\n" for a in users for b in users if a != b)
+    (tmp_path / "influence.csv").write_text("src_id,dst_id,p\n" + arcs)
+    report = invoke("seed", "--data", str(tmp_path), "--k", "3", "--mc-runs", "200")
+    assert report["warnings"] and all("degenerate influence graph" in w for w in report["warnings"])
+    assert any("width 0" in w for w in report["warnings"]) and any("first seed alone" in w for w in report["warnings"])
+    # The real cascade log, learned from exposure: a graph with a real interval and no warning.
+    from sharerank.training.sources.importers import import_cascade_log
+
+    import_cascade_log(shared_data / "christianity", tmp_path / "christianity")
+    report = invoke("seed", "--data", str(tmp_path / "christianity"), "--k", "5", "--mc-runs", "300")
+    assert report["warnings"] == [] and report["selection"]["influence"]["regime"] == "exposure"
+    assert report["ci95"][1] > report["ci95"][0] and report["expected_reach"] < 0.5 * 2_897

@@ -212,3 +212,16 @@ def test_conversions_match_the_true_probabilities(world):
 def test_unknown_knob_is_rejected(tmp_path):
     with pytest.raises(TypeError, match="unknown world knobs"):
         simulate_world(tmp_path, users=1000, colour="blue")
+
+
+def test_a_successes_only_log_keeps_the_same_world_and_only_converted_shares(world, tmp_path):
+    folder, summary, tables, _ = world
+    other = simulate_world(tmp_path, users=USERS, seed=SEED, log="successes-only")
+    converted = {r["share_id"] for r in tables["purchases.csv"] if r["share_id"]}
+    kept = _rows(tmp_path, "shares.csv")
+    assert {r["share_id"] for r in kept} == converted and len(kept) == other["shares_logged"] < summary["shares"]
+    assert [r for r in tables["shares.csv"] if r["share_id"] in converted] == kept  # the same rows, in order
+    for name in ("purchases.csv", "products.csv", "social.csv", "truth/influence.csv", "truth/users.csv"):
+        assert (tmp_path / name).read_bytes() == (folder / name).read_bytes(), name
+    with pytest.raises(ValueError, match="log must be one of"):
+        simulate_world(tmp_path / "x", users=USERS, seed=SEED, log="failures-only")

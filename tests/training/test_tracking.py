@@ -20,6 +20,9 @@ def test_run_has_params_curves_fingerprint_and_artifacts(registry) -> None:
     assert run.data.params["model"] == "lightgcn" and run.data.params["epochs"] == "6"
     assert run.data.tags["data_fingerprint"] == report["data_fingerprint"]
     assert run.data.tags["index_kind"] == "Flat"  # an IVF index would also log its tuned nprobe and recall
+    # The simulator logs failed shares too, so influence was learned from them as recorded.
+    assert run.data.tags["influence_regime"] == "recorded"
+    assert float(run.data.params["influence_recorded_conversion_rate"]) < 0.5
     for curve in ("loss", "val_recall_20"):
         history = client.get_metric_history(report["run_id"], curve)
         assert [m.step for m in history] == list(range(1, len(history) + 1)) and len(history) >= 2

@@ -5,14 +5,15 @@ RR sets that chose the seeds), with a 95% interval. Sections, each run when the 
 
 - ``synthetic`` (a ``sharerank simulate`` world, with ``truth/``): spread under the *true* probabilities of
   seeds picked from (a) the learned influence model, (b) the true probabilities (oracle), (c) highest
-  degree, (d) PageRank, (e) most shares sent; ratios to the oracle.
+  degree, (d) PageRank, (e) most shares sent; ratios to the oracle. The truth is a share's chance to convert
+  with every activated user sharing to every friend, so the learned model is used on the same footing: its
+  conversion probabilities, seeds sharing for sure (no share propensity, no compliance). Either logging
+  regime of the simulator (``--log``) is measured against the same truth.
 - ``given_influence`` (an ``influence.csv``, e.g. NetHEPT): spread and selection time at each k against
   top degree, and against a CELF Monte Carlo greedy on a small subgraph.
-- ``replay`` (shares with times): shares split by time; influence learned from the earlier part, seeds
-  picked from it; then the later share trees rooted at each method's seeds are counted (distinct
-  recipients and buyers), against top-degree and top-share-count picks (IMINFECTOR-style). BeiBei's
-  ``test-`` share ids mark the later part (learn from tune + invalid, count what the initiators bring in
-  test).
+- ``replay`` (shares with times, or a cascade log): held-out cascades started by each method's seeds,
+  calibration of predicted against real cascade sizes, next-adopter Hits@k / MAP@k
+  (:mod:`~sharerank.training.seeding.replay`).
 """
 
 from __future__ import annotations
@@ -31,13 +32,13 @@ from sharerank.models.seeding.ic_graph import ICGraph
 from sharerank.models.seeding.influence import InfluenceModel
 from sharerank.models.seeding.opim import select_seeds
 from sharerank.models.seeding.spread import SpreadEstimate, celf_greedy, induced_subgraph, monte_carlo_spread
+from sharerank.training.seeding.replay import replay_report
 from sharerank.training.seeding.seed import load_for_seeding
 
 log = logging.getLogger(__name__)
 
 SCORING_SEED = 1_000_003
 """Seed of the scoring Monte Carlo: far from the selection seeds, so the two never share a stream."""
-REPLAY_FRACTION = 0.2
 CELF_NODES = 1000
 
 
@@ -61,7 +62,7 @@ def run_eval_seeding(data_dir: str | Path, *, k: int = 50, ks: tuple[int, ...] =
                                                             seed=seed)
     if dataset.shares is not None and len(dataset.shares.id) > 0:
         say("held-out cascade replay")
-        report["replay"] = replay_section(dataset, k=k, epsilon=epsilon, seed=seed)
+        report["replay"] = replay_report(dataset, ks=ks, epsilon=epsilon, seed=seed, say=say)
     if not {"synthetic", "given_influence", "replay"} & report.keys():
         raise ValueError(f"{data_dir}: nothing to evaluate seeding on (no truth/, influence.csv or shares.csv)")
     return report
@@ -87,15 +88,14 @@ def true_graph(data_dir: Path, dataset: Dataset, category: str) -> ICGraph:
 
 def synthetic_section(data_dir: Path, dataset: Dataset, *, k: int, epsilon: float, mc_runs: int,
                       category: str | None, seed: int) -> dict[str, Any]:
-    if category is None:  # the category shared most: the launch a growth team would run first
-        shared = dataset.category[dataset.shares.product]
-        names, counts = np.unique(shared, return_counts=True)
+    if category is None:  # the category bought most (the same whatever the log keeps of the shares)
+        names, counts = np.unique(dataset.category[dataset.purchases.product], return_counts=True)
         category = str(names[np.argmax(counts)])
     truth = true_graph(data_dir, dataset, category)
     started = time.perf_counter()
     learned = InfluenceModel.fit(dataset, seed=seed)
     fit_seconds = time.perf_counter() - started
-    learned_graph = learned.ic_graph(category)
+    learned_graph = learned.ic_graph(category, conversion=True)
     social = social_graph(dataset)
     sent = np.bincount(dataset.shares.sharer, minlength=dataset.num_users).astype(float)
     pickers: dict[str, Callable[[], np.ndarray]] = {
@@ -110,7 +110,8 @@ def synthetic_section(data_dir: Path, dataset: Dataset, *, k: int, epsilon: floa
     for row in methods.values():
         row["ratio_to_oracle"] = round(row["spread"] / oracle, 4) if oracle else None
     baselines = ("degree", "pagerank", "most_shares_sent")
-    return {"category": category, "true_arcs": truth.num_arcs, "learned_arcs": learned_graph.num_arcs,
+    return {"category": category, "influence": dict(learned.info), "true_arcs": truth.num_arcs,
+            "learned_arcs": learned_graph.num_arcs,
             "influence_fit_seconds": round(fit_seconds, 3), "methods": methods,
             "learned_over_oracle": methods["learned"]["ratio_to_oracle"],
             "learned_beats_every_baseline": all(methods["learned"]["spread"] > methods[b]["spread"]
@@ -170,88 +171,7 @@ def celf_section(graph: ICGraph, *, k: int, epsilon: float, mc_runs: int, seed: 
             "ratio_to_celf": round(a.mean / b.mean, 4) if b.mean else None}
 
 
-# ------------------------------------------------------------------------------------------------ replay
-
-
-def replay_section(dataset: Dataset, *, k: int, epsilon: float, seed: int) -> dict[str, Any]:
-    shares = dataset.shares
-    later = later_shares(dataset)
-    earlier = ~later
-    if not earlier.any() or not later.any():
-        raise ValueError("cascade replay needs shares both before and after the split")
-    influence = InfluenceModel.fit(dataset, train_mask=earlier, seed=seed)
-    graph = influence.ic_graph(None)
-    sent = np.bincount(shares.sharer[earlier], minlength=dataset.num_users).astype(float)
-    degree = social_degree(dataset) + _distinct_recipients(shares.sharer[earlier], shares.recipient[earlier],
-                                                           dataset.num_users)
-    root = share_roots(dataset)
-    picks = {"learned": select_seeds(graph, k, epsilon=epsilon, seed=seed).seeds,
-             "degree": top_k(degree.astype(float), k), "most_shares_sent": top_k(sent, k)}
-    methods = {name: _replay_counts(dataset, root, later, seeds) for name, seeds in picks.items()}
-    return {"split": "beibei test" if _beibei(shares) else f"last {REPLAY_FRACTION:.0%} of shares by time",
-            "earlier_shares": int(earlier.sum()), "later_shares": int(later.sum()), "methods": methods,
-            "learned_over_degree": _ratio(methods, "learned", "degree", "buyers"),
-            "learned_over_most_shares_sent": _ratio(methods, "learned", "most_shares_sent", "buyers")}
-
-
-def later_shares(dataset: Dataset) -> np.ndarray:
-    """The held-out part: BeiBei's test split, else the last :data:`REPLAY_FRACTION` of shares by time."""
-    shares = dataset.shares
-    if _beibei(shares):
-        return np.char.startswith(shares.id.astype(str), "test-")
-    cut = np.quantile(shares.ts, 1.0 - REPLAY_FRACTION)
-    return shares.ts > cut
-
-
-def share_roots(dataset: Dataset) -> np.ndarray:
-    """The root sharer of every share's cascade: a sharer who bought the product through a share inherits
-    that share's root, hop after hop; anyone else is the root of what they share."""
-    shares, purchases = dataset.shares, dataset.purchases
-    n_products = dataset.num_products
-    via = {}
-    attributed = purchases.share >= 0
-    for user, product, share in zip(purchases.user[attributed].tolist(), purchases.product[attributed].tolist(),
-                                    purchases.share[attributed].tolist(), strict=True):
-        via[user * n_products + product] = share
-    order = np.argsort(shares.ts, kind="stable")
-    root = shares.sharer.astype(np.int64).copy()
-    for s in order.tolist():  # time order: a parent share's root is known before its children's
-        parent = via.get(int(shares.sharer[s]) * n_products + int(shares.product[s]))
-        if parent is not None and parent != s:
-            root[s] = root[parent]
-    return root
-
-
-def social_degree(dataset: Dataset) -> np.ndarray:
-    if dataset.social is None:
-        return np.zeros(dataset.num_users, dtype=np.int64)
-    return np.bincount(dataset.social.src, minlength=dataset.num_users)
-
-
 # --------------------------------------------------------------------------------------------- helpers
-
-
-def _distinct_recipients(sharer: np.ndarray, recipient: np.ndarray, n: int) -> np.ndarray:
-    pairs = np.unique(sharer.astype(np.int64) * n + recipient)
-    return np.bincount(pairs // n, minlength=n)
-
-
-def _replay_counts(dataset: Dataset, root: np.ndarray, later: np.ndarray, seeds: np.ndarray) -> dict[str, int]:
-    mine = later & np.isin(root, seeds)
-    recipients = np.unique(dataset.shares.recipient[mine])
-    bought = dataset.purchases.share
-    converted = np.isin(bought, np.flatnonzero(mine))
-    buyers = np.unique(dataset.purchases.user[converted])
-    return {"shares": int(mine.sum()), "recipients": int(recipients.size), "buyers": int(buyers.size),
-            "active_seeds": int(np.unique(root[mine]).size)}
-
-
-def _beibei(shares) -> bool:
-    return len(shares.id) > 0 and str(shares.id[0]).split("-")[0] in ("tune", "invalid", "test")
-
-
-def _ratio(methods: dict, a: str, b: str, key: str) -> float | None:
-    return round(methods[a][key] / methods[b][key], 4) if methods[b][key] else None
 
 
 def _scored(truth: ICGraph, pick: Callable[[], np.ndarray], mc_runs: int, users: np.ndarray) -> dict[str, Any]:

@@ -234,12 +234,115 @@ def import_nethept(src: str | Path, out: str | Path) -> dict[str, int]:
             "nodes_without_arcs": num_nodes - len(touched)}
 
 
+SPLIT_FRACTIONS = (0.8, 0.1)
+"""Train and validation shares of a cascade log's cascades, sorted by first time (the rest is test): the split of
+the diffusion-prediction papers that use these files."""
+
+
+def import_cascade_log(src: str | Path, out: str | Path) -> dict[str, int]:
+    """A diffusion cascade log (``cascades.txt`` + ``edges.txt``, as christianity's; see
+    ../shared/data/README.md): each line one cascade of comma-separated ``user ts`` steps, the first one
+    ``root user ts`` (the root posted, the user adopted at ts); ``edges.txt`` the social graph, ``u,v`` lines.
+
+    - Every cascade is a product (``c<line>``, category ""), every first appearance of a user in it a
+      purchase at its time (the root at the first step's time, before its first adopter); a user's later
+      appearances in the same cascade are not purchases (``repeated_adoptions``).
+    - An adopter's purchase is attributed to a share from the *latest earlier adopter among their friends*
+      (either direction of an edge), sent at that adopter's time; an adopter with no earlier friend in the
+      cascade buys organically (``adoptions_without_earlier_friend``). Only successes are in such a log, so
+      there is no failed share: learning infers those from exposure.
+    - Edges are written in both directions (the direction is not documented, and co-adopters show only a mild
+      asymmetry); self-loops are dropped and counted, repeated edges kept once (``social_given`` counts the
+      file's lines, ``social_mutual_given`` the arcs whose reverse is also in the file).
+    - ``cascades.csv`` splits whole cascades by first time, :data:`SPLIT_FRACTIONS` (ties by line order).
+    """
+    src, out = Path(src), Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    edges_path, cascades_path = src / "edges.txt", src / "cascades.txt"
+    given: list[tuple[str, str]] = []
+    with edges_path.open() as f:
+        for line_no, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            fields = line.strip().split(",")
+            _check_fields(edges_path, line_no, [x.strip() for x in fields], "u,v", minimum=2, maximum=2)
+            given.append((fields[0].strip(), fields[1].strip()))
+    arcs = {(u, v) for u, v in given if u != v}
+    friends: dict[str, set[str]] = {}
+    for u, v in arcs:
+        friends.setdefault(u, set()).add(v)
+        friends.setdefault(v, set()).add(u)
+    social = sorted({(u, v) for u, v in arcs} | {(v, u) for u, v in arcs}, key=lambda a: (_id_order(a[0]),
+                                                                                          _id_order(a[1])))
+    counts = {"social_given": len(given), "social_self_loops_dropped": sum(u == v for u, v in given),
+              "social_mutual_given": sum((v, u) in arcs for u, v in arcs)}
+    counts["social"] = _write(out, "social", social)
+
+    cascades: list[tuple[float, int, str, list[tuple[str, float]]]] = []
+    repeated = 0
+    with cascades_path.open() as f:
+        for line_no, line in enumerate(f, start=1):
+            steps = [step.strip() for step in line.strip().split(",") if step.strip()]
+            if not steps:
+                continue
+            adopters: list[tuple[str, float]] = []
+            seen: set[str] = set()
+            for column, step in enumerate(steps, start=1):
+                fields = step.split()
+                expected = "root user ts" if column == 1 else "user ts"
+                _check_fields(cascades_path, line_no, fields, expected, minimum=len(expected.split()),
+                              maximum=len(expected.split()))
+                ts = _number(cascades_path, line_no, column, fields[-1])
+                if adopters and ts < adopters[-1][1]:
+                    raise DatasetError(str(cascades_path), f"time {fields[-1]} is before the previous step's",
+                                       line=line_no, column=column)
+                for user in (fields[0], fields[1]) if column == 1 else (fields[0],):
+                    if user in seen:
+                        repeated += not (column == 1 and user == fields[0])  # a root adopting its own post is no repeat
+                        continue
+                    seen.add(user)
+                    adopters.append((user, ts))
+            cascades.append((adopters[0][1], line_no, f"c{line_no}", adopters))
+    purchases: list[tuple] = []
+    shares: list[tuple] = []
+    organic = 0
+    for _, _, product, adopters in cascades:
+        for k, (user, ts) in enumerate(adopters):
+            mine = friends.get(user, set())
+            sharer = next(((u, t) for u, t in reversed(adopters[:k]) if u in mine), None)
+            if sharer is None:
+                organic += k > 0
+                purchases.append((user, product, _ts(ts), ""))
+                continue
+            share_id = f"{product}-{k}"
+            shares.append((share_id, sharer[0], user, product, _ts(sharer[1])))
+            purchases.append((user, product, _ts(ts), share_id))
+    order = sorted(range(len(cascades)), key=lambda i: (cascades[i][0], cascades[i][1]))
+    n_train = int(SPLIT_FRACTIONS[0] * len(order))
+    n_valid = int(sum(SPLIT_FRACTIONS) * len(order)) - n_train
+    split = {cascades[i][2]: "train" if rank < n_train else "valid" if rank < n_train + n_valid else "test"
+             for rank, i in enumerate(order)}
+    counts["products"] = _write(out, "products", ((c[2], "") for c in cascades))
+    counts["shares"] = _write(out, "shares", shares)
+    counts["purchases"] = _write(out, "purchases", purchases, "ts", "share_id")
+    counts["cascades"] = _write(out, "cascades", ((c[2], split[c[2]]) for c in cascades))
+    counts.update(repeated_adoptions=repeated, adoptions_without_earlier_friend=organic,
+                  cascades_train=n_train, cascades_valid=n_valid, cascades_test=len(order) - n_train - n_valid)
+    return counts
+
+
+def _ts(value: float) -> str:
+    """A time as the file wrote it when it is an integer (the usual case), else the shortest exact decimal."""
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
 IMPORTERS: dict[str, Callable[[str | Path, str | Path], dict[str, int]]] = {
     "ciao": import_ciao,
     "lastfm": import_lastfm,
     "gowalla": import_gowalla,
     "beibei": import_beibei,
     "nethept": import_nethept,
+    "christianity": import_cascade_log,
 }
 
 

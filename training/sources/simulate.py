@@ -37,6 +37,8 @@ Generative model, in order:
    recipient already bought the product; the converted purchase follows after a random delay, is
    attributed to the share (`purchases.share_id`) and may be shared onward, so cascades are multi-hop
    with increasing timestamps (late ones may end after the window). Nobody buys a product twice.
+8. **Logging.** `log="all"` writes every share; `log="successes-only"` only those a purchase is attributed
+   to, as real logs record them (truth/ is the same either way).
 
 Files: products.csv, purchases.csv, shares.csv, social.csv, truth/influence.csv, truth/interests.csv,
 truth/users.csv. Ids are zero-padded strings (`u000001`, `p00001`, `s0000001`, `seller001`) so they sort;
@@ -112,16 +114,25 @@ class WorldKnobs:
         return knobs
 
 
-def simulate_world(out: Path, *, users: int, seed: int = 0,
+LOG_REGIMES = ("all", "successes-only")
+"""What the written shares.csv keeps: every share, or (as real logs do) only the shares that converted."""
+
+
+def simulate_world(out: Path, *, users: int, seed: int = 0, log: str = "all",
                    progress: Callable[[str, float], None] | None = None, **knobs) -> dict:
     """Write a synthetic world to `out` and return a JSON-able summary.
 
-    `progress(stage, fraction)` is called as each stage starts, with the overall fraction done.
+    `log="successes-only"` drops the shares nobody bought through from shares.csv, as real cascade logs do; the
+    world itself, truth/ included, is the same as with `log="all"`, so what is learned from either can be
+    measured against the same truth. `progress(stage, fraction)` is called as each stage starts, with the
+    overall fraction done.
     Knobs: see `WorldKnobs`. The summary counts users, products, communities, KOCs, spammers, social arcs
     (= 2 x friendships), purchases (organic / via a share), shares; `max_cascade_depth` is the most share
     hops behind any purchase; `seconds` is the wall time (the only non-deterministic field).
     """
     started = time.perf_counter()
+    if log not in LOG_REGIMES:
+        raise ValueError(f"log must be one of {', '.join(LOG_REGIMES)}, got {log!r}")
     k = WorldKnobs.resolve(users, **knobs)
     report = progress or (lambda stage, fraction: None)
     rng = np.random.default_rng(np.random.SeedSequence([seed, users]))
@@ -146,8 +157,12 @@ def simulate_world(out: Path, *, users: int, seed: int = 0,
         EXTRA_RECIPIENTS[roles], int(rng.integers(2**31)))
 
     report("write", 0.7)
+    logged = np.ones(len(shares), dtype=bool)
+    if log == "successes-only":
+        logged[:] = False
+        logged[purchases[purchases[:, 3] >= 0, 3]] = True
     _write_world(Path(out), users, community, roles, indptr, friends, arc_p, weight, products,
-                 purchases, shares)
+                 purchases, shares, logged)
     report("done", 1.0)
 
     via_share = int((purchases[:, 3] >= 0).sum())
@@ -158,6 +173,7 @@ def simulate_world(out: Path, *, users: int, seed: int = 0,
         "purchases": int(len(purchases)), "organic_purchases": int(len(purchases)) - via_share,
         "share_purchases": via_share, "shares": int(len(shares)),
         "share_driven_purchase_fraction": round(via_share / max(1, len(purchases)), 4),
+        "log": log, "shares_logged": int(logged.sum()),
         "max_cascade_depth": int(purchases[:, 4].max(initial=0)),
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -401,7 +417,7 @@ def _ids(prefix: str, index: np.ndarray, count: int) -> pa.Array:
 
 
 def _write_world(out: Path, n_users, community, roles, indptr, friends, arc_p, weight, products,
-                 purchases, shares) -> None:
+                 purchases, shares, logged) -> None:
     user_ids = _ids("u", np.arange(n_users), n_users)
     n_products = products["category"].size
     product_ids = _ids("p", np.arange(n_products), n_products)
@@ -424,12 +440,13 @@ def _write_world(out: Path, n_users, community, roles, indptr, friends, arc_p, w
         "ts": purchases[:, 2],
         "share_id": share_ids.take(pa.array(np.maximum(via, 0), mask=via < 0)),
     })
+    kept = np.flatnonzero(logged)
     write_columns(out, FILES["shares"], {
-        "share_id": share_ids,
-        "sharer_id": user_ids.take(shares[:, 0]),
-        "recipient_id": user_ids.take(shares[:, 1]),
-        "product_id": product_ids.take(shares[:, 2]),
-        "ts": shares[:, 3],
+        "share_id": share_ids.take(kept),
+        "sharer_id": user_ids.take(shares[kept, 0]),
+        "recipient_id": user_ids.take(shares[kept, 1]),
+        "product_id": product_ids.take(shares[kept, 2]),
+        "ts": shares[kept, 3],
     })
     write_columns(out, FILES["social"], {"src_id": user_ids.take(sharer), "dst_id": user_ids.take(friends)})
     write_columns(out, TRUTH["influence"], {

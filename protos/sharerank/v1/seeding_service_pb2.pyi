@@ -44,11 +44,19 @@ class SeedTarget(_message.Message):
     def __init__(self, user_id: _Optional[str] = ..., marginal_reach: _Optional[float] = ..., cumulative_reach: _Optional[float] = ..., cumulative_reach_ci_low: _Optional[float] = ..., cumulative_reach_ci_high: _Optional[float] = ..., community: _Optional[str] = ..., reasons: _Optional[_Iterable[_Union[_reason_pb2.Reason, _Mapping]]] = ...) -> None: ...
 
 class GetSeedTargetsResponse(_message.Message):
-    __slots__ = ("seeds", "expected_reach", "model_version")
+    __slots__ = ("seeds", "expected_reach", "model_version", "warnings", "expected_reach_ci_low", "expected_reach_ci_high", "influence_regime")
     SEEDS_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_REACH_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REACH_CI_LOW_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_REACH_CI_HIGH_FIELD_NUMBER: _ClassVar[int]
+    INFLUENCE_REGIME_FIELD_NUMBER: _ClassVar[int]
     seeds: _containers.RepeatedCompositeFieldContainer[SeedTarget]
     expected_reach: float
     model_version: str
-    def __init__(self, seeds: _Optional[_Iterable[_Union[SeedTarget, _Mapping]]] = ..., expected_reach: _Optional[float] = ..., model_version: _Optional[str] = ...) -> None: ...
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    expected_reach_ci_low: float
+    expected_reach_ci_high: float
+    influence_regime: str
+    def __init__(self, seeds: _Optional[_Iterable[_Union[SeedTarget, _Mapping]]] = ..., expected_reach: _Optional[float] = ..., model_version: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., expected_reach_ci_low: _Optional[float] = ..., expected_reach_ci_high: _Optional[float] = ..., influence_regime: _Optional[str] = ...) -> None: ...
