@@ -1,8 +1,10 @@
-"""Learned influence: the chance that a share ``u -> v`` of a product of category ``c`` makes ``v`` buy.
+"""Learned influence: the chance that ``v`` buys a product of category ``c`` because ``u`` did.
 
-Every share whose recipient had not already bought the product is a trial (an owner cannot convert); it
-converted when a purchase is attributed to it. The estimate is built in layers, each an empirical-Bayes
-posterior whose prior is fitted by maximum marginal likelihood, never hand-set:
+The trials come from :mod:`~sharerank.models.seeding.trials`: recorded shares whose recipient had not bought
+the product yet (a log that records failed shares), or, for a log of successes only, the exposures of each
+adopter's friends, failed unless the friend's adoption is credited to the adopter. A trial converted when a
+purchase is attributed to it. The estimate is built in layers, each an empirical-Bayes posterior whose
+prior is fitted by maximum marginal likelihood, never hand-set:
 
 1. recipient affinity ``a(v, c)``: how much more than average ``v`` buys in ``c``: ``v``'s purchase mix
    shrunk towards their friends' mix, itself shrunk towards the global mix (Dirichlet priors; tastes
@@ -20,6 +22,10 @@ posterior whose prior is fitted by maximum marginal likelihood, never hand-set:
 6. a pair with history gets a lift ``(K + m) / (E + m)``: its conversions ``K`` against the ``E`` the
    regression expected (Gamma prior), so a pair's few shares move it only as far as pairs in the data
    really differ from what their sender and recipient explain.
+
+Beside the rates: who starts cascades, and how often (:meth:`InfluenceModel.compliance`, the chance that a
+seed asked to share does), and, where failed shares are recorded, each user's share propensity (the share of
+their purchases they shared), which :meth:`InfluenceModel.probability` multiplies in.
 
 A dataset with a given ``influence.csv`` is used as is: its arcs and probabilities, no learning.
 """
