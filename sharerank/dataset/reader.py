@@ -131,10 +131,12 @@ class Dataset:
         }
 
 
-def load_dataset(root: str | Path, *, drop_self_loops: bool = False) -> Dataset:
+def load_dataset(root: str | Path, *, drop_self_loops: bool = False, with_test: bool = True) -> Dataset:
     """Reads and validates the dataset folder at ``root``.
 
     Args:
+        with_test: Read ``test.csv``. Training passes False: the held-out set is never opened, so a model
+            cannot have seen it (:attr:`Dataset.test` is None and the fingerprint leaves the file out).
         drop_self_loops: Leave out rows of ``social`` and ``influence`` whose two ends are the same user
             (counted in :attr:`Dataset.dropped`) instead of refusing the file. For seeding: an arc to oneself
             never changes a cascade, and published graphs (NetHEPT) hold some.
@@ -145,7 +147,9 @@ def load_dataset(root: str | Path, *, drop_self_loops: bool = False) -> Dataset:
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(str(root), "not a dataset folder (no such directory)")
-    tables = {name: _read(root, name) for name in FILES}
+    names = [name for name in FILES if with_test or name != "test"]
+    tables = {name: _read(root, name) for name in names}
+    tables.setdefault("test", None)
     if all(t is None for t in tables.values()):
         raise DatasetError(str(root), "no dataset files found; expected purchases.csv or influence.csv")
     if tables["purchases"] is None and tables["influence"] is None:
@@ -198,7 +202,7 @@ def load_dataset(root: str | Path, *, drop_self_loops: bool = False) -> Dataset:
         influence=influence,
         test=_interactions(test_t, users, products, None) if test_t is not None else None,
         views=_interactions(views_t, users, products, None) if views_t is not None else None,
-        fingerprint=fingerprint(root),
+        fingerprint=fingerprint(root, skip=() if with_test else ("test",)),
         dropped=dropped,
         cascade_split=_cascade_split(cascades_t, products) if cascades_t is not None else None,
     )
@@ -226,6 +230,13 @@ def read_products(path: str | Path) -> tuple[np.ndarray, np.ndarray, np.ndarray,
     return products, np.asarray(category, dtype=object), seller, in_stock
 
 
+def read_table(root: str | Path, name: str) -> pa.Table | None:
+    """File ``name`` of the folder as read, every column a string (None when the folder has no such file);
+    columns checked against the declaration, rows not (:func:`load_dataset` checks those)."""
+    table = _read(Path(root), name)
+    return None if table is None else table.table
+
+
 def has_truth(root: str | Path) -> bool:
     """Whether the folder is a simulated world with its ground truth (``truth/``)."""
     return TRUTH["influence"].path(root).exists()
@@ -249,10 +260,11 @@ def read_truth(root: str | Path, name: str) -> pa.Table:
     return table
 
 
-def fingerprint(root: str | Path) -> str:
-    """sha256 over the dataset files' names and bytes: the same data gives the same fingerprint."""
+def fingerprint(root: str | Path, skip: tuple[str, ...] = ()) -> str:
+    """sha256 over the dataset files' names and bytes (but those in ``skip``): the same data gives the same
+    fingerprint."""
     digest = hashlib.sha256()
-    for path in sorted(p for p in Path(root).iterdir() if p.is_file() and p.stem in FILES):
+    for path in sorted(p for p in Path(root).iterdir() if p.is_file() and p.stem in FILES and p.stem not in skip):
         digest.update(path.name.encode())
         with path.open("rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):
