@@ -10,7 +10,8 @@ Folder layout::
                  before ``seller`` existed load with every seller "")
     arrays.npz   user_embedding, product_embedding (float32), history_indptr, history_indices
                  (what each user bought in the training data, CSR), friends_indptr, friends_indices (each
-                 user's social neighbourhood, CSR), popularity, in_stock, category_prior (optional)
+                 user's social neighbourhood, CSR), popularity, in_stock, category_prior (optional),
+                 item_item_indptr, item_item_indices, item_item_data (optional: the model's item-item part)
     index.faiss  the product index (row i = product i)
     info.json    model type, hyper-parameters, data fingerprint, metrics
     seeding/     the influence model, communities and activity per user (optional: only when the training
@@ -57,6 +58,9 @@ class ModelBundle:
         category_prior: True for products the model never trained on, whose embedding is their category's
             prior (see :meth:`with_products`); all False when omitted.
         seeding: Influence model and population for seed planning, over the same users; None without one.
+        item_item: The model's item-item part, products × products CSR: a user's score of product ``j`` adds
+            ``item_item[i, j]`` for every product ``i`` they bought (see
+            :mod:`~sharerank.models.recommenders.factors`); None for a model of vectors only.
     """
 
     users: np.ndarray
@@ -73,6 +77,7 @@ class ModelBundle:
     seller: np.ndarray | None = None
     category_prior: np.ndarray | None = None
     seeding: SeedingContext | None = None
+    item_item: sp.csr_matrix | None = None
 
     def __post_init__(self) -> None:
         if self.seller is None:
@@ -81,6 +86,9 @@ class ModelBundle:
             self.category_prior = np.zeros(len(self.products), dtype=bool)
         if self.seeding is not None and len(self.seeding.users) != len(self.users):
             raise ValueError("the seeding context must cover the bundle's users, row for row")
+        if self.item_item is not None and self.item_item.shape != (len(self.products), len(self.products)):
+            raise ValueError(f"item_item must be products × products ({len(self.products)}), got "
+                             f"{self.item_item.shape}")
 
     @cached_property
     def user_rows(self) -> dict[str, int]:
@@ -119,6 +127,11 @@ class ModelBundle:
         return float(max(self.popularity.max(initial=0), 1))
 
     @cached_property
+    def has_vectors(self) -> bool:
+        """Whether the vector part scores anything (an item-item model's vectors are one zero column)."""
+        return bool(np.any(self.product_embedding))
+
+    @cached_property
     def has_history(self) -> np.ndarray:
         """True for users with at least one training purchase (whose embeddings carry taste)."""
         return np.diff(self.history.indptr) > 0
@@ -126,7 +139,7 @@ class ModelBundle:
     def warm(self) -> ModelBundle:
         """Computes every lazy look-up now, so no request pays for it (call off the request path)."""
         names = ("user_rows", "product_rows", "popular_order", "category_codes", "seller_codes", "long_tail",
-                 "max_popularity", "has_history")
+                 "max_popularity", "has_vectors", "has_history")
         for name in names + (("buyers_matrix",) if self.seeding is not None else ()):
             getattr(self, name)
         if self.seeding is not None:
@@ -150,6 +163,41 @@ class ModelBundle:
     def buyers_matrix(self) -> sp.csr_matrix:
         """products × users: the transpose of :attr:`history`, for seeding's "already bought" exclusion."""
         return self.history.T.tocsr()
+
+    def item_item_scores(self, bought: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The item-item part of a user's scores: ``(product rows, summed weights)``, rows ascending, over the
+        rows of the products ``bought`` (empty without an item-item part)."""
+        if self.item_item is None or len(bought) == 0:
+            return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
+        rows = self.item_item[np.asarray(bought, dtype=np.int64)]
+        summed = rows.sum(axis=0).A1 if rows.shape[0] > 1 else rows.toarray().ravel()
+        columns = np.unique(rows.indices)
+        return columns.astype(np.int64), summed[columns].astype(np.float32)
+
+    def top_products(self, vector: np.ndarray | None, bought: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The model's ``k`` best products (rows, scores; best first) for a user with ``vector`` (None: none)
+        who bought ``bought``, those excluded: FAISS over the vectors and the item-item rows of what they
+        bought, each candidate scored by both parts. Nothing known (no vector, no item-item part): the most
+        bought products, scored by their buyer counts."""
+        bought = np.asarray(bought, dtype=np.int64)
+        columns, weights = self.item_item_scores(bought)
+        if (vector is None or not self.has_vectors) and len(columns) == 0:
+            order = self.popular_order[~np.isin(self.popular_order, bought)][:k]
+            return order, self.popularity[order].astype(np.float64)
+        candidates = [columns]
+        if vector is not None and self.has_vectors:
+            _, found = self.index.search(vector, k, exclude=bought)
+            candidates.append(found[0][found[0] >= 0])
+        rows = np.setdiff1d(np.concatenate(candidates), bought)
+        scores = np.zeros(len(rows))
+        if vector is not None and self.has_vectors:
+            scores += self.product_embedding[rows] @ vector
+        hit = np.searchsorted(columns, rows)
+        found = hit < len(columns)
+        found[found] = columns[hit[found]] == rows[found]
+        scores[found] += weights[hit[found]]
+        best = np.argsort(-scores, kind="stable")[:k]
+        return rows[best], scores[best]
 
     def friends_of(self, user_row: int) -> np.ndarray:
         """User rows of the user's social neighbours."""
@@ -190,6 +238,9 @@ class ModelBundle:
             seller=np.concatenate([self.seller, np.asarray(seller, dtype=object)]),
             category_prior=np.concatenate([self.category_prior, np.ones(n, dtype=bool)]),
             seeding=self.seeding,
+            item_item=None if self.item_item is None else sp.csr_matrix(
+                (self.item_item.data, self.item_item.indices,
+                 np.r_[self.item_item.indptr, np.full(n, self.item_item.indptr[-1])]), shape=(size, size)),
         )
 
     def save(self, path: str | Path) -> Path:
@@ -201,7 +252,10 @@ class ModelBundle:
                  product_embedding=self.product_embedding.astype(np.float32),
                  history_indptr=self.history.indptr, history_indices=self.history.indices,
                  friends_indptr=self.friends.indptr, friends_indices=self.friends.indices,
-                 popularity=self.popularity, in_stock=self.in_stock, category_prior=self.category_prior)
+                 popularity=self.popularity, in_stock=self.in_stock, category_prior=self.category_prior,
+                 **({} if self.item_item is None else {"item_item_indptr": self.item_item.indptr,
+                                                       "item_item_indices": self.item_item.indices,
+                                                       "item_item_data": self.item_item.data.astype(np.float32)}))
         self.index.save(path / "index.faiss")
         (path / "info.json").write_text(json.dumps(self.info, indent=2, sort_keys=True, default=str))
         if self.seeding is not None:
@@ -234,6 +288,9 @@ class ModelBundle:
                 seller=ids["seller"].astype(object) if "seller" in ids else None,
                 category_prior=arrays["category_prior"] if "category_prior" in arrays else None,
                 seeding=SeedingContext.load(path / "seeding") if (path / "seeding").is_dir() else None,
+                item_item=sp.csr_matrix((arrays["item_item_data"], arrays["item_item_indices"],
+                                         arrays["item_item_indptr"]), shape=(len(products), len(products)))
+                if "item_item_data" in arrays else None,
             )
 
 

@@ -28,7 +28,7 @@ SIGNATURE = mlflow.models.ModelSignature(
 
 
 class SharerankPyfunc(mlflow.pyfunc.PythonModel):
-    """Top-k products per user from the bundle's embeddings and FAISS index."""
+    """Top-k products per user from the bundle: its vectors in FAISS and its item-item part."""
 
     bundle: ModelBundle
 
@@ -43,11 +43,9 @@ class SharerankPyfunc(mlflow.pyfunc.PythonModel):
         for user_id in model_input["user_id"].astype(str):
             row = bundle.user_rows.get(user_id)
             if row is None:
-                top = bundle.popular_order[:k]
-                scores = bundle.popularity[top].astype(np.float64)
+                top, scores = bundle.top_products(None, np.empty(0, dtype=np.int64), k)
             else:
-                scores, top = bundle.index.search(bundle.user_embedding[row], k, exclude=bundle.bought(row))
-                scores, top = scores[0][top[0] >= 0], top[0][top[0] >= 0]
+                top, scores = bundle.top_products(bundle.user_embedding[row], bundle.bought(row), k)
             ranked = enumerate(zip(top, scores, strict=True), start=1)
             rows += [(user_id, bundle.products[p], rank, float(s)) for rank, (p, s) in ranked]
         return pd.DataFrame(rows, columns=list(RECOMMENDATIONS.columns()))

@@ -11,6 +11,7 @@ import torch
 from numba import njit, prange
 from torch import Tensor
 
+from sharerank.models.recommenders.factors import DEFAULT_NEIGHBOURS, Factors, sparsify_rows
 from sharerank.models.recommenders.graph import binary_csr
 
 __all__ = ["GraphFilter"]
@@ -170,33 +171,64 @@ class GraphFilter:
             out[start : start + len(chunk)] = torch.from_numpy(self._filter(chunk)).T
         return out
 
+    def factors(self, neighbours: int = DEFAULT_NEIGHBOURS) -> Factors:
+        r"""The served form. The ideal low-pass term is exactly rank :math:`k`: user vectors
+        :math:`\beta\,\mathbf{x}\mathbf{D}_I^{-1/2}\mathbf{V}_k`, product vectors
+        :math:`\mathbf{D}_I^{1/2}\mathbf{V}_k` (sharpened, with early merge). The blurred-and-sharpened term is a
+        polynomial :math:`g(\tilde{\mathbf{P}})` of full rank, served as its item-item matrix with each row cut to
+        its ``neighbours`` largest entries (computed a block of products at a time)."""
+        if self._interactions is None:
+            raise RuntimeError("GraphFilter.factors() called before fit()")
+        x = self._interactions
+        num_users, num_products = x.shape
+        if self._left is not None and self.ideal_weight != 0.0:
+            product = self._right_t.copy()
+            if self.early_merge and self.sharpen_time > 0:
+                h = self.sharpen_time / self.sharpen_steps
+                for _ in range(self.sharpen_steps):
+                    product = self._rk4_step(product, h)
+            user = self.ideal_weight * np.asarray(x @ self._left, dtype=np.float32)
+        else:
+            user, product = np.zeros((num_users, 1), np.float32), np.zeros((num_products, 1), np.float32)
+
+        def rows_of(ids: np.ndarray) -> np.ndarray:
+            block = np.zeros((num_products, len(ids)), np.float32)
+            block[ids, np.arange(len(ids))] = 1.0
+            return np.ascontiguousarray(self._smooth(block).T)  # g(P̃) is symmetric: columns are rows
+
+        return Factors(user, product, sparsify_rows(rows_of, num_products, neighbours))
+
     def _filter(self, users: np.ndarray) -> np.ndarray:
         """Runs blur, ideal low-pass and sharpening for a few users; products × users layout, so
         every sparse product gathers contiguous rows."""
         x = self._interactions[users]
-        # Blurring: Euler steps r <- r + tau (rP - r); the first product of the first step
-        # starts from the sparse x.
-        tau = self.blur_time / self.blur_steps
-        r = None
-        for _ in range(self.blur_steps):
-            if r is None:
-                rp = _spmm(self._norm_t, np.ascontiguousarray((x @ self._norm_t).T.toarray()))
-                base = None if tau == 1.0 else np.ascontiguousarray(x.T.toarray())
-            else:
-                rp, base = self._apply_p(r), r
-            r = rp if tau == 1.0 else (1.0 - tau) * base + tau * rp
         ideal = None
         if self._left is not None and self.ideal_weight != 0.0:
             ideal = self._right_t @ np.ascontiguousarray((x @ self._left).T)
             ideal *= self.ideal_weight
-            if self.early_merge:
-                r += ideal
+        # The first product of the first blur step starts from the sparse x.
+        first = _spmm(self._norm_t, np.ascontiguousarray((x @ self._norm_t).T.toarray()))
+        tau = self.blur_time / self.blur_steps
+        base = None if tau == 1.0 else np.ascontiguousarray(x.T.toarray(), dtype=np.float32)
+        return self._smooth(base, ideal, first)
+
+    def _smooth(self, z: np.ndarray | None, ideal: np.ndarray | None = None,
+                first: np.ndarray | None = None) -> np.ndarray:
+        """Blurs a products × m block ``z`` (``first``: its :math:`\tilde{P} z` when known), adds ``ideal``
+        (early merge), sharpens, adds ``ideal`` (late merge)."""
+        tau = self.blur_time / self.blur_steps
+        r = z
+        for step in range(self.blur_steps):
+            rp = first if step == 0 and first is not None else self._apply_p(r)
+            r = rp if tau == 1.0 else (1.0 - tau) * r + tau * rp
+        if ideal is not None and self.early_merge:
+            r = r + ideal
         if self.sharpen_time > 0:
             h = self.sharpen_time / self.sharpen_steps
             for _ in range(self.sharpen_steps):
                 r = self._rk4_step(r, h)
         if ideal is not None and not self.early_merge:
-            r += ideal
+            r = r + ideal
         return r
 
     def _rk4_step(self, r: np.ndarray, h: float) -> np.ndarray:

@@ -7,6 +7,7 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from sharerank.models.recommenders.factors import Factors
 from sharerank.models.recommenders.graph import binary_csr
 
 __all__ = ["ItemKNN"]
@@ -104,6 +105,12 @@ class ItemKNN:
         )
         self._interactions = x
         return self
+
+    def factors(self) -> Factors:
+        r"""The served form: the neighbour weights :math:`\mathbf{W}` as the item-item part."""
+        if self.weight is None or self._interactions is None:
+            raise RuntimeError("ItemKNN.factors() called before fit()")
+        return Factors.item_item_only(self._interactions.shape[0], self.weight)
 
     @torch.no_grad()
     def score(self, users: np.ndarray | Tensor) -> Tensor:

@@ -7,6 +7,8 @@ import scipy.sparse as sp
 import torch
 from torch import Tensor
 
+from sharerank.models.recommenders.factors import Factors
+
 __all__ = ["Popularity"]
 
 
@@ -43,7 +45,14 @@ class Popularity:
         x.eliminate_zeros()
         counts = np.bincount(x.indices, minlength=x.shape[1])
         self.counts = torch.from_numpy(counts.astype(np.float32))
+        self.num_users = x.shape[0]
         return self
+
+    def factors(self) -> Factors:
+        """The served form: a one for every user, each product's buyer count."""
+        if self.counts is None:
+            raise RuntimeError("Popularity.factors() called before fit()")
+        return Factors(np.ones((self.num_users, 1), np.float32), self.counts.numpy()[:, None])
 
     @torch.no_grad()
     def score(self, users: np.ndarray | Tensor) -> Tensor:

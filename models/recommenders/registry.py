@@ -1,14 +1,16 @@
-"""Every recommender sharerank can fit, by name: the one list that training, evaluation and the CLI read.
+"""Every recommender sharerank can fit, by name: the one list that training, evaluation, the automatic
+choice and the CLI read.
 
 Importing this module is cheap (a model's class is imported on first use), so ``sharerank --help`` can list
-the names without loading torch. Whether a model is trained by the epoch loop, and whether it can be served,
+the names without loading torch. Whether a model is trained by the epoch loop, whether it can be served (every
+model has a served form, :mod:`~sharerank.models.recommenders.factors`) and what the automatic choice may tune
 are properties of its entry, not separate lists.
 """
 
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -20,13 +22,19 @@ class ModelSpec:
         target: ``module:Class`` of the implementation, imported by :meth:`load`.
         trainable: Trained by the epoch loop on the purchase graph (embeddings, early stopping); otherwise
             fitted in one step on the interaction matrix (``Class().fit(matrix)``).
-        servable: Produces user and product embeddings that the FAISS-backed feed can serve.
+        servable: Has a served form (user and product vectors for FAISS, plus an item-item part).
+        space: What the automatic choice tunes: ``name -> ("float" | "log" | "int", low, high)`` or
+            ``("choice", options)``; for trainable models both training settings (``lr``, ``batch_size``...)
+            and model arguments.
+        trials: Trials the automatic choice runs for this model (the first one: the defaults).
     """
 
     name: str
     target: str
     trainable: bool
-    servable: bool
+    servable: bool = True
+    space: dict[str, tuple] = field(default_factory=dict)
+    trials: int = 1
 
     def load(self) -> type:
         module, _, attribute = self.target.partition(":")
@@ -34,12 +42,20 @@ class ModelSpec:
 
 
 REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (
-    ModelSpec("popularity", "sharerank.models.recommenders.popularity:Popularity", trainable=False, servable=False),
-    ModelSpec("itemknn", "sharerank.models.recommenders.itemknn:ItemKNN", trainable=False, servable=False),
-    ModelSpec("ease", "sharerank.models.recommenders.ease:EASE", trainable=False, servable=False),
-    ModelSpec("graphfilter", "sharerank.models.recommenders.graph_filter:GraphFilter", trainable=False, servable=False),
-    ModelSpec("lightgcn", "sharerank.models.recommenders.lightgcn:LightGCN", trainable=True, servable=True),
-    ModelSpec("sharegnn", "sharerank.models.recommenders.share_gnn:ShareGNN", trainable=True, servable=True),
+    ModelSpec("popularity", "sharerank.models.recommenders.popularity:Popularity", trainable=False),
+    ModelSpec("itemknn", "sharerank.models.recommenders.itemknn:ItemKNN", trainable=False,
+              space={"neighbors": ("int", 20, 1000), "shrink": ("float", 0.0, 50.0)}, trials=8),
+    ModelSpec("ease", "sharerank.models.recommenders.ease:EASE", trainable=False,
+              space={"reg": ("log", 10.0, 5000.0)}, trials=6),
+    ModelSpec("graphfilter", "sharerank.models.recommenders.graph_filter:GraphFilter", trainable=False,
+              space={"ideal_weight": ("float", 0.0, 0.6), "num_factors": ("int", 64, 1024),
+                     "sharpen_time": ("float", 0.0, 4.0)}, trials=10),
+    ModelSpec("lightgcn", "sharerank.models.recommenders.lightgcn:LightGCN", trainable=True,
+              space={"lr": ("log", 1e-3, 3e-2), "reg_weight": ("log", 1e-6, 1e-2), "num_layers": ("int", 1, 3)},
+              trials=4),
+    ModelSpec("sharegnn", "sharerank.models.recommenders.share_gnn:ShareGNN", trainable=True,
+              space={"lr": ("log", 1e-3, 2e-2), "temperature": ("float", 0.05, 0.5), "num_layers": ("int", 1, 3),
+                     "popularity_weight": ("choice", (None, 1.0))}, trials=4),
 )}
 """Baselines first, then the graph models: the order of ``sharerank eval``'s table."""
 

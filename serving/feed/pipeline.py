@@ -18,6 +18,7 @@ from sharerank.serving.feed.filters.duplicate import DuplicateFilter
 from sharerank.serving.feed.filters.excluded import ExcludedFilter
 from sharerank.serving.feed.filters.out_of_stock import OutOfStockFilter
 from sharerank.serving.feed.filters.served import ServedFilter
+from sharerank.serving.feed.hydrators.item_item import ItemItemHydrator
 from sharerank.serving.feed.hydrators.live_state import LiveStateHydrator
 from sharerank.serving.feed.hydrators.user_vector import UserVectorHydrator
 from sharerank.serving.feed.query import Candidate, Candidates, FeedQuery
@@ -27,6 +28,7 @@ from sharerank.serving.feed.scorers.model import ModelScorer
 from sharerank.serving.feed.scorers.social_proof import SocialProofScorer
 from sharerank.serving.feed.sources.embedding import EmbeddingSource
 from sharerank.serving.feed.sources.friends_bought import FriendsBoughtSource
+from sharerank.serving.feed.sources.item_item import ItemItemSource
 from sharerank.serving.feed.sources.popular import PopularSource
 from sharerank.serving.feed.sources.shared_to_you import SharedToYouSource
 from sharerank.serving.online_store import OnlineStore
@@ -47,10 +49,13 @@ class FeedPipeline:
     """Runs one feed request through the stages in order."""
 
     def __init__(self, store: OnlineStore):
-        # Live state first (one store read), then the vector that depends on it (cold start uses sharers).
-        self.hydrators = [LiveStateHydrator(store), UserVectorHydrator()]
-        # Ranked sources first, so de-duplication keeps their copy; exactly one of Embedding/Popular applies.
-        self.sources = [EmbeddingSource(), PopularSource(), FriendsBoughtSource(), SharedToYouSource()]
+        # Live state first (one store read), then what depends on it: the vector (cold start uses sharers) and
+        # the item-item part over everything bought.
+        self.hydrators = [LiveStateHydrator(store), UserVectorHydrator(), ItemItemHydrator()]
+        # Ranked sources first, so de-duplication keeps their copy; exactly one of Embedding/Popular applies,
+        # and the item-item source too when the model has that part.
+        self.sources = [EmbeddingSource(), ItemItemSource(), PopularSource(), FriendsBoughtSource(),
+                        SharedToYouSource()]
         # Cheapest first: set look-ups before array look-ups.
         self.filters = [DuplicateFilter(), ServedFilter(), ExcludedFilter(), AlreadyBoughtFilter(),
                         OutOfStockFilter(), CategoryFilter()]

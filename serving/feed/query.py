@@ -148,6 +148,8 @@ class FeedQuery:
         user_vector: The vector the feed ranks by: the user's embedding, or the mean of their friends'
             (cold start); None when nothing is known (then popularity ranks).
         neighbours: How many friends' embeddings make up ``user_vector`` (0: the user's own or none).
+        item_scores: The item-item part of the model's score over ``bought``: ``(product rows ascending,
+            weights)``; None when the model has no item-item part or the user bought nothing.
         degraded: Names of hydrators that failed open (their features are missing).
     """
 
@@ -166,7 +168,14 @@ class FeedQuery:
     sharers: tuple[str, ...] = ()
     user_vector: np.ndarray | None = None
     neighbours: int = 0
+    item_scores: tuple[np.ndarray, np.ndarray] | None = None
     degraded: tuple[str, ...] = ()
+
+    @property
+    def has_model_scale(self) -> bool:
+        """Whether the model scores anything for this user (a vector or an item-item part); otherwise the
+        feed ranks by popularity."""
+        return self.user_vector is not None or self.item_scores is not None
 
     @property
     def depth(self) -> int:

@@ -1,4 +1,5 @@
-"""Similar products: the nearest products to one product's embedding ("more like this")."""
+"""Similar products ("more like this"): the nearest products to one product's embedding, and the products the
+model's item-item part ties to it (bought together)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,22 @@ from sharerank.serving.feed.sources.embedding import search_available
 
 def similar_products(model: ModelBundle, product_row: int, page_size: int,
                      categories: frozenset[str] = frozenset(), explain: bool = True) -> list[Candidate]:
-    """In-stock products closest to ``product_row`` by inner product, the product itself excluded."""
-    rows, scores = search_available(model, model.product_embedding[product_row], page_size,
-                                    np.array([product_row], dtype=np.int64), categories)
+    """In-stock products closest to ``product_row``, the product itself excluded: by inner product of the
+    product vectors plus the item-item weight from it (either part alone when the model has only one)."""
+    rows = np.empty(0, dtype=np.int64)
+    if model.has_vectors:
+        rows, _ = search_available(model, model.product_embedding[product_row], page_size,
+                                   np.array([product_row], dtype=np.int64), categories)
+    if model.item_item is not None:
+        related = model.item_item[product_row]
+        keep = (related.indices != product_row) & model.in_stock[related.indices]
+        if categories:
+            keep &= np.isin(model.category[related.indices], list(categories))
+        rows = np.union1d(rows, related.indices[keep].astype(np.int64))
+    scores = model.product_embedding[rows] @ model.product_embedding[product_row] if model.has_vectors else \
+        np.zeros(len(rows))
+    if model.item_item is not None:
+        scores = scores + np.asarray(model.item_item[product_row, rows].todense()).ravel()
+    best = np.argsort(-scores, kind="stable")[:page_size]
     reasons = (Reason("SIMILAR", f"similar to {model.products[product_row]}"),) if explain else ()
-    return [Candidate(int(r), float(s), "Similar", reasons) for r, s in zip(rows, scores, strict=True)]
+    return [Candidate(int(r), float(s), "Similar", reasons) for r, s in zip(rows[best], scores[best], strict=True)]

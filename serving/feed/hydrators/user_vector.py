@@ -16,6 +16,7 @@ class UserVectorHydrator:
       shared something to them (live). Friends without purchases carry no taste and are skipped.
     - Otherwise a known row keeps its own embedding (it may still carry views and social ties), and a user
       with nothing known gets no vector: the popular source serves them.
+    - A model whose vectors score nothing (item-item models) gives no vector: its item-item part ranks.
 
     Pure: reads only the query; run after :class:`LiveStateHydrator` (it needs ``sharers``).
     """
@@ -24,6 +25,8 @@ class UserVectorHydrator:
 
     def hydrate(self, query: FeedQuery) -> FeedQuery:
         model, row = query.model, query.user_row
+        if not model.has_vectors:
+            return query.with_(user_vector=None, neighbours=0)
         if row is not None and model.has_history[row]:
             return query.with_(user_vector=model.user_embedding[row], neighbours=0)
         friends = model.friends_of(row) if row is not None else np.empty(0, dtype=np.int64)

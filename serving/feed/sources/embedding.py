@@ -8,7 +8,7 @@ import numpy as np
 
 from sharerank.models.artifact.bundle import ModelBundle
 from sharerank.serving.feed.query import Candidates, FeedQuery, Reason
-from sharerank.serving.feed.sources.base import as_array
+from sharerank.serving.feed.sources.base import add_item_scores, as_array
 
 _PERSONALIZED = (Reason("PERSONALIZED", "picked for you from your purchases and your network"),)
 _NEIGHBOURHOOD = (Reason("PERSONALIZED", "picked for you from what your friends buy"),)
@@ -48,7 +48,8 @@ def category_prior_reason(model: ModelBundle, row: int) -> Reason:
 
 
 class EmbeddingSource:
-    """Top products by inner product with ``query.user_vector`` (see :func:`search_available`).
+    """Top products by inner product with ``query.user_vector`` (see :func:`search_available`), scored with
+    the model's item-item part too where it has one.
 
     Products the model never trained on rank by their category's prior embedding; their reason says so.
     """
@@ -62,6 +63,7 @@ class EmbeddingSource:
         model = query.model
         rows, scores = search_available(model, query.user_vector, query.depth, as_array(query.blocked),
                                         query.categories)
+        scores = add_item_scores(query, rows, scores.astype(np.float64))
         if not query.explain:
             return Candidates.from_source(rows, scores, self.name)
         reasons = [_NEIGHBOURHOOD if query.neighbours else _PERSONALIZED] * len(rows)

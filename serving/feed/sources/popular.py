@@ -7,6 +7,7 @@ from functools import lru_cache
 import numpy as np
 
 from sharerank.serving.feed.query import Candidates, FeedQuery, Reason
+from sharerank.serving.feed.sources.base import model_scores
 
 
 @lru_cache(maxsize=4096)
@@ -15,11 +16,12 @@ def _popular_reasons(category: str) -> tuple[Reason, ...]:
 
 
 class PopularSource:
-    """Most-bought products in stock, for users with nothing known (never an error for them).
+    """Most-bought products in stock, for users with nothing known (never an error for them), and to fill the
+    page under an item-item model's candidates (which may be fewer than a page: its vectors find nothing).
 
-    Scores are the popularity share of the most bought product, the scale of
-    :func:`~sharerank.serving.feed.sources.base.model_scores` without a user vector. Walks the popularity
-    order in widening chunks, so a request touches only the head of a large catalogue.
+    Scores are :func:`~sharerank.serving.feed.sources.base.model_scores`: the popularity share of the most
+    bought product when the model scores nothing for the user. Walks the popularity order in widening
+    chunks, so a request touches only the head of a large catalogue.
     """
 
     name = "Popular"
@@ -40,7 +42,7 @@ class PopularSource:
             found += [r for r in chunk[eligible].tolist() if r not in blocked]
             start, size = start + size, 2 * size
         rows = np.asarray(found[: query.depth], dtype=np.int64)
-        scores = model.popularity[rows] / model.max_popularity
+        scores = model_scores(query, rows)
         if not query.explain:
             return Candidates.from_source(rows, scores, self.name)
         return Candidates.from_source(rows, scores, self.name,
