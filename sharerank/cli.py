@@ -14,15 +14,18 @@ from contextlib import contextmanager
 from enum import Enum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from sharerank.config import Settings
 from sharerank.models.recommenders.registry import model_names
+
+if TYPE_CHECKING:
+    from sharerank.training.feed.auto import Trial
 
 app = typer.Typer(help="Feed ranking and KOC seeding for social e-commerce.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -79,8 +82,10 @@ def emit(result: dict[str, Any], as_json: bool) -> None:
 @contextmanager
 def progress_bar(description: str, total: float | None) -> Iterator[Callable[..., None]]:
     """A rich progress bar on stderr; yields ``advance(completed=..., description=...)``."""
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-                  TimeElapsedColumn(), console=stderr, transient=False) as bar:
+    counted = (BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}")) if total is not None else (
+        SpinnerColumn(),)  # open-ended work (a search within a budget): what it is doing, and for how long
+    with Progress(TextColumn("{task.description}"), *counted, TimeElapsedColumn(), console=stderr,
+                  transient=False) as bar:
         task = bar.add_task(description, total=total)
 
         def advance(**fields: Any) -> None:
@@ -102,8 +107,7 @@ def _dataset_names() -> list[str]:
 
 DatasetName = choices("DatasetName", _dataset_names())
 LogRegime = choices("LogRegime", ("all", "successes-only"))
-ServableModel = choices("ServableModel", model_names(servable=True))
-AnyModel = choices("AnyModel", model_names())
+TrainModel = choices("TrainModel", ["auto", *model_names(servable=True)])
 
 
 @command
@@ -142,37 +146,86 @@ def import_(
     emit({"name": name.value, "out": str(out), "rows": IMPORTERS[name.value](src, out)}, as_json)
 
 
+SetOption = Annotated[list[str] | None, typer.Option(
+    "--set", help="MODEL.KEY=VALUE: a setting of one model (a training setting such as lr or batch_size, or a "
+                  "model argument), e.g. sharegnn.temperature=0.2 or ease.reg=300; values are JSON or none; "
+                  "repeatable.")]
+BudgetOption = Annotated[float, typer.Option(min=1.0, help="Seconds the automatic choice may spend tuning every "
+                                                           "model family on validation.")]
+
+
+def _parse_settings(assignments: list[str] | None, models: list[str]) -> dict[str, dict[str, Any]]:
+    """``--set MODEL.KEY=VALUE`` flags as ``{model: {key: value}}``, checked against each model's settings."""
+    from sharerank.training.feed.fit import check_settings, parse_setting
+
+    settings: dict[str, dict[str, Any]] = {}
+    for assignment in assignments or []:
+        target, _, value = assignment.partition("=")
+        name, _, key = target.partition(".")
+        if name not in models or not key or not value:
+            raise UsageError(f"--set {assignment!r}: expected MODEL.KEY=VALUE for a model being used "
+                             f"({', '.join(models) or 'none'})")
+        settings.setdefault(name, {})[key] = parse_setting(value)
+        check_settings(name, settings[name])
+    return settings
+
+
+def _trial_progress(advance: Callable[..., None]) -> Callable[..., None]:
+    def on_trial(trial: Trial) -> None:
+        advance(description=f"{trial.name} trial {trial.index}: val_recall@20={trial.figures['val_recall_20']:.4f}")
+
+    return on_trial
+
+
 @command
 def train(
-    data: Annotated[Path, typer.Option(help="Dataset folder.")],
-    model: Annotated[ServableModel, typer.Option(help="Model to train and register.")] = "lightgcn",
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum epochs.")] = 50,
-    embedding_dim: Annotated[int, typer.Option(min=2, help="Size of the user and product embeddings.")] = 64,
-    num_layers: Annotated[int, typer.Option(min=1, help="Propagation layers over the graph.")] = 3,
-    batch_size: Annotated[int, typer.Option(min=1, help="Training pairs per optimisation step.")] = 4096,
-    lr: Annotated[float, typer.Option(min=0.0, help="Adam learning rate.")] = 5e-3,
-    patience: Annotated[int, typer.Option(min=1, help="Epochs without validation gain before stopping.")] = 5,
-    max_seconds: Annotated[float | None, typer.Option(help="Wall-clock budget for training (s).")] = None,
+    data: Annotated[list[Path], typer.Option(help="Dataset folder; repeat to merge several (the base data and the "
+                                                  "event log), by event id, oldest first.")],
+    model: Annotated[TrainModel, typer.Option(help="auto: every family tuned on validation, the winner served; "
+                                                   "or one model, with its defaults and --set.")] = "auto",
+    budget: BudgetOption = 600.0,
+    settings_: SetOption = None,
     seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
-    """Train, log to MLflow and register a model version."""
-    from sharerank.training.feed.train import TrainConfig
+    """Train on the folders (a validation split carved from them; a test.csv is never read), log to MLflow and
+    register a model version."""
     from sharerank.training.jobs import run_training
 
-    config = TrainConfig(model=model.value, epochs=epochs, embedding_dim=embedding_dim, num_layers=num_layers,
-                         batch_size=batch_size, lr=lr, patience=patience, max_seconds=max_seconds, seed=seed)
-    with progress_bar("train", epochs) as advance:
-        def on_epoch(epoch: int, figures: dict[str, float]) -> None:
-            shown = " ".join(f"{k}={v:.4f}" for k, v in figures.items() if k != "epoch_seconds")
-            advance(completed=epoch, description=f"epoch {epoch} {shown}")
+    params = _parse_settings(settings_, [model.value] if model.value != "auto" else [])
+    with progress_bar("train", None) as advance:
+        report = run_training(data, Settings(), model=model.value, params=params.get(model.value),
+                              budget_seconds=budget, seed=seed, on_trial=_trial_progress(advance),
+                              on_epoch=lambda e, f: advance(description=f"refit epoch {e} loss={f['loss']:.4f}"))
+    emit(report, as_json)
 
-        report = run_training(data, Settings(), config, on_epoch=on_epoch)
+
+@command
+def retrain(
+    data: Annotated[list[Path], typer.Option(help="Dataset folders to merge and train on, oldest first (the base "
+                                                  "data, then the event log RecordEvents wrote).")],
+    budget: BudgetOption = 600.0,
+    force: Annotated[bool, typer.Option("--force", help="Promote the new version even if it scores worse.")] = False,
+    seed: SeedOption = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Train (auto) on the merged folders, score the new version and the champion on the same validation split,
+    and move the champion alias only when the new one is no worse; serving follows the alias."""
+    from rich.markup import escape
+
+    from sharerank.training.jobs import run_retrain
+
+    with progress_bar("retrain", None) as advance:
+        report = run_retrain(data, Settings(), budget_seconds=budget, seed=seed, force=force,
+                             on_trial=_trial_progress(advance))
+    if not report["promotion"]["promoted"]:  # the champion stays: an outcome, not an error
+        stderr.print(f"[yellow]not promoted:[/yellow] {escape(report['promotion']['reason'])}", highlight=False,
+                     soft_wrap=True)
     emit(report, as_json)
 
 
 def _parse_models(text: str | None) -> list[str]:
-    known = model_names()
+    known = [*model_names(), "auto"]
     names = known if not text else [n.strip() for n in text.split(",") if n.strip()]
     unknown = [n for n in names if n not in known]
     if unknown:
@@ -188,11 +241,12 @@ def _results_table(report: dict[str, Any], k: int) -> Any:
     for column in ("model", *columns, "fit s"):
         table.add_column(column, justify="left" if column == "model" else "right")
     for name, result in report["models"].items():
+        label = f"auto ({result['chosen']})" if "chosen" in result else name
         if "skipped" in result:
-            table.add_row(name, *(["—"] * len(columns)), f"skipped: {result['skipped'][:60]}")
+            table.add_row(label, *(["—"] * len(columns)), f"skipped: {result['skipped'][:60]}")
         else:
             metrics = result["metrics"]
-            table.add_row(name, *(f"{metrics[c]:.4f}" for c in columns), f"{result['fit_seconds']:.1f}")
+            table.add_row(label, *(f"{metrics[c]:.4f}" for c in columns), f"{result['fit_seconds']:.1f}")
     return table
 
 
@@ -200,34 +254,27 @@ def _results_table(report: dict[str, Any], k: int) -> Any:
 def eval(  # noqa: A001 - the command is called eval
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     k: Annotated[int, typer.Option(min=1, max=1000, help="Cut-off of the ranking metrics.")] = 20,
-    models: Annotated[str | None, typer.Option(help=f"Comma-separated models from {', '.join(model_names())}; "
-                                                    "default all.")] = None,
+    models: Annotated[str | None, typer.Option(help=f"Comma-separated models from {', '.join(model_names())} and "
+                                                    "auto (the validation choice); default all.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Training budget per graph model (s).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Maximum epochs per graph model.")] = None,
     refit: Annotated[bool, typer.Option(help="Retrain graph models on train+validation.")] = True,
-    settings_: Annotated[list[str] | None, typer.Option(
-        "--set", help="MODEL.KEY=VALUE: a training setting (batch_size, lr, ...) or model argument of one graph "
-                      "model, e.g. sharegnn.popularity_weight=none; repeatable.")] = None,
+    budget: BudgetOption = 600.0,
+    settings_: SetOption = None,
     seed: SeedOption = 0,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON report here.")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Score every model on the same split: Recall/NDCG/hit rate, coverage, long-tail share; logged to MLflow."""
-    from dataclasses import replace
-
-    from sharerank.training.feed.train import default_config, with_setting
+    """Score every model and the automatic choice on the same split: Recall/NDCG/hit rate, coverage, long-tail
+    share; logged to MLflow."""
     from sharerank.training.jobs import run_evaluation
 
     names = _parse_models(models)
+    params = _parse_settings(settings_, [n for n in names if n != "auto"])
     overrides = {key: v for key, v in {"max_seconds": max_seconds, "epochs": epochs}.items() if v is not None}
-    configs = {n: replace(default_config(n), **overrides) for n in names if n in model_names(trainable=True)}
-    for assignment in settings_ or []:
-        target, _, value = assignment.partition("=")
-        name, _, key = target.partition(".")
-        if name not in configs or not key or not value:
-            raise UsageError(f"--set {assignment!r}: expected MODEL.KEY=VALUE for a graph model being evaluated "
-                             f"({', '.join(configs) or 'none'})")
-        configs[name] = with_setting(configs[name], key, value)
+    for name in model_names(trainable=True):
+        if name in names and overrides:
+            params[name] = {**overrides, **params.get(name, {})}
     with progress_bar("eval", len(names)) as advance:
         done = []
 
@@ -238,11 +285,11 @@ def eval(  # noqa: A001 - the command is called eval
         def on_epoch(name: str, epoch: int, figures: dict[str, float]) -> None:
             advance(description=f"eval: {name} epoch {epoch} val_recall@20={figures.get('val_recall_20', 0):.4f}")
 
-        report = run_evaluation(data, Settings(), names, k=k, seed=seed, configs=configs, refit=refit,
-                                on_model=on_model, on_epoch=on_epoch)
+        report = run_evaluation(data, Settings(), names, k=k, seed=seed, params=params, refit=refit,
+                                budget_seconds=budget, on_model=on_model, on_epoch=on_epoch)
     stderr.print(_results_table(report, k))
     if out is not None:
-        out.write_text(json.dumps(report, indent=2))
+        out.write_text(json.dumps(report, indent=2, default=str))
     emit(report, as_json)
 
 
@@ -250,15 +297,17 @@ def eval(  # noqa: A001 - the command is called eval
 def recommend(
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     k: Annotated[int, typer.Option(min=1, max=1000, help="List length per user.")] = 20,
-    model: Annotated[AnyModel, typer.Option(help="Model to fit (any model `sharerank eval` scores).")] = "sharegnn",
+    model: Annotated[TrainModel, typer.Option(help="auto (the validation choice) or any model `sharerank eval` "
+                                                   "scores.")] = "auto",
     out: Annotated[Path, typer.Option(help="CSV file: user_id,product_id,rank,score.")] = Path("recommendations.csv"),
+    budget: BudgetOption = 600.0,
     seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Write the top-K list of every test user, the same lists `eval` scores."""
     from sharerank.training.jobs import run_recommend
 
-    emit(run_recommend(data, model.value, k, out, seed=seed), as_json)
+    emit(run_recommend(data, model.value, k, out, seed=seed, budget_seconds=budget), as_json)
 
 
 @command
@@ -370,7 +419,7 @@ def promote(
 ) -> None:
     """Point the `champion` alias at a registered version, if it evaluates no worse than the champion.
 
-    Compares test_recall_20 and test_ndcg_20 of the two versions' training runs when both trained on the same
+    Compares val_recall_20 and val_ndcg_20 of the two versions' training runs when both trained on the same
     data (tag data_fingerprint). A refusal exits with code 2 and one line naming both versions and the metrics.
     """
     from rich.markup import escape
@@ -410,13 +459,16 @@ def serve(
 @command
 def demo(
     users: Annotated[int, typer.Option(min=100, help="Users in the simulated world.")] = 3000,
-    epochs: Annotated[int, typer.Option(min=1, help="Maximum training epochs.")] = 40,
+    budget: Annotated[float, typer.Option(min=1.0, help="Seconds the automatic choice may spend tuning, "
+                                                        "for the first model and again for the retrain.")] = 60.0,
     seed: SeedOption = 7,
 ) -> None:
-    """End to end on an embedded default: simulate, train, register, promote, serve, ask for three feeds."""
+    """End to end on an embedded default: simulate, train (auto), register, promote, serve feeds and seeds,
+    record live events, retrain on them through the gate, reload."""
     from sharerank.demo import run_demo
 
-    emit(run_demo(Settings(), users=users, epochs=epochs, seed=seed, progress=progress_bar), as_json=True)
+    emit(run_demo(Settings(), users=users, budget=budget, seed=seed, progress=progress_bar), as_json=True)
+
 
 if __name__ == "__main__":
     app()

@@ -102,8 +102,8 @@ def load_version(settings: Settings, version: str) -> LoadedVersion:
     return LoadedVersion(str(version), meta.run_id or "", python_model)
 
 
-GATE_METRICS = ("test_recall_20", "test_ndcg_20")
-"""Test metrics (logged by ``run_training`` on each version's run) a candidate must not lose on to be promoted."""
+GATE_METRICS = ("val_recall_20", "val_ndcg_20")
+"""Validation metrics (logged by training on each version's run) a candidate must not lose on to be promoted."""
 
 
 class PromotionRefused(Exception):
@@ -133,12 +133,15 @@ class _Evaluation:
                 "metrics": {name: self.metrics.get(name) for name in GATE_METRICS}}
 
 
-def promote(settings: Settings, version: str | None = None, force: bool = False) -> dict[str, Any]:
+def promote(settings: Settings, version: str | None = None, force: bool = False,
+            champion_metrics: dict[str, float] | None = None) -> dict[str, Any]:
     """Points the serving alias at ``version`` (default: the newest version) and says what moved.
 
     The gate: when another version is champion, the candidate's run and the champion's run must have trained
     on the same data (tag ``data_fingerprint``) and the candidate must be no worse on any of
-    :data:`GATE_METRICS`. ``force=True`` skips the gate (the result still reports the comparison).
+    :data:`GATE_METRICS`. ``champion_metrics`` are the champion's figures measured on the candidate's own
+    validation split (``sharerank retrain`` does that), which makes the two comparable whatever data the
+    champion trained on. ``force=True`` skips the gate (the result still reports the comparison).
 
     Returns:
         ``model_name, alias, version, previous`` (the champion before, or None), ``promoted`` (True),
@@ -168,6 +171,10 @@ def promote(settings: Settings, version: str | None = None, force: bool = False)
     else:
         candidate = _evaluation(client, target, runs[target])
         champion = _evaluation(client, previous, runs.get(previous))
+        if champion_metrics is not None:  # measured on the candidate's split: comparable by construction
+            champion = _Evaluation(previous, champion.run_id, candidate.fingerprint,
+                                   {name: float(champion_metrics[name]) for name in GATE_METRICS
+                                    if name in champion_metrics})
         refusal = _gate(candidate, champion)
         result["comparison"] = {"candidate": candidate.to_dict(), "champion": champion.to_dict(),
                                 "same_data": candidate.fingerprint is not None

@@ -231,20 +231,22 @@ def tiny_world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+SMALL_LIGHTGCN = {"epochs": 6, "embedding_dim": 16, "num_layers": 2, "lr": 5e-3, "batch_size": 2048}
+"""A LightGCN that trains in seconds on the tiny world and still learns something."""
+
+
 @pytest.fixture(scope="session")
 def registry(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path):
-    """A real MLflow sqlite store with one trained LightGCN version promoted to ``champion``.
+    """A real MLflow sqlite store with one trained LightGCN version (fixed settings) promoted to ``champion``.
 
     Returns ``(settings, report)`` where report is what ``sharerank train`` prints.
     """
     from sharerank.config import Settings
     from sharerank.registry import promote
-    from sharerank.training.feed.train import TrainConfig
     from sharerank.training.jobs import run_training
 
     home = tmp_path_factory.mktemp("home")
     settings = Settings(home=home, reload_poll_seconds=0, metrics_port=0)
-    report = run_training(tiny_world, settings, TrainConfig(epochs=6, embedding_dim=16, num_layers=2, lr=5e-3,
-                                                            batch_size=2048))
+    report = run_training([tiny_world], settings, model="lightgcn", params=SMALL_LIGHTGCN)
     promote(settings, report["version"])
     return settings, report

@@ -66,7 +66,7 @@ def test_train_on_a_malformed_folder_exits_2_naming_the_place(tmp_path: Path) ->
         (["train", "--data", "/no/such/folder"], "no such directory"),
         (["import", "nosuch", "--src", ".", "--out", "x"], "'nosuch' is not one of"),
         (["import", "lastfm", "--src", "/no/such/folder", "--out", "x"], "no such directory"),
-        (["train", "--data", ".", "--model", "ease"], "'ease' is not one of"),
+        (["train", "--data", ".", "--model", "nope"], "'nope' is not one of"),
         (["simulate", "--users", "5", "--out", "x"], "users"),
     ],
 )
@@ -93,12 +93,14 @@ def test_eval_set_rejects_unknown_settings(tmp_path: Path, monkeypatch) -> None:
         assert message in result.output
 
 
-def test_with_setting_reads_json_none_and_model_arguments() -> None:
-    from sharerank.training.feed.train import default_config, with_setting
+def test_settings_read_json_and_none_and_reach_training_and_model_arguments() -> None:
+    from sharerank.training.feed.fit import parse_setting, train_config
 
-    config = with_setting(with_setting(default_config("sharegnn"), "batch_size", "2048"), "popularity_weight", "none")
+    params = {"batch_size": parse_setting("2048"), "popularity_weight": parse_setting("none"),
+              "temperature": parse_setting("0.3")}
+    config = train_config("sharegnn", params)
     assert config.batch_size == 2048 and config.model_params["popularity_weight"] is None
-    assert with_setting(config, "temperature", "0.3").model_params["temperature"] == 0.3
+    assert config.model_params["temperature"] == 0.3 and config.model == "sharegnn"
 
 
 def test_every_option_has_help_and_model_options_list_their_choices() -> None:
@@ -111,8 +113,8 @@ def test_every_option_has_help_and_model_options_list_their_choices() -> None:
     assert not missing, f"options without a help text: {missing}"
     shown = {name: " ".join(runner.invoke(app, [name, "--help"], env={"COLUMNS": "250"}).output.split())
              for name in ("train", "eval", "recommend")}
-    assert "<" + "|".join(model_names(servable=True)) + ">" in shown["train"]
-    assert "<" + "|".join(model_names()) + ">" in shown["recommend"]
+    assert "<" + "|".join(["auto", *model_names(servable=True)]) + ">" in shown["train"]
+    assert "<" + "|".join(["auto", *model_names()]) + ">" in shown["recommend"]
     assert "from " + ", ".join(model_names()) in shown["eval"]
 
 
@@ -133,12 +135,12 @@ def test_import_of_a_malformed_file_exits_2_naming_file_line_and_column(tmp_path
 
 
 def test_train_registers_a_version_and_prints_it(tiny_world: Path, tmp_path: Path) -> None:
-    result = sharerank("train", "--data", str(tiny_world), "--epochs", "3", "--embedding-dim", "16", "--json",
-                       home=tmp_path)
+    result = sharerank("train", "--data", str(tiny_world), "--model", "lightgcn", "--set", "lightgcn.epochs=3",
+                       "--set", "lightgcn.embedding_dim=16", "--json", home=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)
-    assert report["version"] == "1" and report["model_name"] == "sharerank"
-    assert 0 < report["metrics"]["test_recall_20"] <= 1
+    assert report["version"] == "1" and report["model_name"] == "sharerank" and report["model"] == "lightgcn"
+    assert 0 < report["metrics"]["val_recall_20"] <= 1
     assert (tmp_path / "mlflow.db").exists()  # the registry went where SHARERANK_HOME points
     promoted = sharerank("promote", "--json", home=tmp_path)
     assert promoted.returncode == 0, promoted.stderr[-2000:]
@@ -174,11 +176,21 @@ def test_recommend_writes_k_products_per_test_user(tiny_world: Path, tmp_path: P
 
 
 def test_demo_runs_end_to_end_and_prints_only_json(tmp_path: Path, redis_url: str) -> None:
-    result = sharerank("demo", "--users", "400", "--epochs", "3", home=tmp_path, REDIS_URL=redis_url)
+    result = sharerank("demo", "--users", "400", "--budget", "5", home=tmp_path, REDIS_URL=redis_url)
     assert result.returncode == 0, result.stderr[-2000:]
     report = json.loads(result.stdout)  # stdout holds the JSON document and nothing else
     assert report["online_store"] == "RedisOnlineStore"
+    chosen = report["chosen"]
+    assert chosen["model"] in model_names(servable=True) and set(chosen["families"]) == set(model_names(servable=True))
+    assert chosen["validation"]["val_recall_20"] == max(r for r in chosen["families"].values()
+                                                        if isinstance(r, float))  # the validation winner serves
     assert len(report["feeds"]) == 3 and all(feed["items"] for feed in report["feeds"].values())
     assert {feed["model_version"] for feed in report["feeds"].values()} == {report["model_version"]}
     assert report["live_purchase"]["gone_from_next_feed"] is True
     assert len(report["seeding"]["seeds"]) == 5
+    retrain = report["retrain"]  # the held-back events went through RecordEvents into the log, then a retrain
+    assert retrain["live_events"]["accepted"] > 100 and retrain["live_events"]["duplicates"] == 0
+    assert (Path(retrain["event_log"]) / "purchases.csv").exists()
+    assert retrain["candidate"]["version"] == "2" and retrain["champion_before"]["version"] == "1"
+    serving = "2" if retrain["promoted"] else "1"
+    assert retrain["serving_after_reload"] == retrain["feed_model_version"] == serving

@@ -12,17 +12,19 @@ NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
 def test_feed_quality_notebook_runs_on_lastfm(shared_data: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SHARERANK_HOME", str(tmp_path))
-    monkeypatch.setenv("SHARERANK_NB_MODELS", "popularity,itemknn,lightgcn,sharegnn")
+    monkeypatch.setenv("SHARERANK_NB_MODELS", "auto,popularity,itemknn,lightgcn,sharegnn")
     monkeypatch.setenv("SHARERANK_NB_MAX_SECONDS", "8")
+    monkeypatch.setenv("SHARERANK_NB_BUDGET", "30")
     notebook = nbformat.read(NOTEBOOKS / "feed_quality.ipynb", as_version=4)
     NotebookClient(notebook, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(NOTEBOOKS)}}
                    ).execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.get("output_type") == "error"]
     images = [o for o in outputs if "image/png" in o.get("data", {})]
-    assert len(images) == 3  # Recall@k curves, training curves, popularity bias
-    texts = "".join(str(o.get("data", {}).get("text/plain", "")) for o in outputs)
+    assert len(images) == 4  # validation search, Recall@k curves, training curves, popularity bias
+    texts = "".join(str(o.get("data", {}).get("text/plain", "")) + str(o.get("text", "")) for o in outputs)
     assert "sharegnn" in texts and "lightgcn" in texts
+    assert "chosen:" in texts and "over the runner-up" in texts  # the validation search's winner and margin
 
 
 def test_seeding_notebook_runs_on_a_small_world(shared_data: Path, tmp_path: Path, monkeypatch) -> None:

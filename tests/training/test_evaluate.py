@@ -8,30 +8,31 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
-import torch
 
 from sharerank.dataset.reader import load_dataset
+from sharerank.models.recommenders.factors import Factors, FactorScorer
+from sharerank.models.recommenders.graph import interaction_matrix
 from sharerank.models.recommenders.registry import REGISTRY, ModelSpec
-from sharerank.training.feed import evaluate as harness
-from sharerank.training.feed.evaluate import EmbeddingScorer, evaluate, fit_model, held_out_users, rank
+from sharerank.training.feed.evaluate import evaluate, held_out_users, rank
+from sharerank.training.feed.fit import fit_model, known_interactions
 from sharerank.training.feed.metrics import evaluate_ranking
 from sharerank.training.feed.split import split_dataset
-from sharerank.training.feed.train import TrainConfig
 from sharerank.training.jobs import run_recommend
 
-SMALL = TrainConfig(model="lightgcn", epochs=3, embedding_dim=8, num_layers=1, batch_size=1024, patience=3)
+SMALL = {"epochs": 3, "embedding_dim": 8, "num_layers": 1, "batch_size": 1024, "patience": 3}
 
 
 def test_rank_excludes_seen_products_and_matches_a_naive_sort() -> None:
     rng = np.random.default_rng(0)
-    scorer = EmbeddingScorer(torch.randn(30, 4, generator=torch.Generator().manual_seed(1)),
-                             torch.randn(50, 4, generator=torch.Generator().manual_seed(2)))
     seen = sp.random(30, 50, density=0.2, format="csr", random_state=3)
     seen.data[:] = 1
+    item_item = sp.random(50, 50, density=0.1, format="csr", random_state=4)
+    factors = Factors(rng.standard_normal((30, 4)), rng.standard_normal((50, 4)), item_item)
+    scorer = FactorScorer(factors, seen)
     users = rng.permutation(30)[:12]
     top, scores = rank(scorer, users, seen, k=7, batch_size=5)
     for row, user in enumerate(users):
-        s = (scorer.user_embedding[user] @ scorer.product_embedding.T).numpy()
+        s = factors.user[user] @ factors.product.T + seen[user].toarray().ravel() @ item_item.toarray()
         s[seen[user].indices] = -np.inf
         assert top[row].tolist() == np.argsort(-s, kind="stable")[:7].tolist()
         np.testing.assert_allclose(scores[row], np.sort(s)[::-1][:7], rtol=1e-5)
@@ -45,7 +46,7 @@ def world(tiny_world: Path):
 
 def test_every_model_is_scored_with_the_same_metrics(world) -> None:
     dataset, split = world
-    results = evaluate(dataset, split, ["popularity", "itemknn", "lightgcn"], configs={"lightgcn": SMALL})
+    results = evaluate(dataset, split, ["popularity", "itemknn", "lightgcn"], params={"lightgcn": SMALL})
     expected = {f"{m}@{c}" for m in ("Recall", "NDCG", "HitRate", "Coverage", "LongTail") for c in (1, 5, 10, 20, 50)}
     for name in ("popularity", "itemknn", "lightgcn"):
         assert set(results[name]["metrics"]) == expected
@@ -62,8 +63,7 @@ class TooBig:
 
 
 def test_a_model_that_cannot_run_is_reported_as_skipped(world, monkeypatch) -> None:
-    monkeypatch.setitem(REGISTRY, "toobig", ModelSpec("toobig", f"{__name__}:TooBig", trainable=False,
-                                                      servable=False))
+    monkeypatch.setitem(REGISTRY, "toobig", ModelSpec("toobig", f"{__name__}:TooBig", trainable=False))
     results = evaluate(*world, ["toobig"])
     assert results == {"toobig": {"skipped": "needs 80 GB"}}
 
@@ -74,12 +74,11 @@ def test_unknown_model_is_a_value_error(world) -> None:
 
 
 @pytest.mark.parametrize("model", ["itemknn", "lightgcn"])
-def test_recommend_writes_the_lists_eval_scores(world, tiny_world: Path, tmp_path: Path, model: str,
-                                                monkeypatch) -> None:
+def test_recommend_writes_the_lists_eval_scores(world, tiny_world: Path, tmp_path: Path, model: str) -> None:
     dataset, split = world
-    monkeypatch.setattr(harness, "default_config", lambda name: SMALL)
+    params = SMALL if model == "lightgcn" else None
     out = tmp_path / "recs.csv"
-    summary = run_recommend(tiny_world, model, 20, out)
+    summary = run_recommend(tiny_world, model, 20, out, params=params)
     with out.open() as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == summary["rows"] == 20 * summary["users"]
@@ -92,6 +91,25 @@ def test_recommend_writes_the_lists_eval_scores(world, tiny_world: Path, tmp_pat
     top = np.array([lists[u] for u in users])
     recomputed = evaluate_ranking(top, test, users, dataset.num_products, np.asarray(seen.sum(axis=0)).ravel(),
                                   ks=(20,))
-    scored = evaluate(dataset, split, [model], configs={"lightgcn": SMALL})[model]["metrics"]
+    scored = evaluate(dataset, split, [model], params={"lightgcn": SMALL})[model]["metrics"]
     assert recomputed["Recall@20"] == pytest.approx(scored["Recall@20"])
     assert recomputed["NDCG@20"] == pytest.approx(scored["NDCG@20"])
+
+
+@pytest.mark.parametrize("model", ["ease", "graphfilter"])
+def test_a_factorised_linear_model_scores_as_the_model_itself(world, model: str) -> None:
+    """Served form = vectors + item-item part over what the user bought. Kept whole it is the model's own
+    scores; cut to its strongest neighbours it keeps the top of each user's ranking."""
+    dataset, split = world
+    known = interaction_matrix(known_interactions(split), dataset.num_users, dataset.num_products)
+    fitted = fit_model(model, dataset, split, {})
+    users = np.flatnonzero(np.diff(known.indptr))[:200]
+    exact = fitted.exact.score(users).numpy()
+    whole = FactorScorer(fitted.exact.factors(neighbours=dataset.num_products), known).score(users).numpy()
+    np.testing.assert_allclose(whole, exact, rtol=1e-3, atol=1e-4 * np.abs(exact).max())
+    cut = fitted.exact.factors(neighbours=dataset.num_products // 4)
+    assert cut.item_item.nnz <= dataset.num_products ** 2 // 4
+    served, _ = rank(FactorScorer(cut, known), users, known, 20)
+    best, _ = rank(fitted.exact, users, known, 20)
+    overlap = np.mean([len(np.intersect1d(a, b)) / 20 for a, b in zip(served, best, strict=True)])
+    assert overlap >= 0.9, overlap

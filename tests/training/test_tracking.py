@@ -17,16 +17,25 @@ def test_run_has_params_curves_fingerprint_and_artifacts(registry) -> None:
     connect(settings)
     client = MlflowClient()
     run = client.get_run(report["run_id"])
-    assert run.data.params["model"] == "lightgcn" and run.data.params["epochs"] == "6"
+    assert run.data.params["model"] == "lightgcn" and run.data.tags["chosen"] == "lightgcn"
+    assert 1 <= int(run.data.params["chosen_epochs"]) <= 6  # the refit runs for the best validation epoch
     assert run.data.tags["data_fingerprint"] == report["data_fingerprint"]
     assert run.data.tags["index_kind"] == "Flat"  # an IVF index would also log its tuned nprobe and recall
     # The simulator logs failed shares too, so influence was learned from them as recorded.
     assert run.data.tags["influence_regime"] == "recorded"
     assert float(run.data.params["influence_recorded_conversion_rate"]) < 0.5
-    for curve in ("loss", "val_recall_20"):
-        history = client.get_metric_history(report["run_id"], curve)
-        assert [m.step for m in history] == list(range(1, len(history) + 1)) and len(history) >= 2
-    assert {"test_recall_20", "test_ndcg_20", "test_popularity_recall_20"} <= set(run.data.metrics)
+    # The trial is a child run with its training curve; the parent has the refit's loss per epoch.
+    trials = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{report['run_id']}'")
+    assert [t.data.tags["kind"] for t in trials] == ["trial"] and trials[0].data.tags["model"] == "lightgcn"
+    for run_id, curve in ((trials[0].info.run_id, "curve_loss"), (trials[0].info.run_id, "curve_val_recall_20"),
+                          (report["run_id"], "loss")):
+        history = client.get_metric_history(run_id, curve)
+        assert [m.step for m in history] == list(range(1, len(history) + 1)) and len(history) >= 1
+    curve = [m.value for m in client.get_metric_history(trials[0].info.run_id, "curve_val_recall_20")]
+    assert len(curve) == 6 and trials[0].data.metrics["val_recall_20"] == pytest.approx(max(curve))
+    logged = set(run.data.metrics)
+    assert {"val_recall_20", "val_ndcg_20", "seconds_per_epoch", "seconds_to_best", "fit_seconds"} <= logged
+    assert run.data.metrics["val_recall_20"] == trials[0].data.metrics["val_recall_20"]
     assert "weights.pt" in {a.path for a in client.list_artifacts(report["run_id"])}
     version = client.get_model_version(settings.model_name, report["version"])
     assert version.run_id == report["run_id"]
@@ -66,7 +75,7 @@ def test_promote_without_any_version_says_what_to_do(tmp_path) -> None:
 @pytest.fixture
 def gated(registry, request):
     """Settings for a registered model of this test's own (same store), and ``register(metrics, fingerprint)``,
-    which logs a run by hand (tag and test metrics, as ``run_training`` logs them) and registers a version of
+    which logs a run by hand (tag and validation metrics, as ``run_training`` logs them) and registers a version of
     the trained bundle from it. Returns ``(settings, register)``."""
     settings, report = registry
     settings = settings.model_copy(update={"model_name": f"gate-{request.node.name}"[:60]})
@@ -82,7 +91,7 @@ def gated(registry, request):
                 if fingerprint is not None:
                     mlflow.set_tag("data_fingerprint", fingerprint)
                 mlflow.log_metrics({name: value for name, value in
-                                    (("test_recall_20", recall), ("test_ndcg_20", ndcg)) if value is not None})
+                                    (("val_recall_20", recall), ("val_ndcg_20", ndcg)) if value is not None})
             run_id = run.info.run_id
         return str(client.create_model_version(settings.model_name, source, run_id=run_id).version)
 
@@ -110,15 +119,15 @@ def test_a_better_candidate_on_the_same_data_is_promoted(gated) -> None:
     moved = promote(settings)  # default: the newest version (equal to `better`: ties pass)
     assert moved["version"] == equal and moved["previous"] == first and moved["promoted"] and not moved["forced"]
     comparison = moved["comparison"]
-    assert comparison["same_data"] and comparison["candidate"]["metrics"] == {"test_recall_20": 0.12,
-                                                                              "test_ndcg_20": 0.09}
+    assert comparison["same_data"] and comparison["candidate"]["metrics"] == {"val_recall_20": 0.12,
+                                                                              "val_ndcg_20": 0.09}
     assert comparison["champion"]["version"] == first and "no worse" in moved["reason"]
     assert promote(settings, better)["previous"] == equal and resolve_alias(settings) == better
     assert promote(settings, better)["reason"] == f"version {better} is already the champion"
 
 
-@pytest.mark.parametrize(("recall", "ndcg", "worse"), [(0.08, 0.06, "test_recall_20, test_ndcg_20"),
-                                                       (0.11, 0.07, "test_ndcg_20"), (0.09, 0.09, "test_recall_20")])
+@pytest.mark.parametrize(("recall", "ndcg", "worse"), [(0.08, 0.06, "val_recall_20, val_ndcg_20"),
+                                                       (0.11, 0.07, "val_ndcg_20"), (0.09, 0.09, "val_recall_20")])
 def test_a_worse_candidate_is_refused_unless_forced(gated, recall: float, ndcg: float, worse: str) -> None:
     settings, register = gated
     champion, candidate = register(0.10, 0.08), register(recall, ndcg)
@@ -126,14 +135,28 @@ def test_a_worse_candidate_is_refused_unless_forced(gated, recall: float, ndcg: 
     with pytest.raises(PromotionRefused) as refused:
         promote(settings, candidate)
     message = str(refused.value)
-    assert "\n" not in message and f"version {candidate} (test_recall_20={recall:.4f}" in message
-    assert f"version {champion} (test_recall_20=0.1000, test_ndcg_20=0.0800)" in message
+    assert "\n" not in message and f"version {candidate} (val_recall_20={recall:.4f}" in message
+    assert f"version {champion} (val_recall_20=0.1000, val_ndcg_20=0.0800)" in message
     assert f"worse than champion version {champion}" in message and f"on {worse}" in message
     assert refused.value.result["promoted"] is False and refused.value.result["version"] == candidate
     assert resolve_alias(settings) == champion  # the alias did not move
     forced = promote(settings, candidate, force=True)
     assert forced["promoted"] and forced["forced"] and forced["reason"].startswith("forced: candidate")
     assert resolve_alias(settings) == candidate
+
+
+def test_champion_figures_measured_on_the_candidates_split_replace_its_logged_ones(gated) -> None:
+    """`sharerank retrain` scores the champion on the new split itself: those figures decide, even when the
+    champion's own run was on other data or logged better ones."""
+    settings, register = gated
+    champion = register(0.50, 0.40, fingerprint="f" * 64)
+    candidate = register(0.10, 0.08)
+    promote(settings, champion)
+    with pytest.raises(PromotionRefused, match="val_recall_20=0.1200"):
+        promote(settings, candidate, champion_metrics={"val_recall_20": 0.12, "val_ndcg_20": 0.05})
+    moved = promote(settings, candidate, champion_metrics={"val_recall_20": 0.09, "val_ndcg_20": 0.07})
+    assert moved["promoted"] and moved["comparison"]["champion"]["metrics"] == {"val_recall_20": 0.09,
+                                                                                "val_ndcg_20": 0.07}
 
 
 def test_metrics_of_different_data_are_not_comparable(gated) -> None:
@@ -150,11 +173,11 @@ def test_metrics_of_different_data_are_not_comparable(gated) -> None:
     assert promote(settings, other_data, force=True)["forced"]
 
 
-def test_a_champion_without_test_metrics_cannot_be_compared(gated) -> None:
+def test_a_champion_without_validation_metrics_cannot_be_compared(gated) -> None:
     settings, register = gated
     champion, candidate = register(None, None), register(0.2, 0.2)
     promote(settings, champion)
-    with pytest.raises(PromotionRefused, match="lacks test_recall_20, test_ndcg_20"):
+    with pytest.raises(PromotionRefused, match="lacks val_recall_20, val_ndcg_20"):
         promote(settings, candidate)
 
 
@@ -162,18 +185,17 @@ def test_cli_refuses_a_version_trained_worse_with_exit_2(gated, registry, tiny_w
     """Real training: a 1-epoch model against the 6-epoch champion of the same data, through `sharerank promote`."""
     import json
 
+    from conftest import SMALL_LIGHTGCN
     from typer.testing import CliRunner
 
     from sharerank.cli import app
-    from sharerank.training.feed.train import TrainConfig
     from sharerank.training.jobs import run_training
 
     settings, register = gated
     champion = register(None, None, run_id=registry[1]["run_id"])  # the session's trained version
     promote(settings, champion)
-    weak = run_training(tiny_world, settings, TrainConfig(epochs=1, embedding_dim=16, num_layers=2, lr=5e-3,
-                                                          batch_size=2048))
-    assert weak["metrics"]["test_recall_20"] < registry[1]["metrics"]["test_recall_20"]  # the premise
+    weak = run_training([tiny_world], settings, model="lightgcn", params={**SMALL_LIGHTGCN, "epochs": 1})
+    assert weak["metrics"]["val_recall_20"] < registry[1]["metrics"]["val_recall_20"]  # the premise
     monkeypatch.setenv("SHARERANK_HOME", str(settings.home))
     monkeypatch.setenv("SHARERANK_MODEL_NAME", settings.model_name)
     runner = CliRunner()
@@ -181,7 +203,7 @@ def test_cli_refuses_a_version_trained_worse_with_exit_2(gated, registry, tiny_w
     assert refused.exit_code == 2
     lines = refused.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("refused: not promoting")
-    assert f"version {weak['version']} (test_recall_20=" in lines[0] and f"version {champion} (" in lines[0]
+    assert f"version {weak['version']} (val_recall_20=" in lines[0] and f"version {champion} (" in lines[0]
     result = json.loads(refused.stdout)
     assert result["promoted"] is False and result["previous"] == champion and result["comparison"]["same_data"]
     assert resolve_alias(settings) == champion
@@ -196,8 +218,8 @@ def test_build_bundle_tunes_an_ivf_index_on_its_users_and_saves_nprobe(tiny_worl
     from sharerank.dataset.reader import load_dataset
     from sharerank.models.artifact.bundle import ModelBundle
     from sharerank.models.artifact.index import ProductIndex
-    from sharerank.training import jobs
-    from sharerank.training.feed.train import TrainResult
+    from sharerank.models.recommenders.factors import Factors
+    from sharerank.training import bundle as jobs
 
     class SmallIVF(ProductIndex):  # the tiny world's catalogue is far below the IVF threshold
         @classmethod
@@ -209,8 +231,7 @@ def test_build_bundle_tunes_an_ivf_index_on_its_users_and_saves_nprobe(tiny_worl
     rng = np.random.default_rng(0)
     centres = rng.standard_normal((12, 16)).astype(np.float32)
     clustered = lambda n: (centres[rng.integers(0, 12, n)] + 0.4 * rng.standard_normal((n, 16))).astype(np.float32)  # noqa: E731
-    result = TrainResult(model=None, user_embedding=clustered(dataset.num_users),
-                         product_embedding=clustered(dataset.num_products), best_epoch=1)
+    result = Factors(clustered(dataset.num_users), clustered(dataset.num_products))
     bundle = jobs.build_bundle(dataset, result, {"model_type": "test"})
     report = bundle.info["index"]
     assert report["kind"] == "IVF16,Flat" and report["reached"] and report["recall"] >= jobs.TUNING_RECALL

@@ -12,19 +12,18 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
-from sharerank.dataset.reader import Dataset, Interactions
+from sharerank.dataset.reader import Dataset
 from sharerank.models.recommenders.graph import interaction_matrix
-from sharerank.models.recommenders.registry import spec
+from sharerank.training.feed.fit import Fitted, SkippedModel, fit_model, known_interactions
 from sharerank.training.feed.metrics import evaluate_ranking
 from sharerank.training.feed.split import Split
-from sharerank.training.feed.train import TrainConfig, default_config, train_model
 
 log = logging.getLogger(__name__)
 
@@ -37,69 +36,10 @@ class Scorer(Protocol):
     def score(self, users: np.ndarray) -> torch.Tensor: ...
 
 
-@dataclass(frozen=True)
-class EmbeddingScorer:
-    """Inner products of user and product embeddings (what FAISS serves)."""
-
-    user_embedding: torch.Tensor
-    product_embedding: torch.Tensor
-
-    def score(self, users: np.ndarray) -> torch.Tensor:
-        return self.user_embedding[torch.from_numpy(users)] @ self.product_embedding.T
-
-
-@dataclass
-class Fitted:
-    """A fitted model ready to rank, with what fitting it cost and revealed."""
-
-    name: str
-    scorer: Scorer
-    fit_seconds: float
-    info: dict[str, Any] = field(default_factory=dict)
-    result: Any = None  # the TrainResult of graph models
-
-
-class SkippedModel(Exception):
-    """The model cannot run on this dataset here (e.g. EASE's dense matrix does not fit in memory)."""
-
-
-def known_interactions(split: Split) -> Interactions:
-    """What every model may learn from: the training and validation purchases."""
-    return Interactions(*(np.concatenate([getattr(split.train, f), getattr(split.valid, f)])
-                          for f in ("user", "product", "ts", "share")))
-
-
-def fit_model(name: str, dataset: Dataset, split: Split, config: TrainConfig | None = None, refit: bool = True,
-              on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Fitted:
-    """Fits one model by name on ``split`` (see the module docstring for what each model sees).
-
-    Raises:
-        SkippedModel: the model cannot run on this dataset here.
-        ValueError: unknown model name.
-    """
-    started = time.perf_counter()
-    known = known_interactions(split)
-    entry = spec(name)
-    if not entry.trainable:
-        matrix = interaction_matrix(known, dataset.num_users, dataset.num_products)
-        try:
-            model = entry.load()().fit(matrix)
-        except MemoryError as exc:
-            raise SkippedModel(str(exc)) from exc
-        return Fitted(name, model, time.perf_counter() - started)
-    config = config or default_config(name)
-    result = train_model(dataset, split, config, on_epoch=on_epoch)
-    info = {"best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
-            "epochs_run": len(result.history)}
-    if refit and len(split.valid):
-        everything = Split(train=known, valid=known.take(np.zeros(len(known), dtype=bool)), test=split.test)
-        refit_epoch = None if on_epoch is None else (
-            lambda epoch, figures: on_epoch(epoch, {f"refit_{key}": v for key, v in figures.items()}))
-        result = train_model(dataset, everything, replace(config, epochs=max(result.best_epoch, 1)),
-                             on_epoch=refit_epoch)
-        info["refit_epochs"] = len(result.history)
-    scorer = EmbeddingScorer(torch.from_numpy(result.user_embedding), torch.from_numpy(result.product_embedding))
-    return Fitted(name, scorer, time.perf_counter() - started, info, result)
+FIDELITY_USERS = 1000
+FIDELITY_DEPTH = 100
+"""A served form that approximates its model is checked on this many test users: the share of the model's own
+top-``FIDELITY_DEPTH`` that the served form also ranks there."""
 
 
 def rank(scorer: Scorer, users: np.ndarray, seen: sp.csr_matrix, k: int,
@@ -146,29 +86,44 @@ def held_out_users(dataset: Dataset, split: Split) -> tuple[np.ndarray, sp.csr_m
 
 
 def evaluate(dataset: Dataset, split: Split, names: list[str], *, k: int = 20,
-             configs: dict[str, TrainConfig] | None = None, refit: bool = True,
+             params: dict[str, dict[str, Any]] | None = None, refit: bool = True,
              on_epoch: Callable[[str, int, dict[str, float]], None] | None = None) -> dict[str, dict[str, Any]]:
-    """Fits and scores each named model; returns ``{name: {"metrics": ..., "fit_seconds": ..., ...}}``.
+    """Fits and scores each named model (settings from ``params[name]``, defaults otherwise) in its served
+    form; returns ``{name: {"metrics": ..., "fit_seconds": ..., ...}}``.
 
-    Metrics at every cut-off in :data:`CUTOFFS` and at ``k``: Recall, NDCG, hit rate,
-    catalogue coverage and long-tail share (recommended slots outside the 20% most bought products).
+    Metrics at every cut-off in :data:`CUTOFFS` and at ``k``: Recall, NDCG, hit rate, catalogue coverage and
+    long-tail share (recommended slots outside the 20% most bought products). A served form that approximates
+    its model reports ``fidelity`` (see :data:`FIDELITY_USERS`).
     """
     users, seen, test = held_out_users(dataset, split)
     popularity = np.asarray(seen.sum(axis=0)).ravel()
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         try:
-            fitted = fit_model(name, dataset, split, (configs or {}).get(name), refit=refit,
+            fitted = fit_model(name, dataset, split, (params or {}).get(name), refit=refit,
                                on_epoch=None if on_epoch is None else (lambda e, f, n=name: on_epoch(n, e, f)))
         except SkippedModel as exc:
             results[name] = {"skipped": str(exc)}
             log.warning("%s skipped: %s", name, exc)
             continue
-        t0 = time.perf_counter()
-        top, _ = rank(fitted.scorer, users, seen, ranked_depth(k))
-        cutoffs = tuple(sorted({*CUTOFFS, k}))
-        metrics = evaluate_ranking(top, test, users, dataset.num_products, popularity, ks=cutoffs)
-        results[name] = {"metrics": {m: float(v) for m, v in metrics.items()},
-                         "fit_seconds": round(fitted.fit_seconds, 2),
-                         "rank_seconds": round(time.perf_counter() - t0, 2), **fitted.info}
+        results[name] = score_fitted(fitted, dataset, users, seen, test, popularity, k)
     return results
+
+
+def score_fitted(fitted: Fitted, dataset: Dataset, users: np.ndarray, seen: sp.csr_matrix, test: sp.csr_matrix,
+                 popularity: np.ndarray, k: int) -> dict[str, Any]:
+    """Test metrics of a fitted model's served form, with what fitting cost and (approximate forms) fidelity."""
+    t0 = time.perf_counter()
+    top, _ = rank(fitted.scorer, users, seen, ranked_depth(k))
+    cutoffs = tuple(sorted({*CUTOFFS, k}))
+    metrics = evaluate_ranking(top, test, users, dataset.num_products, popularity, ks=cutoffs)
+    out = {"metrics": {m: float(v) for m, v in metrics.items()}, "fit_seconds": round(fitted.fit_seconds, 2),
+           "rank_seconds": round(time.perf_counter() - t0, 2), "params": fitted.params, **fitted.info}
+    if fitted.exact is not None:
+        sample = np.sort(np.random.default_rng(0).permutation(users)[:FIDELITY_USERS])
+        served, _ = rank(fitted.scorer, sample, seen, FIDELITY_DEPTH)
+        exact, _ = rank(fitted.exact, sample, seen, FIDELITY_DEPTH)
+        overlap = [len(np.intersect1d(a, b)) for a, b in zip(served, exact, strict=True)]
+        out["fidelity"] = {f"recall@{FIDELITY_DEPTH}_vs_exact": round(float(np.mean(overlap)) / FIDELITY_DEPTH, 4),
+                           "users": int(len(sample))}
+    return out

@@ -9,11 +9,10 @@ them as they happen.
 from __future__ import annotations
 
 import copy
-import inspect
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
@@ -75,6 +74,11 @@ class TrainResult:
     history: list[dict[str, float]] = field(default_factory=list)
 
     @property
+    def seconds_to_best(self) -> float:
+        """Training seconds until the end of the best validation epoch (its validation included)."""
+        return float(sum(h["epoch_seconds"] + h.get("validation_seconds", 0.0) for h in self.history[:self.best_epoch]))
+
+    @property
     def seconds_per_epoch(self) -> float:
         times = [h["epoch_seconds"] for h in self.history]
         return float(np.median(times)) if times else float("nan")
@@ -102,26 +106,6 @@ DEFAULT_CONFIGS: dict[str, TrainConfig] = {
     "sharegnn": TrainConfig(model="sharegnn", epochs=40, patience=4, batch_size=8192, lr=5e-3,
                             model_params={"temperature": 0.15, "popularity_weight": 1.0}),
 }
-
-
-def with_setting(config: TrainConfig, key: str, text: str) -> TrainConfig:
-    """``config`` with one setting from text (a ``--set`` on the command line): a TrainConfig field, else a
-    model argument. Values are JSON (``2048``, ``0.5``, ``true``), ``none`` for None, or a bare string."""
-    import json
-
-    try:
-        value = None if text.lower() == "none" else json.loads(text)
-    except json.JSONDecodeError:
-        value = text
-    names = {f.name for f in fields(TrainConfig)} - {"model", "model_params"}
-    if key in names:
-        return replace(config, **{key: value})
-    arguments = [a for a in inspect.signature(spec(config.model).load()).parameters
-                 if a not in names and a not in ("num_users", "num_products")]
-    if key not in arguments:
-        raise ValueError(f"{config.model} has no setting {key!r}; training settings: {', '.join(sorted(names))}; "
-                         f"model arguments: {', '.join(arguments)}")
-    return replace(config, model_params={**config.model_params, key: value})
 
 
 def default_config(model: str) -> TrainConfig:
@@ -178,6 +162,7 @@ def train_model(dataset: Dataset, split: Split, config: TrainConfig,
                                       np.asarray(bought.sum(axis=0)).ravel(), ks=(20,))
             figures["val_recall_20"] = scores["Recall@20"]
             figures["val_ndcg_20"] = scores["NDCG@20"]
+            figures["validation_seconds"] = time.perf_counter() - t0 - figures["epoch_seconds"]
             if scores["Recall@20"] > best[0]:
                 best = (scores["Recall@20"], epoch, copy.deepcopy(model.state_dict()))
         else:

@@ -1,0 +1,92 @@
+"""The automatic choice: made on a validation split carved from training only, the better model wins where the
+answer is known, every trial is an MLflow child run, and the test split is never read."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from sharerank.config import Settings
+from sharerank.dataset.reader import load_dataset
+from sharerank.models.recommenders.registry import model_names
+from sharerank.registry import connect
+from sharerank.training.feed.auto import choose
+from sharerank.training.jobs import run_training, training_split
+
+
+def _purchases(folder: Path, rows: list[tuple[int, int, int]]) -> Path:
+    folder.mkdir(parents=True)
+    with (folder / "purchases.csv").open("w") as f:
+        f.write("user_id,product_id,ts\n")
+        f.writelines(f"u{u},p{p},{t}\n" for u, p, t in rows)
+    return folder
+
+
+def _pairs_world(folder: Path) -> Path:
+    """Products come in pairs and every user buys both of three pairs: the partner of what a user bought
+    predicts the held-out purchase (item-kNN finds it; buyer counts are flat, so popularity cannot)."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for user in range(300):
+        for k, pair in enumerate(rng.choice(60, 3, replace=False)):
+            rows += [(user, 2 * pair, 2 * k), (user, 2 * pair + 1, 2 * k + 1)]
+    return _purchases(folder, rows)
+
+
+def _head_world(folder: Path) -> Path:
+    """Every user buys two products drawn independently from a steep popularity curve: what a user bought
+    says nothing about the next purchase, the buyer counts say the most."""
+    rng = np.random.default_rng(1)
+    weights = 1.0 / np.arange(1, 121) ** 1.2
+    return _purchases(folder, [(user, int(p), k) for user in range(300)
+                               for k, p in enumerate(rng.choice(120, 2, replace=False, p=weights / weights.sum()))])
+
+
+@pytest.mark.parametrize(("world", "better", "worse"), [(_pairs_world, "itemknn", "popularity"),
+                                                        (_head_world, "popularity", "itemknn")])
+def test_the_better_of_two_models_is_chosen_where_the_answer_is_known(tmp_path, world, better, worse) -> None:
+    dataset = load_dataset(world(tmp_path / "world"), with_test=False)
+    choice = choose(dataset, training_split(dataset), families=["popularity", "itemknn"], budget_seconds=30)
+    assert choice.name == better
+    assert choice.families[better]["val_recall_20"] > 2 * choice.families[worse]["val_recall_20"], choice.families
+    assert choice.validation["val_recall_20"] == choice.families[better]["val_recall_20"]
+
+
+def test_fixed_settings_run_each_family_once_untuned(tmp_path) -> None:
+    dataset = load_dataset(_pairs_world(tmp_path / "world"), with_test=False)
+    choice = choose(dataset, training_split(dataset), families=["itemknn"], fixed={"neighbors": 5})
+    assert choice.families["itemknn"]["trials"] == 1 and choice.params == {"neighbors": 5}
+
+
+def test_a_family_whose_one_fit_outlasts_its_share_is_skipped_not_overrun(tmp_path) -> None:
+    dataset = load_dataset(_pairs_world(tmp_path / "world"), with_test=False)
+    choice = choose(dataset, training_split(dataset), families=["ease", "popularity"], budget_seconds=1e-6)
+    assert "share" in choice.families["ease"]["skipped"] and choice.name == "popularity"
+
+
+def test_train_auto_never_reads_the_test_split_and_logs_every_trial(tiny_world: Path, tmp_path: Path) -> None:
+    world = tmp_path / "world"
+    shutil.copytree(tiny_world, world)
+    (world / "test.csv").mkdir()  # a test split that fails whoever opens it
+    with pytest.raises(OSError):
+        load_dataset(world)  # the premise: reading it fails
+    settings = Settings(home=tmp_path / "home")
+    report = run_training([world], settings, model="auto", budget_seconds=8)
+    families = report["choice"]["families"]
+    assert set(families) == set(model_names(servable=True))
+    best = max(families, key=lambda name: (families[name]["val_recall_20"], families[name]["val_ndcg_20"]))
+    assert report["model"] == best and report["metrics"]["val_recall_20"] == families[best]["val_recall_20"]
+    connect(settings)
+    client = MlflowClient()
+    run = client.get_run(report["run_id"])
+    children = client.search_runs([run.info.experiment_id], f"tags.mlflow.parentRunId = '{report['run_id']}'",
+                                  max_results=1000)
+    assert all(child.data.tags["kind"] == "trial" for child in children)
+    per_family = {name: sum(c.data.tags["model"] == name for c in children) for name in families}
+    assert per_family == {name: result["trials"] for name, result in families.items()}
+    assert max(c.data.metrics["val_recall_20"] for c in children) == report["metrics"]["val_recall_20"]
+    assert run.data.tags["chosen"] == best

@@ -1,0 +1,211 @@
+"""The model to serve, chosen on validation only: every family of the registry tuned within a budget on a
+validation split carved from the training data, the winner refit on training + validation.
+
+Each family first runs with its defaults, then Optuna (TPE, seeded) tunes the settings its registry entry
+names, up to its trial count and its share of the budget (what a family leaves unspent goes to the next
+ones). A trial is scored by Recall@20 (NDCG@20 breaking ties) on the validation purchases of up to
+:data:`TUNING_USERS` users, products bought in training excluded; baselines are scored as themselves, graph
+models by their best epoch. Nothing here reads a test split: ``sharerank eval`` alone does.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from sharerank.dataset.reader import Dataset
+from sharerank.models.recommenders.graph import interaction_matrix
+from sharerank.models.recommenders.registry import model_names, spec
+from sharerank.training.feed.evaluate import rank
+from sharerank.training.feed.fit import Fitted, SkippedModel, fit_model, known_interactions
+from sharerank.training.feed.metrics import evaluate_ranking
+from sharerank.training.feed.split import Split
+
+log = logging.getLogger(__name__)
+
+TUNING_USERS = 5000
+DEFAULT_BUDGET_SECONDS = 600.0
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One trial of the search: the family, its number within the family, the settings tried, the validation
+    figures, and a graph model's per-epoch curve (empty for a baseline)."""
+
+    name: str
+    index: int
+    params: dict[str, Any]
+    figures: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+TrialCallback = Callable[[Trial], None]
+
+
+@dataclass
+class Choice:
+    """The validation winner: its family, settings and validation figures, and every family's best."""
+
+    name: str
+    params: dict[str, Any]
+    validation: dict[str, float]
+    families: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"chosen": self.name, "params": self.params, "validation": self.validation, "families": self.families}
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What every trial is scored against: the training part (excluded from rankings), the validation
+    purchases and the users they are scored on."""
+
+    dataset: Dataset
+    split: Split
+    train: sp.csr_matrix
+    valid: sp.csr_matrix
+    users: np.ndarray
+    popularity: np.ndarray
+
+    @classmethod
+    def of(cls, dataset: Dataset, split: Split, seed: int = 0) -> Validation:
+        """Raises ValueError when there is no validation purchase to choose on."""
+        if len(split.valid) == 0:
+            raise ValueError("automatic choice needs validation purchases (users with at least two purchases)")
+        train = interaction_matrix(split.train, dataset.num_users, dataset.num_products)
+        valid = interaction_matrix(split.valid, dataset.num_users, dataset.num_products)
+        users = np.flatnonzero(np.diff(valid.indptr))
+        users = np.sort(np.random.default_rng(seed).permutation(users)[:TUNING_USERS])
+        return cls(dataset, split, train, valid, users, np.asarray(train.sum(axis=0)).ravel())
+
+
+def score_trial(name: str, params: dict[str, Any],
+                validation: Validation) -> tuple[dict[str, float], dict[str, Any], list[dict[str, float]]]:
+    """Fits ``name`` with ``params`` on the training part and scores it on validation, as every trial is:
+    a baseline as itself on :data:`TUNING_USERS` users, a graph model by its best epoch. Returns the figures
+    (``val_recall_20``, ``val_ndcg_20``, ``seconds``...), the settings that reproduce it (a graph model's
+    with the epoch count its refit should run) and a graph model's per-epoch curve.
+
+    Raises:
+        SkippedModel: the model cannot run on this dataset here.
+    """
+    started = time.perf_counter()
+    fitted = fit_model(name, validation.dataset, validation.split, params, refit=False, served=False)
+    if spec(name).trainable:
+        figures = _best_epoch(fitted)
+    else:
+        top, _ = rank(fitted.scorer, validation.users, validation.train, 20)
+        scores = evaluate_ranking(top, validation.valid, validation.users, validation.dataset.num_products,
+                                  validation.popularity, ks=(20,))
+        figures = {"val_recall_20": float(scores["Recall@20"]), "val_ndcg_20": float(scores["NDCG@20"])}
+    figures["seconds"] = time.perf_counter() - started
+    settings = {key: value for key, value in params.items() if key != "max_seconds"}  # a trial's budget
+    history = list(fitted.result.history) if fitted.result is not None else []
+    return figures, {**settings, **_epochs(fitted)}, history
+
+
+def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BUDGET_SECONDS,
+           families: list[str] | None = None, fixed: dict[str, Any] | None = None, seed: int = 0,
+           on_trial: TrialCallback | None = None) -> Choice:
+    """Tunes every servable family (or ``families``) on ``split.valid`` and returns the best; with ``fixed``
+    settings each family runs once, with them, untuned. Each family gets an equal share of what is left of
+    ``budget_seconds``; one whose single fit is known to need more (EASE on many products) is skipped.
+
+    Raises:
+        ValueError: there is no validation purchase to choose on, or no family could run.
+    """
+    import optuna
+
+    validation = Validation.of(dataset, split, seed)
+    names = families or model_names(servable=True)
+    deadline = time.monotonic() + budget_seconds
+    results: dict[str, dict[str, Any]] = {}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    for position, name in enumerate(names):
+        entry = spec(name)
+        share = max(0.0, (deadline - time.monotonic()) / (len(names) - position))
+        family_deadline = time.monotonic() + share
+        trials: list[tuple[float, float, dict[str, Any]]] = []
+
+        def run(params: dict[str, Any], index: int, name: str = name, entry=entry, trials=trials,
+                family_deadline: float = family_deadline) -> float:
+            if entry.trainable:  # a graph model stops when its share of the family's time is spent
+                room = max(1.0, (family_deadline - time.monotonic()) / max(entry.trials - index, 1))
+                params = {**params, "max_seconds": room}
+            figures, settings, history = score_trial(name, params, validation)
+            trials.append((figures["val_recall_20"], figures["val_ndcg_20"], settings))
+            if on_trial is not None:
+                on_trial(Trial(name, index, params, figures, history))
+            log.info("auto: %s trial %d %s -> %s", name, index, params, figures)
+            return figures["val_recall_20"]
+
+        needs = getattr(entry.load(), "seconds_required", None) if not entry.trainable else None
+        if needs is not None and needs(dataset.num_products) > share:
+            results[name] = {"skipped": f"one fit needs ~{needs(dataset.num_products):.0f} s on "
+                                        f"{dataset.num_products:,} products, more than its {share:.0f} s share"}
+            continue
+        try:
+            run(dict(fixed or {}), 0)
+            if fixed is None and entry.space and entry.trials > 1 and time.monotonic() < family_deadline:
+                study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+                study.optimize(lambda trial, space=entry.space: run(_suggest(trial, space), trial.number + 1),
+                               n_trials=entry.trials - 1, timeout=max(family_deadline - time.monotonic(), 0.0))
+        except SkippedModel as exc:
+            results[name] = {"skipped": str(exc)}
+            continue
+        recall, ndcg, params = max(trials, key=lambda t: (t[0], t[1]))
+        results[name] = {"val_recall_20": recall, "val_ndcg_20": ndcg, "params": params,
+                         "trials": len(trials)}
+    ranked = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if "skipped" not in r]
+    if not ranked:
+        raise ValueError(f"no model could run here: {results}")
+    recall, ndcg, winner = max(ranked)
+    return Choice(winner, results[winner]["params"], {"val_recall_20": recall, "val_ndcg_20": ndcg}, results)
+
+
+def fit_choice(dataset: Dataset, split: Split, choice: Choice,
+               on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Fitted:
+    """The chosen model refit on training + validation (a graph model for the epochs validation chose)."""
+    params = dict(choice.params)
+    if spec(choice.name).trainable:  # straight on everything known, for the epochs its trial found best
+        params.pop("max_seconds", None)
+        known = known_interactions(split)
+        split = Split(train=known, valid=known.take(np.zeros(len(known), dtype=bool)), test=split.test)
+        fitted = fit_model(choice.name, dataset, split, params, refit=False, on_epoch=on_epoch)
+    else:
+        fitted = fit_model(choice.name, dataset, split, params, refit=True)
+    fitted.info["choice"] = choice.to_json()
+    return fitted
+
+
+def _suggest(trial, space: dict[str, tuple]) -> dict[str, Any]:
+    params = {}
+    for key, (kind, *bounds) in space.items():
+        if kind == "float":
+            params[key] = trial.suggest_float(key, *bounds)
+        elif kind == "log":
+            params[key] = trial.suggest_float(key, *bounds, log=True)
+        elif kind == "int":
+            params[key] = trial.suggest_int(key, *bounds)
+        else:
+            params[key] = trial.suggest_categorical(key, list(bounds[0]))
+    return params
+
+
+def _best_epoch(fitted: Fitted) -> dict[str, float]:
+    history = fitted.result.history
+    scored = [h for h in history if "val_recall_20" in h]
+    best = max(scored, key=lambda h: h["val_recall_20"]) if scored else {"val_recall_20": 0.0, "val_ndcg_20": 0.0}
+    return {"val_recall_20": float(best["val_recall_20"]), "val_ndcg_20": float(best["val_ndcg_20"]),
+            "best_epoch": float(fitted.result.best_epoch), "seconds_per_epoch": float(fitted.result.seconds_per_epoch)}
+
+
+def _epochs(fitted: Fitted) -> dict[str, Any]:
+    """A graph model's trial settings also fix how many epochs its refit runs: the best epoch's."""
+    return {"epochs": max(int(fitted.result.best_epoch), 1)} if fitted.result is not None else {}
