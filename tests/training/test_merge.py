@@ -58,3 +58,19 @@ def test_training_reads_the_merge_of_several_folders_and_one_folder_as_it_is(fol
 def test_a_missing_folder_is_named(folders: list[Path], tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="nope: not a dataset folder"):
         training_data([*folders, tmp_path / "nope"], tmp_path / "scratch")
+
+
+def test_purchases_without_times_train_on_a_random_validation_part_but_cannot_carve_a_test(tmp_path: Path) -> None:
+    """Gowalla's purchases.csv has no times: `train` needs none (validation is a random part of each user's
+    purchases), while a test split of "each user's latest" cannot be carved from it."""
+    from sharerank.dataset.reader import DatasetError
+    from sharerank.training.jobs import training_split
+
+    folder = tmp_path / "untimed"
+    folder.mkdir()
+    (folder / "purchases.csv").write_text("user_id,product_id\n" + "".join(
+        f"u{u},p{(u * 7 + k) % 40}\n" for u in range(30) for k in range(10)))
+    split = training_split(training_data([folder], tmp_path / "scratch"))
+    assert len(split.valid) == 30 and len(split.train) == 270  # one of each user's ten
+    with pytest.raises(DatasetError, match="'ts' is required unless test.csv"):
+        load_dataset(folder)
