@@ -116,6 +116,8 @@ def _train(dataset: Dataset, split: Split, data_dirs: Sequence[str | Path], sett
                     metrics[f"family_{family}_{key}"] = result[key]
         mlflow.log_metrics(metrics)
         mlflow.log_params({f"chosen_{key}": str(value) for key, value in choice.params.items()})
+        if "batch_size" in fitted.info:  # a graph model's batches as run (the default follows the data)
+            mlflow.log_param("batch_size", fitted.info["batch_size"])
         mlflow.set_tags({"model_type": choice.name, "chosen": choice.name})
         mlflow.log_dict(choice.to_json(), "choice.json")
         if fitted.result is not None:  # a graph model's weights, to fine-tune or inspect

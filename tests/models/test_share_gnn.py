@@ -270,6 +270,23 @@ def test_loss_decreases_on_toy_graph() -> None:
     assert model.gate.grad is not None  # the social gate is learned
 
 
+def test_pool_size_caps_the_negatives_at_a_prefix_of_the_sampled_ones() -> None:
+    """With ``pool_size`` the loss is the uncapped loss over the first ``pool_size`` sampled products only."""
+    torch.manual_seed(0)
+    data = toy_graph(num_users=30, num_products=40, num_purchases=200)
+    capped = ShareGNN(30, 40, embedding_dim=8, num_layers=2, pool_size=10)
+    full = ShareGNN(30, 40, embedding_dim=8, num_layers=2)
+    full.load_state_dict(capped.state_dict())
+    inputs = capped.prepare(data)
+    users, products = data[PURCHASED].edge_index
+    neg = torch.randint(0, 40, (users.numel(), 2), generator=torch.Generator().manual_seed(1))
+    assert torch.allclose(capped.loss(inputs, users, products, neg),
+                          full.loss(inputs, users, products, neg.reshape(-1)[:10].reshape(-1, 1)), rtol=1e-5)
+    assert not torch.allclose(capped.loss(inputs, users, products, neg), full.loss(inputs, users, products, neg))
+    with pytest.raises(ValueError, match="pool_size"):
+        ShareGNN(3, 4, pool_size=0)
+
+
 def test_deterministic_under_seed() -> None:
     def run() -> tuple[torch.Tensor, torch.Tensor]:
         torch.manual_seed(3)

@@ -119,7 +119,8 @@ def fit_model(name: str, dataset: Dataset, split: Split, params: dict[str, Any] 
     config = train_config(name, params)
     result = train_model(dataset, split, config, on_epoch=on_epoch)
     info = {"best_epoch": result.best_epoch, "seconds_per_epoch": result.seconds_per_epoch,
-            "epochs_run": len(result.history), "seconds_to_best": result.seconds_to_best}
+            "batch_size": result.batch_size, "epochs_run": len(result.history),
+            "seconds_to_best": result.seconds_to_best}
     if refit and len(split.valid):
         known = known_interactions(split)
         everything = Split(train=known, valid=known.take(np.zeros(len(known), dtype=bool)), test=split.test)
