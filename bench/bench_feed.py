@@ -17,23 +17,19 @@ import argparse
 import json
 import os
 import platform
-import sys
 import time
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # as the server: one FAISS thread per request
 
 import numpy as np  # noqa: E402
 import scipy.sparse as sp  # noqa: E402
+from report import log
 
 from sharerank.models.artifact.bundle import ModelBundle  # noqa: E402
 from sharerank.models.artifact.index import ProductIndex  # noqa: E402
 from sharerank.serving.feed.pipeline import FeedPipeline  # noqa: E402
 from sharerank.serving.online_store import InMemoryOnlineStore, Purchase  # noqa: E402
 from sharerank.serving.online_store.base import Share  # noqa: E402
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def synthetic_bundle(products: int, users: int, dim: int, seed: int = 0, clusters: int = 0) -> ModelBundle:

@@ -23,26 +23,21 @@ Prints JSON to stdout (and to --out-json); progress goes to stderr.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import resource
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numba
 import numpy as np
+from report import emit, log
 
 from sharerank.models.seeding.ic_graph import ICGraph
 from sharerank.models.seeding.opim import estimate_spread, select_seeds
 
 NETHEPT = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nethept" / "NetHEPT.txt"
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def maxrss_mb() -> float:
@@ -230,10 +225,7 @@ def main() -> None:
         result["world"] = bench_world(args.world, args.k, args.epsilon, args.repeats,
                                       min(args.eval_rr_sets, 200_000))
     result["load_average_at_end"] = os.getloadavg()
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out_json:
-        args.out_json.write_text(text + "\n")
+    emit(result, args.out_json)
 
 
 if __name__ == "__main__":

@@ -11,10 +11,8 @@ shares.csv) straight from numpy through pyarrow, i.e. the I/O floor. Prints JSON
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,12 +20,9 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.csv as pa_csv
+from report import emit, log
 
 from sharerank.training.sources.simulate import CATEGORIES, simulate_world
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def time_world(folder: Path, users: int, seed: int) -> tuple[float, dict]:
@@ -90,10 +85,7 @@ def main() -> None:
         "ratio_median_to_baseline": round(median / floor, 2),
         "python": platform.python_version(), "machine": platform.machine(),
     }
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out_json:
-        args.out_json.write_text(text + "\n")
+    emit(result, args.out_json)
 
 
 if __name__ == "__main__":
