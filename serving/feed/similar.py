@@ -7,6 +7,7 @@ import numpy as np
 
 from sharerank.models.artifact.bundle import ModelBundle
 from sharerank.serving.feed.query import Candidate, Reason
+from sharerank.serving.feed.sources.base import sparse_lookup
 from sharerank.serving.feed.sources.embedding import search_available
 
 
@@ -18,16 +19,14 @@ def similar_products(model: ModelBundle, product_row: int, page_size: int,
     if model.has_vectors:
         rows, _ = search_available(model, model.product_embedding[product_row], page_size,
                                    np.array([product_row], dtype=np.int64), categories)
-    if model.item_item is not None:
-        related = model.item_item[product_row]
-        keep = (related.indices != product_row) & model.in_stock[related.indices]
-        if categories:
-            keep &= np.isin(model.category[related.indices], list(categories))
-        rows = np.union1d(rows, related.indices[keep].astype(np.int64))
+    columns, weights = model.item_item_scores(np.array([product_row], dtype=np.int64))
+    keep = (columns != product_row) & model.in_stock[columns]
+    if categories:
+        keep &= np.isin(model.category[columns], list(categories))
+    rows = np.union1d(rows, columns[keep])
     scores = model.product_embedding[rows] @ model.product_embedding[product_row] if model.has_vectors else \
         np.zeros(len(rows))
-    if model.item_item is not None:
-        scores = scores + np.asarray(model.item_item[product_row, rows].todense()).ravel()
+    scores = scores + sparse_lookup(columns, weights, rows)
     best = np.argsort(-scores, kind="stable")[:page_size]
     reasons = (Reason("SIMILAR", f"similar to {model.products[product_row]}"),) if explain else ()
     return [Candidate(int(r), float(s), "Similar", reasons) for r, s in zip(rows[best], scores[best], strict=True)]

@@ -28,10 +28,16 @@ def add_item_scores(query: FeedQuery, rows: np.ndarray, scores: np.ndarray) -> n
     """``scores`` of ``rows`` plus their item-item part (zero for rows outside it)."""
     if query.item_scores is None or len(rows) == 0:
         return scores
-    columns, weights = query.item_scores
+    return scores + sparse_lookup(*query.item_scores, rows)
+
+
+def sparse_lookup(columns: np.ndarray, weights: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """The weight of each of ``rows`` in a sparse vector given as ascending ``columns`` and ``weights``
+    (0 where absent)."""
+    if len(columns) == 0:
+        return np.zeros(len(rows))
     at = np.minimum(np.searchsorted(columns, rows), len(columns) - 1)
-    hit = columns[at] == rows
-    return scores + np.where(hit, weights[at], 0.0)
+    return np.where(columns[at] == rows, weights[at], 0.0)
 
 
 def as_array(rows: frozenset[int]) -> np.ndarray:
