@@ -2,14 +2,19 @@
 
 Loading happens off the request path (at start, on ReloadModel, or in the alias poller); requests read
 ``ModelHolder.current`` once, so a swap never mixes two models within one request. A version that fails
-to load leaves the old one serving. With ``Settings.catalogue_path`` set, every load also adds the
-catalogue's products the model never saw, each with its category's prior
-(:func:`~sharerank.models.artifact.catalogue.apply_catalogue`).
+to load leaves the old one serving. A version loaded by name is *pinned* (a rollback that sticks): the
+poller keeps it while the alias still names the version it named at pin time, and follows the alias again
+once it moves (or on an explicit unpin). With ``Settings.pin_file`` set the pin survives a restart.
+
+With ``Settings.catalogue_path`` set, every load also adds the catalogue's products the model never saw, each
+with its category's prior (:func:`~sharerank.models.artifact.catalogue.apply_catalogue`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -70,16 +75,27 @@ def _with_catalogue(bundle: ModelBundle, path: Path) -> ModelBundle:
     return extended
 
 
+@dataclass(frozen=True)
+class Pin:
+    """A version loaded by name, and the version the alias named then (None: unset); the pin lasts until the
+    alias names another version."""
+
+    version: str
+    alias_version: str | None
+
+
 class ModelHolder:
     """Holds the serving model; swaps are one reference assignment."""
 
     def __init__(self, settings: Settings):
         self.settings = settings
+        self._pin = _read_pin(settings.pin_file) if settings.pin_file is not None else None
         self._current: LoadedModel | None = None
         self._load_lock = threading.Lock()  # one load at a time; readers never take it
         self._stop = threading.Event()
         self._poller: threading.Thread | None = None
         self._listeners: list[Callable[[LoadedModel], None]] = []
+        self.polls = 0  # alias polls done (tests wait on it)
 
     def add_listener(self, listener: Callable[[LoadedModel], None]) -> None:
         """Called with the new model after every swap (health status, metrics)."""
@@ -89,26 +105,71 @@ class ModelHolder:
     def current(self) -> LoadedModel | None:
         return self._current
 
+    @property
+    def pin(self) -> Pin | None:
+        """The pin in force, if any."""
+        return self._pin
+
     def load(self, version: str | None = None) -> tuple[LoadedModel, LoadedModel | None]:
-        """Loads ``version`` (default: the alias's) unless it is already serving; returns (now, before).
+        """Loads and pins ``version``; without one, unpins and loads the alias's. Returns (now, before); a
+        version already serving is not loaded again.
 
         Raises:
-            ModelLoadError: the alias is unset or the version cannot be loaded; the old model stays.
+            ModelLoadError: the alias is unset or the version cannot be loaded; the old model and pin stay.
         """
         with self._load_lock:
-            before = self._current
             if version is None:
-                registry.connect(self.settings)
-                version = registry.resolve_alias(self.settings)
-                if version is None:
-                    raise ModelLoadError(
-                        f"alias {self.settings.alias!r} of model {self.settings.model_name!r} is not set; "
-                        "run `sharerank promote`")
-            if before is not None and before.version == version:
-                return before, before
-            loaded = load_version(self.settings, version)
-            self._swap(loaded, before)
-            return loaded, before
+                loaded = self._load_locked(self._alias_version(required=True))
+                self._set_pin(None)
+                return loaded
+            alias_version = self._alias_version(required=False)
+            loaded = self._load_locked(version)
+            self._set_pin(Pin(version, alias_version))
+            return loaded
+
+    def follow(self) -> tuple[LoadedModel, LoadedModel | None]:
+        """Serves the alias's version, or the pinned one while the alias still names what it named at pin time
+        (start-up and the poller). Returns (now, before).
+
+        Raises:
+            ModelLoadError: as :meth:`load`.
+        """
+        with self._load_lock:
+            pin = self._pin
+            alias_version = self._alias_version(required=pin is None)
+            if pin is not None and pin.alias_version == alias_version:
+                return self._load_locked(pin.version)
+            if pin is not None:
+                log.info("alias %r moved to version %s: the pin of version %s ends", self.settings.alias,
+                         alias_version, pin.version)
+                if alias_version is None:
+                    raise ModelLoadError(f"alias {self.settings.alias!r} was unset; still pinned to {pin.version}")
+            loaded = self._load_locked(alias_version)
+            self._set_pin(None)
+            return loaded
+
+    def _alias_version(self, required: bool) -> str | None:
+        registry.connect(self.settings)
+        version = registry.resolve_alias(self.settings)
+        if version is None and required:
+            raise ModelLoadError(f"alias {self.settings.alias!r} of model {self.settings.model_name!r} is not set; "
+                                 "run `sharerank promote`")
+        return version
+
+    def _load_locked(self, version: str) -> tuple[LoadedModel, LoadedModel | None]:
+        before = self._current
+        if before is not None and before.version == version:
+            return before, before
+        loaded = load_version(self.settings, version)
+        self._swap(loaded, before)
+        return loaded, before
+
+    def _set_pin(self, pin: Pin | None) -> None:
+        if pin != self._pin and pin is not None:
+            log.info("pinned version %s (the alias named %s)", pin.version, pin.alias_version)
+        self._pin = pin
+        if self.settings.pin_file is not None:
+            _write_pin(self.settings.pin_file, pin)
 
     def serve_bundle(self, bundle: ModelBundle, version: str, *, run_id: str = "",
                      name: str | None = None) -> tuple[LoadedModel, LoadedModel | None]:
@@ -146,6 +207,28 @@ class ModelHolder:
     def _poll(self, period: float) -> None:
         while not self._stop.wait(period):
             try:
-                self.load()
+                self.follow()
             except ModelLoadError as exc:
                 log.error("alias poll: %s; still serving %s", exc, self._current and self._current.version)
+            self.polls += 1
+
+
+def _read_pin(path: Path) -> Pin | None:
+    try:
+        data = json.loads(path.read_text())
+        return Pin(str(data["version"]), None if data["alias_version"] is None else str(data["alias_version"]))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.error("pin file %s unreadable (%s): following the alias", path, exc)
+        return None
+
+
+def _write_pin(path: Path, pin: Pin | None) -> None:
+    if pin is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps({"version": pin.version, "alias_version": pin.alias_version}))
+    os.replace(temporary, path)

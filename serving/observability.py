@@ -13,6 +13,11 @@ servers in one process do not collide. Metrics:
   logged the events (``record_purchases``, ``record_shares``, ``record_friend_purchases``); the call still
   succeeded, the events are in the log, only their live features are missing.
 - ``sharerank_model_info{name, version}``: 1 for the model being served, updated on every swap.
+- ``sharerank_bulkhead_calls_total{bulkhead, outcome}``: heavy calls by outcome: ``run``, ``rejected`` (the
+  bulkhead was full: RESOURCE_EXHAUSTED) or ``expired`` (the deadline passed while queued: not computed).
+- ``sharerank_online_store_breaker_open``: 1 while the online store's circuit breaker is open (calls skip the
+  store), else 0; ``sharerank_online_store_short_circuits_total``: calls it answered without trying the store.
+- ``sharerank_events_replayed_total``: logged events re-applied to the online store by the healer.
 """
 
 from __future__ import annotations
@@ -27,11 +32,12 @@ from typing import TYPE_CHECKING
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, make_wsgi_app
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 if TYPE_CHECKING:
     from sharerank.serving.model_holder import LoadedModel
+    from sharerank.serving.online_store.breaker import CircuitBreaker
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +71,16 @@ class ServerMetrics:
             "Online-store writes of RecordEvents that failed after the events were logged, by operation.",
             ["operation"], registry=self.registry)
         self.model = Info("sharerank_model", "The model being served.", registry=self.registry)
+        self.bulkhead = Counter("sharerank_bulkhead_calls", "Heavy calls by bulkhead and outcome (run, rejected: "
+                                "the bulkhead was full, expired: the deadline passed while queued).",
+                                ["bulkhead", "outcome"], registry=self.registry)
+        self.breaker_open = Gauge("sharerank_online_store_breaker_open",
+                                  "1 while the online store's circuit breaker is open, else 0.", registry=self.registry)
+        self.short_circuits = Counter("sharerank_online_store_short_circuits",
+                                      "Online-store calls answered by the open breaker without trying the store.",
+                                      registry=self.registry)
+        self.replayed = Counter("sharerank_events_replayed", "Logged events re-applied to the online store.",
+                                registry=self.registry)
         self._codes: dict[str, dict[grpc.StatusCode, Callable[[], None]]] = {}
         self._http: ThreadingWSGIServer | None = None
         self._http_thread: threading.Thread | None = None
@@ -78,6 +94,11 @@ class ServerMetrics:
         if inc is None:
             inc = by_code.setdefault(code, self.requests.labels(method, code.name).inc)
         inc()
+
+    def watch_breaker(self, breaker: CircuitBreaker) -> None:
+        """Exports ``breaker``'s state and counts its short circuits (a :class:`CircuitBreaker` listener)."""
+        self.breaker_open.set_function(lambda: float(breaker.is_open))
+        breaker.on_short_circuit = self.short_circuits.inc
 
     def set_model(self, model: LoadedModel) -> None:
         """Records the served model; the old version's series disappears (a ``ModelHolder`` listener)."""
@@ -128,6 +149,17 @@ def record_feed_degraded(hydrators: tuple[str, ...]) -> None:
     elif _degraded:
         _degraded = False
         log.info("feed recovered: serving with live features again")
+
+
+def current_metrics() -> ServerMetrics | None:
+    """The metrics of the server handling the current call (None outside a call or with metrics off)."""
+    return _current.get()
+
+
+def record_bulkhead(metrics: ServerMetrics | None, bulkhead: str, outcome: str) -> None:
+    """Counts one heavy call's outcome on ``metrics`` (taken in the call's thread: pool threads have no call)."""
+    if metrics is not None:
+        metrics.bulkhead.labels(bulkhead, outcome).inc()
 
 
 def record_online_store_error(operation: str) -> None:

@@ -23,10 +23,13 @@ from sharerank.config import Settings  # noqa: E402
 from sharerank.serving.api.services import SERVICE_NAMES, SERVICES  # noqa: E402
 from sharerank.serving.api.spec import ServingContext  # noqa: E402
 from sharerank.serving.auth import BearerAuthInterceptor  # noqa: E402
+from sharerank.serving.bulkhead import Bulkhead  # noqa: E402
+from sharerank.serving.events.healer import LiveStateHealer  # noqa: E402
 from sharerank.serving.events.log import EventLog  # noqa: E402
 from sharerank.serving.model_holder import ModelHolder, ModelLoadError  # noqa: E402
 from sharerank.serving.observability import MetricsInterceptor, ServerMetrics  # noqa: E402
 from sharerank.serving.online_store import OnlineStore  # noqa: E402
+from sharerank.serving.online_store.breaker import CircuitBreaker, GuardedOnlineStore  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -34,17 +37,17 @@ __all__ = ["SERVICE_NAMES", "Server", "create_server", "serve_forever"]
 
 
 class Server:
-    """A running sharerank server: the gRPC server, its port, the model holder, the health servicer and the
-    event log it owns (closed by :meth:`stop`).
+    """A running sharerank server: the gRPC server, its port, the health servicer, and the parts its services
+    share (``parts``: model holder, guarded store, event log, healer, bulkheads), which :meth:`stop` closes.
 
     ``metrics`` is None when metrics are off; ``metrics_port`` also when its port could not be bound.
     """
 
-    def __init__(self, grpc_server: grpc.Server, port: int, holder: ModelHolder, health_servicer,
-                 metrics: ServerMetrics | None = None, metrics_port: int | None = None,
-                 event_log: EventLog | None = None):
-        self.grpc_server, self.port, self.holder, self.health = grpc_server, port, holder, health_servicer
-        self.metrics, self.metrics_port, self.event_log = metrics, metrics_port, event_log
+    def __init__(self, grpc_server: grpc.Server, port: int, parts: ServingContext, breaker: CircuitBreaker,
+                 health_servicer, metrics: ServerMetrics | None = None, metrics_port: int | None = None):
+        self.grpc_server, self.port, self.parts, self.breaker = grpc_server, port, parts, breaker
+        self.holder, self.event_log, self.healer = parts.holder, parts.event_log, parts.healer
+        self.health, self.metrics, self.metrics_port = health_servicer, metrics, metrics_port
 
     def mark_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -54,9 +57,12 @@ class Server:
     def stop(self, grace: float | None = 5.0) -> None:
         self.mark_serving(False)
         self.holder.stop()
+        self.parts.seeding.shutdown()
+        self.parts.reloads.shutdown()
         self.grpc_server.stop(grace).wait()
-        if self.event_log is not None:
-            self.event_log.close()  # after the in-flight RecordEvents calls finished
+        self.healer.stop()
+        self.breaker.stop()
+        self.event_log.close()  # after the in-flight RecordEvents calls finished
         if self.metrics is not None:
             self.metrics.stop_http()
 
@@ -93,7 +99,16 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
         interceptors.append(BearerAuthInterceptor(settings.auth_tokens))
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"),
                               interceptors=interceptors)
-    parts = ServingContext(holder, store, event_log)
+    if settings.heavy_workers + settings.heavy_queue >= settings.workers:
+        log.warning("heavy_workers + heavy_queue (%d) leave no gRPC worker of %d for feeds while heavy calls wait",
+                    settings.heavy_workers + settings.heavy_queue, settings.workers)
+    breaker = CircuitBreaker(store.ping, settings.store_failures_to_open, settings.store_probe_seconds)
+    guarded = GuardedOnlineStore(store, breaker)
+    healer = LiveStateHealer(event_log, guarded, lambda: holder.current.bundle if holder.current else None,
+                             settings.heal_seconds)
+    breaker.add_close_listener(healer.wake)
+    parts = ServingContext(holder, guarded, event_log, healer,
+                           Bulkhead("seeding", settings.heavy_workers, settings.heavy_queue), Bulkhead("reload", 1, 1))
     for service in SERVICES:
         service.register(service.build(parts), grpc_server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
@@ -109,6 +124,8 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
         holder.add_listener(metrics.set_model)
         if holder.current is not None:
             metrics.set_model(holder.current)
+        metrics.watch_breaker(breaker)
+        healer.on_replayed = metrics.replayed.inc
         try:
             metrics_port = metrics.start_http(metrics_host, metrics_port)
         except OSError as exc:
@@ -116,16 +133,17 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
             log.error("metrics off: cannot listen on %s:%s: %s", metrics_host, metrics_port, exc)
             metrics_port = None
     grpc_server.start()
-    server = Server(grpc_server, port, holder, health_servicer, metrics, metrics_port, event_log)
+    server = Server(grpc_server, port, parts, breaker, health_servicer, metrics, metrics_port)
     server.mark_serving(False)
     holder.add_listener(lambda _: server.mark_serving(True))
     if holder.current is None:
         try:
-            holder.load()
+            holder.follow()
         except ModelLoadError as exc:
             log.error("no model to serve yet: %s", exc)
     server.mark_serving(holder.current is not None)
     holder.start_polling(settings.reload_poll_seconds)
+    healer.start()  # after the model loaded: replayed purchases fan out to the buyers' friends
     return server
 
 

@@ -443,6 +443,7 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
 ) -> None:
     """Serve the champion model over gRPC until interrupted."""
+    from sharerank.serving.events.log import EventLogError
     from sharerank.serving.online_store import open_online_store
     from sharerank.serving.server import create_server, serve_forever
 
@@ -450,7 +451,11 @@ def serve(
     updates = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
     settings = settings.model_copy(update=updates)
     store = open_online_store(settings.resolved_redis_url, fallback_to_memory=settings.redis_url is None)
-    server = create_server(settings, store)
+    try:
+        server = create_server(settings, store)
+    except (EventLogError, OSError) as exc:  # the log folder or the port is taken: say which, in one line
+        store.close()
+        raise UsageError(str(exc)) from None
     stderr.print(f"sharerank serving on {settings.host}:{server.port} "
                  f"(model {server.holder.current.version if server.holder.current else 'none'}, store {store!r})")
     serve_forever(server)

@@ -60,6 +60,37 @@ class Settings(BaseSettings):
         "purchases.csv, shares.csv, views.csv; train on it with `sharerank train --data`); default <home>/events. "
         "One server process writes a folder at a time: a second one fails to start (it holds a lock file).",
     )
+    page_token_key: str | None = Field(
+        None,
+        repr=False,  # a secret
+        description="Key that signs feed page tokens (HMAC-SHA256). Unset: a random key per server process, so "
+        "tokens stop working after a restart and across processes (clients start again from the first page).",
+    )
+    heavy_workers: int = Field(
+        1, ge=1, le=64,
+        description="Threads for heavy calls (GetSeedTargets, ReloadModel), apart from the gRPC workers that serve "
+        "feeds, at a lower CPU priority.",
+    )
+    heavy_queue: int = Field(
+        2, ge=0, le=1024,
+        description="Heavy calls that may wait for a heavy worker; past workers + queue a call fails "
+        "RESOURCE_EXHAUSTED with a retry hint. Keep workers + queue below `workers` so feeds always keep threads.",
+    )
+    store_failures_to_open: int = Field(
+        3, ge=1, description="Consecutive online-store failures (timeouts, refused connections) that open its "
+        "circuit breaker: then calls skip the store at once until a background probe finds it answering.",
+    )
+    store_probe_seconds: float = Field(
+        0.5, gt=0, description="How often an open circuit breaker probes the online store.")
+    heal_seconds: float = Field(
+        5.0, gt=0, description="How often the event log's tail is re-applied to the online store when writes were "
+        "missed, and the store checked for lost state (a restarted Redis).",
+    )
+    pin_file: Path | None = Field(
+        None,
+        description="Where a version pinned by ReloadModel is remembered across restarts. Unset (the default): a "
+        "pin lasts until the alias moves, an unpin, or the server stops.",
+    )
     metrics_port: int = Field(
         9464, ge=0, le=65535,
         description="Prometheus /metrics HTTP port, on `host`; 0 disables metrics. If the port is taken the "

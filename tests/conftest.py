@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -142,6 +143,17 @@ class RedisProcess:
     def stop(self) -> None:
         """Stop the server with SIGTERM; no-op when it is not running."""
         self._stop(graceful=True)
+
+    def pause(self) -> None:
+        """Freeze the server (SIGSTOP): it keeps its port and accepts connections but never answers, as a hung
+        Redis does."""
+        assert self._proc is not None and self._proc.poll() is None, "not running"
+        self._proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """Let a paused server go on (SIGCONT)."""
+        assert self._proc is not None, "not running"
+        self._proc.send_signal(signal.SIGCONT)
 
     def restart(self) -> RedisProcess:
         """Kill and start again on the same port."""

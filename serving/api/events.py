@@ -33,10 +33,11 @@ from collections.abc import Callable, Sequence
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
-from sharerank.serving.api.spec import ServiceSpec, service_name
-from sharerank.serving.errors import ServiceError, invalid_argument, to_status
-from sharerank.serving.events.log import LogRecord, PurchaseRecord, ShareRecord, ViewRecord, id_problem
+from sharerank.serving.api.spec import ServiceSpec, check_deadline, service_name
+from sharerank.serving.errors import ServiceError, abort, invalid_argument
+from sharerank.serving.events.log import LogRecord, PurchaseRecord, ShareRecord, ViewRecord
 from sharerank.serving.events.recorder import EventRecorder
+from sharerank.serving.ids import id_problem, quote
 from sharerank.serving.model_holder import ModelHolder
 from sharerank.v1 import event_service_pb2, event_service_pb2_grpc
 
@@ -84,7 +85,7 @@ def parse_record_events_request(request: event_service_pb2.RecordEventsRequest, 
         if isinstance(record, PurchaseRecord) and record.share_id and record.share_id not in batch_shares \
                 and not is_share(record.share_id):
             raise _invalid(index, "purchase.share_id",
-                           f"names no recorded share ({record.share_id!r}); record the share first (in this batch "
+                           f"names no recorded share ({quote(record.share_id)}); record the share first (in this batch "
                            "or an earlier one) or leave share_id empty for an organic purchase", "UNKNOWN_SHARE")
     return records
 
@@ -97,12 +98,13 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
 
     def RecordEvents(self, request, context):
         # Events are taken without a model too (the log matters most); the model only adds friends' fan-out.
+        check_deadline(context)
         model = self.holder.current
         try:
             records = parse_record_events_request(request, self.recorder.event_log.is_share, self.clock())
             result = self.recorder.record(records, model.bundle if model is not None else None)
         except ServiceError as error:
-            context.abort_with_status(to_status(error))
+            abort(context, error)
         return event_service_pb2.RecordEventsResponse(
             accepted_count=result.accepted, duplicate_count=result.duplicates,
             model_version=model.version if model is not None else "")
@@ -110,7 +112,7 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
 
 SERVICE = ServiceSpec(
     name=service_name(event_service_pb2, "EventService"), roles=frozenset({"storefront"}),
-    build=lambda ctx: EventService(ctx.holder, EventRecorder(ctx.event_log, ctx.store)),
+    build=lambda ctx: EventService(ctx.holder, EventRecorder(ctx.event_log, ctx.store, ctx.healer.note_missed)),
     register=event_service_pb2_grpc.add_EventServiceServicer_to_server)
 
 

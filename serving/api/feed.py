@@ -7,20 +7,19 @@ carries the products served so far, so pages never repeat.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 from dataclasses import dataclass
 
 import numpy as np
-from google.protobuf.message import DecodeError
 
 from sharerank.serving import observability
+from sharerank.serving.api.page_token import PageTokenCodec
 from sharerank.serving.api.spec import ServiceSpec, ServingContext, service_name, serving_model
-from sharerank.serving.errors import ServiceError, invalid_argument, not_found, to_status
+from sharerank.serving.errors import ServiceError, abort, invalid_argument, not_found
 from sharerank.serving.feed.pipeline import FeedPage, FeedPipeline
 from sharerank.serving.feed.query import Candidate
 from sharerank.serving.feed.similar import similar_products
+from sharerank.serving.ids import check_id, check_ids, quote
 from sharerank.serving.model_holder import ModelHolder
 from sharerank.v1 import feed_service_pb2, feed_service_pb2_grpc, internal_pb2, reason_pb2
 
@@ -28,23 +27,23 @@ from sharerank.v1 import feed_service_pb2, feed_service_pb2_grpc, internal_pb2, 
 class FeedService(feed_service_pb2_grpc.FeedServiceServicer):
     """Personalised feeds and similar products from the serving model."""
 
-    def __init__(self, holder: ModelHolder, pipeline: FeedPipeline):
-        self.holder, self.pipeline = holder, pipeline
+    def __init__(self, holder: ModelHolder, pipeline: FeedPipeline, tokens: PageTokenCodec):
+        self.holder, self.pipeline, self.tokens = holder, pipeline, tokens
 
     def GetFeed(self, request, context):
+        try:
+            parsed = parse_feed_request(request, self.tokens)
+        except ServiceError as error:
+            abort(context, error)
         model = serving_model(self.holder, context)
         bundle = model.bundle
-        try:
-            parsed = parse_feed_request(request)
-        except ServiceError as error:
-            context.abort_with_status(to_status(error))
         rows = bundle.product_rows
         page = self.pipeline.run(
             model=bundle, user_id=parsed.user_id, page_size=parsed.page_size, categories=parsed.categories,
             exclude_products=frozenset(rows[p] for p in parsed.exclude_product_ids if p in rows),
             served=frozenset(rows[p] for p in parsed.served_product_ids if p in rows), explain=parsed.explain)
         observability.record_feed_degraded(page.degraded)
-        return feed_response(page, parsed, bundle.category, bundle.products, model.version)
+        return feed_response(page, parsed, bundle.category, bundle.products, model.version, self.tokens)
 
     def GetSimilarProducts(self, request, context):
         model = serving_model(self.holder, context)
@@ -52,13 +51,13 @@ class FeedService(feed_service_pb2_grpc.FeedServiceServicer):
         try:
             row, page_size, categories = parse_similar_request(request, bundle.product_rows)
         except ServiceError as error:
-            context.abort_with_status(to_status(error))
+            abort(context, error)
         items = similar_products(bundle, row, page_size, categories)
         return similar_response(items, bundle.category, bundle.products, model.version)
 
 
 def _build(ctx: ServingContext) -> FeedService:
-    return FeedService(ctx.holder, FeedPipeline(ctx.store))
+    return FeedService(ctx.holder, FeedPipeline(ctx.store), PageTokenCodec(ctx.holder.settings.page_token_key))
 
 
 SERVICE = ServiceSpec(name=service_name(feed_service_pb2, "FeedService"), roles=frozenset({"storefront"}),
@@ -69,7 +68,10 @@ MAX_PAGE_SIZE = 500
 MAX_SERVED = 1000
 """Products one feed serves across its pages, at most. The page token carries every served id (pages are
 stateless and never repeat), so this bounds the token: about ``MAX_SERVED × (id length + 2)`` bytes before
-base64. The page that reaches it is cut to fit and has no next page token."""
+base64 (and :data:`~sharerank.serving.api.page_token.MAX_PAGE_TOKEN_CHARS` bounds it whatever the ids). The
+page that reaches it is cut to fit and has no next page token."""
+MAX_CATEGORIES = 100
+"""Most categories one request may filter by."""
 
 
 @dataclass(frozen=True)
@@ -85,22 +87,23 @@ class FeedRequest:
     served_product_ids: tuple[str, ...] = ()
 
 
-def parse_feed_request(request: feed_service_pb2.GetFeedRequest) -> FeedRequest:
-    """Validates a GetFeedRequest; ``page_size`` comes back cut to what the feed may still serve.
+def parse_feed_request(request: feed_service_pb2.GetFeedRequest, tokens: PageTokenCodec) -> FeedRequest:
+    """Validates a GetFeedRequest (ids by the one id rule, the page token by its signature); ``page_size`` comes
+    back cut to what the feed may still serve.
 
     Raises:
         ServiceError: INVALID_ARGUMENT naming the bad field.
     """
-    user_id = request.user_id.strip()
-    if not user_id:
-        raise invalid_argument("user_id must be a non-empty string", "EMPTY_USER_ID")
+    user_id = check_id(request.user_id.strip(), "user_id", "EMPTY_USER_ID", "INVALID_USER_ID")
     _check_page_size(request.page_size)
-    categories = frozenset(request.categories)
-    excluded = frozenset(request.exclude_product_ids)
+    categories = frozenset(check_ids(request.categories, "categories", MAX_CATEGORIES))
+    excluded = frozenset(check_ids(request.exclude_product_ids, "exclude_product_ids", MAX_SERVED))
     request_hash = _request_hash(user_id, categories, excluded)
     served: tuple[str, ...] = ()
     if request.page_token:
-        token = _decode_token(request.page_token)
+        token = tokens.decode(request.page_token)
+        if token.offset < 0 or len(token.served_product_ids) >= MAX_SERVED:
+            raise invalid_argument("page_token is not a token this service issued", "INVALID_PAGE_TOKEN")
         if token.request_hash != request_hash:
             raise invalid_argument("page_token was issued for a different user or filters; start from the first "
                                    "page", "PAGE_TOKEN_MISMATCH")
@@ -122,14 +125,13 @@ def parse_similar_request(request: feed_service_pb2.GetSimilarProductsRequest,
     Raises:
         ServiceError: INVALID_ARGUMENT for a bad field, NOT_FOUND for a product the model does not know.
     """
-    product_id = request.product_id.strip()
-    if not product_id:
-        raise invalid_argument("product_id must be a non-empty string", "EMPTY_PRODUCT_ID")
+    product_id = check_id(request.product_id.strip(), "product_id", "EMPTY_PRODUCT_ID", "INVALID_PRODUCT_ID")
     _check_page_size(request.page_size)
+    categories = frozenset(check_ids(request.categories, "categories", MAX_CATEGORIES))
     if product_id not in product_rows:
-        raise not_found(f"product {product_id!r} is not in the serving model's catalogue", "UNKNOWN_PRODUCT",
+        raise not_found(f"product {quote(product_id)} is not in the serving model's catalogue", "UNKNOWN_PRODUCT",
                         product_id=product_id)
-    return product_rows[product_id], request.page_size, frozenset(request.categories)
+    return product_rows[product_id], request.page_size, categories
 
 
 def similar_response(items: list[Candidate], categories: np.ndarray, products: np.ndarray, model_version: str
@@ -140,14 +142,14 @@ def similar_response(items: list[Candidate], categories: np.ndarray, products: n
 
 
 def feed_response(page: FeedPage, request: FeedRequest, categories: np.ndarray, products: np.ndarray,
-                  model_version: str) -> feed_service_pb2.GetFeedResponse:
+                  model_version: str, tokens: PageTokenCodec) -> feed_service_pb2.GetFeedResponse:
     """The response for ``page``; ``categories`` and ``products`` are the bundle's arrays (indexed by row)."""
     rows = [c.product for c in page.items]
     ids = products[rows].tolist()  # one array look-up for the page, not one per item
     next_token = ""
     served = len(request.served_product_ids) + len(rows)
     if page.has_more and served < MAX_SERVED:
-        next_token = _encode_token(internal_pb2.FeedPageToken(
+        next_token = tokens.encode(internal_pb2.FeedPageToken(
             offset=served, request_hash=request.request_hash, model_version=model_version,
             served_product_ids=[*request.served_product_ids, *ids]))
     response = feed_service_pb2.GetFeedResponse(next_page_token=next_token, model_version=model_version)
@@ -188,17 +190,3 @@ def _request_hash(user_id: str, categories: frozenset[str], excluded: frozenset[
     # Each part followed by a separator, hashed in one update (the same bytes as one update per part).
     parts = (user_id, *sorted(categories), "\x00", *sorted(excluded), "")
     return int.from_bytes(hashlib.blake2b("\x1f".join(parts).encode(), digest_size=8).digest(), "little")
-
-
-def _encode_token(token: internal_pb2.FeedPageToken) -> str:
-    return base64.urlsafe_b64encode(token.SerializeToString()).decode()
-
-
-def _decode_token(text: str) -> internal_pb2.FeedPageToken:
-    try:
-        token = internal_pb2.FeedPageToken.FromString(base64.b64decode(text, altchars=b"-_", validate=True))
-    except (binascii.Error, DecodeError, ValueError):
-        raise invalid_argument("page_token is not a token this service issued", "INVALID_PAGE_TOKEN") from None
-    if token.offset < 0 or len(token.served_product_ids) >= MAX_SERVED:
-        raise invalid_argument("page_token is not a token this service issued", "INVALID_PAGE_TOKEN")
-    return token

@@ -4,33 +4,43 @@ from __future__ import annotations
 
 import logging
 
+from sharerank.models.artifact.bundle import ModelBundle
 from sharerank.models.seeding.plan import SeedPlan
 from sharerank.serving.api.spec import ServiceSpec, service_name, serving_model
-from sharerank.serving.errors import ServiceError, to_status
+from sharerank.serving.bulkhead import Bulkhead
+from sharerank.serving.errors import ServiceError, abort
+from sharerank.serving.ids import check_id, check_ids, quote
 from sharerank.serving.model_holder import ModelHolder
 from sharerank.serving.online_store import OnlineStore, OnlineStoreError
+from sharerank.serving.ratelog import RateLimitedLog
 from sharerank.serving.seeding.targets import SeedRequest, seed_targets
 from sharerank.v1 import reason_pb2, seeding_service_pb2, seeding_service_pb2_grpc
 
-log = logging.getLogger(__name__)
+log = RateLimitedLog(logging.getLogger(__name__))
 
 
 class SeedingService(seeding_service_pb2_grpc.SeedingServiceServicer):
     """KOC seed targets from the serving model's influence model; buyers of the product since training (the
     online store) are left out too."""
 
-    def __init__(self, holder: ModelHolder, store: OnlineStore):
-        self.holder, self.store = holder, store
+    def __init__(self, holder: ModelHolder, store: OnlineStore, bulkhead: Bulkhead):
+        self.holder, self.store, self.bulkhead = holder, store, bulkhead
 
     def GetSeedTargets(self, request, context):
-        model = serving_model(self.holder, context)
         try:
             parsed = parse_seed_request(request)
-            live, note = live_buyers(self.store, parsed.product_id)
-            plan = seed_targets(model.bundle, parsed, live_buyers=live)
         except ServiceError as error:
-            context.abort_with_status(to_status(error))
+            abort(context, error)
+        model = serving_model(self.holder, context)
+        try:
+            plan, note = self.bulkhead.run(context, lambda: self._plan(model.bundle, parsed))
+        except ServiceError as error:
+            abort(context, error)
         return seed_response(plan, model.version, note)
+
+    def _plan(self, bundle: ModelBundle, parsed: SeedRequest) -> tuple[SeedPlan, str | None]:
+        live, note = live_buyers(self.store, parsed.product_id)
+        return seed_targets(bundle, parsed, live_buyers=live), note
 
 
 def live_buyers(store: OnlineStore, product_id: str | None) -> tuple[tuple[str, ...], str | None]:
@@ -40,16 +50,30 @@ def live_buyers(store: OnlineStore, product_id: str | None) -> tuple[tuple[str, 
     try:
         return tuple(store.get_buyers(product_id)), None
     except OnlineStoreError as exc:
-        log.warning("seeding without live buyers of %s: %s", product_id, exc)
+        log.warning("store-down", "seeding without live buyers of %s: %s", quote(product_id), exc)
         return (), ("the online store did not answer: buyers of the product since the model was trained may be "
                     "among the seeds")
 
 
+MAX_EXCLUDED_USERS = 10_000
+"""Most users one request may exclude."""
+
+
 def parse_seed_request(request: seeding_service_pb2.GetSeedTargetsRequest) -> SeedRequest:
+    """The request in domain terms, every id checked by the one id rule (a target set but empty is an error).
+
+    Raises:
+        ServiceError: INVALID_ARGUMENT naming the bad field.
+    """
     target = request.WhichOneof("target")
-    return SeedRequest(budget=request.budget, product_id=request.product_id if target == "product_id" else None,
-                       category=request.category if target == "category" else None,
-                       exclude_user_ids=tuple(request.exclude_user_ids), min_activity=request.min_activity,
+    product_id = category = None
+    if target == "product_id":
+        product_id = check_id(request.product_id, "product_id", "EMPTY_PRODUCT_ID", "INVALID_PRODUCT_ID")
+    elif target == "category":
+        category = check_id(request.category, "category", "EMPTY_CATEGORY", "INVALID_CATEGORY")
+    excluded = check_ids(request.exclude_user_ids, "exclude_user_ids", MAX_EXCLUDED_USERS)
+    return SeedRequest(budget=request.budget, product_id=product_id, category=category,
+                       exclude_user_ids=excluded, min_activity=request.min_activity,
                        max_seeds_per_community=request.max_seeds_per_community, epsilon=request.epsilon)
 
 
@@ -68,5 +92,5 @@ def seed_response(plan: SeedPlan, model_version: str,
 
 
 SERVICE = ServiceSpec(name=service_name(seeding_service_pb2, "SeedingService"), roles=frozenset({"growth"}),
-                      build=lambda ctx: SeedingService(ctx.holder, ctx.store),
+                      build=lambda ctx: SeedingService(ctx.holder, ctx.store, ctx.seeding),
                       register=seeding_service_pb2_grpc.add_SeedingServiceServicer_to_server)

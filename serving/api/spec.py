@@ -11,6 +11,9 @@ from typing import Any
 import grpc
 
 from sharerank.config import Role
+from sharerank.serving.bulkhead import Bulkhead
+from sharerank.serving.errors import abort, deadline_exceeded, unavailable
+from sharerank.serving.events.healer import LiveStateHealer
 from sharerank.serving.events.log import EventLog
 from sharerank.serving.model_holder import LoadedModel, ModelHolder
 from sharerank.serving.online_store import OnlineStore
@@ -18,11 +21,16 @@ from sharerank.serving.online_store import OnlineStore
 
 @dataclass(frozen=True)
 class ServingContext:
-    """What servicers are built from: the model holder, the online store and the event log the server owns."""
+    """What servicers are built from: the model holder, the online store (behind its circuit breaker), the event
+    log the server owns, its healer (told of missed store writes) and the bulkheads heavy calls run in
+    (seeding; model reloads)."""
 
     holder: ModelHolder
     store: OnlineStore
     event_log: EventLog
+    healer: LiveStateHealer
+    seeding: Bulkhead
+    reloads: Bulkhead
 
 
 @dataclass(frozen=True)
@@ -48,8 +56,17 @@ def service_name(module: Any, service: str) -> str:
 
 
 def serving_model(holder: ModelHolder, context: grpc.ServicerContext) -> LoadedModel:
-    """The model serving now, read once per call (a swap never mixes two models); UNAVAILABLE before the first."""
+    """The model serving now, read once per call (a swap never mixes two models); UNAVAILABLE before the first,
+    DEADLINE_EXCEEDED when the caller's deadline passed before the work began (nobody would read the answer)."""
+    check_deadline(context)
     model = holder.current
     if model is None:
-        context.abort(grpc.StatusCode.UNAVAILABLE, "no model loaded yet; retry shortly")
+        abort(context, unavailable("no model loaded yet; retry shortly", "NO_MODEL", retry_after_s=1.0))
     return model
+
+
+def check_deadline(context: grpc.ServicerContext) -> None:
+    """Ends the call DEADLINE_EXCEEDED (reason ``DEADLINE_PASSED``) when its deadline has already passed."""
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        abort(context, deadline_exceeded("the call's deadline passed before the server began it", "DEADLINE_PASSED"))

@@ -28,58 +28,42 @@ rotate to a new folder (and train on several) when a log grows past tens of mill
 
 from __future__ import annotations
 
+import csv
 import errno
 import fcntl
 import logging
 import math
 import os
 import threading
-import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import BinaryIO, Self
 
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from sharerank.dataset.schema import FILES, FileSpec
 from sharerank.dataset.writer import csv_text
+from sharerank.serving.ids import id_problem, quote
 
 log = logging.getLogger(__name__)
 
-MAX_ID_LENGTH = 512
-"""Longest id (event, user, product or share id) the log takes, in characters."""
-
 LOCK_FILE = ".lock"
+READ_BATCH = 5000
+"""Records per batch :meth:`EventLog.read` yields."""
 
 
 class EventLogError(Exception):
     """The log cannot open (held by another writer, files it cannot read) or cannot take an append."""
 
 
-def id_problem(value: str) -> str | None:
-    """Why ``value`` cannot be an id in the log, or None when it can.
-
-    Ids are non-blank (the dataset reader treats whitespace-only ids as empty), at most
-    :data:`MAX_ID_LENGTH` characters, and free of control characters (a newline would break the CSV lines
-    the log repairs after a crash).
-    """
-    if not value.strip():
-        return "is empty"
-    if len(value) > MAX_ID_LENGTH:
-        return f"is longer than {MAX_ID_LENGTH} characters"
-    if any(unicodedata.category(c) == "Cc" for c in value):
-        return "contains a control character"
-    return None
-
-
 def _check(record: object, **ids: str) -> None:
     for name, value in ids.items():
         problem = id_problem(value)
         if problem is not None:
-            raise ValueError(f"{type(record).__name__}.{name} {problem}: {value!r}")
+            raise ValueError(f"{type(record).__name__}.{name} {problem}: {quote(value)}")
     ts = record.ts  # type: ignore[attr-defined]
     if not (math.isfinite(ts) and ts >= 0):
         raise ValueError(f"{type(record).__name__}.ts must be finite unix seconds >= 0, got {ts!r}")
@@ -249,6 +233,20 @@ class EventLog:
                         self._share_ids.update(r.event_id for r in rows)
             return fresh
 
+    def offsets(self) -> dict[str, int]:
+        """Where each file ends now, in bytes (``{"shares.csv": n, ...}``): a position :meth:`read` resumes from."""
+        with self._lock:
+            return dict(self._sizes)
+
+    def read(self, since: Mapping[str, int], until: Mapping[str, int],
+             batch: int = READ_BATCH) -> Iterator[list[LogRecord]]:
+        """The shares, then the purchases, logged between two :meth:`offsets` (views are not read: they change
+        no live state), in batches of up to ``batch`` records. Appends may go on meanwhile."""
+        for f in (_SHARES, _PURCHASES):
+            start, end = since.get(f.name, 0), until.get(f.name, 0)
+            if start < end:
+                yield from _batches(_records(f, self.root / f.name, start, end), batch)
+
     def close(self) -> None:
         """Close the files and release the folder's lock; idempotent."""
         with self._lock:
@@ -330,6 +328,42 @@ class EventLog:
             os.close(fd)
         self._fds.clear()
         os.close(self._lock_fd)  # closing the last descriptor releases the flock
+
+
+def _records(f: _File, path: Path, start: int, end: int) -> Iterator[LogRecord]:
+    """The records of ``f``'s lines in bytes ``[start, end)`` (both at line ends; 0 is before the header)."""
+    make = ShareRecord if f is _SHARES else PurchaseRecord
+    names = f.header
+    with path.open("rb") as fh:
+        fh.seek(start)
+        rows = csv.reader(_lines(fh, end - start))
+        if start == 0:
+            next(rows, None)  # the header
+        for row in rows:
+            values = dict(zip(names, row, strict=True))
+            values["ts"] = float(values["ts"])
+            values["event_id"] = values.pop(f.id_column)
+            yield make(**values)
+
+
+def _lines(fh: BinaryIO, size: int) -> Iterator[str]:
+    """The next ``size`` bytes of ``fh`` as text lines, read as they go (a whole log may be replayed)."""
+    for line in fh:
+        size -= len(line)
+        if size < 0:
+            return
+        yield line.decode("utf-8")
+
+
+def _batches(records: Iterable[LogRecord], size: int) -> Iterator[list[LogRecord]]:
+    batch: list[LogRecord] = []
+    for record in records:
+        batch.append(record)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _take_lock(path: Path) -> int:

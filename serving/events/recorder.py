@@ -4,7 +4,9 @@ The order is the guarantee. The batch arrives validated (:mod:`sharerank.serving
 events (ids not logged yet) are appended to the log and fsync'd: from then on they are safe, and the call
 acknowledges. Last, the online store gets them (purchases to the buyer, fan-out to the buyer's friends,
 shares to the recipient); a store failure there is logged and counted, never returned, because the events
-are already in the log and a retry would only be answered as duplicates. Duplicates are not re-sent to the
+are already in the log and a retry would only be answered as duplicates: the healer
+(:mod:`sharerank.serving.events.healer`) re-applies them from the log once the store answers. Duplicates are
+not re-sent to the
 store: the log holds the first version of an event id, and a replay carrying different content must not make
 the live state disagree with it. Views go to the log only.
 """
@@ -45,8 +47,9 @@ class EventRecorder:
         store: the online store that gets live state after the log has the events.
     """
 
-    def __init__(self, event_log: EventLog, store: OnlineStore):
-        self.event_log, self.store = event_log, store
+    def __init__(self, event_log: EventLog, store: OnlineStore,
+                 on_missed: Callable[[dict[str, int]], None] = lambda offsets: None):
+        self.event_log, self.store, self.on_missed = event_log, store, on_missed
         self._store_failing = False  # logs the outage's start and end, not every failed write
         self._state_lock = threading.Lock()
 
@@ -56,6 +59,7 @@ class EventRecorder:
         Raises:
             ServiceError: UNAVAILABLE when the log could not take the batch (nothing new was acknowledged).
         """
+        start = self.event_log.offsets()  # at or before where this batch lands: where a replay must begin
         try:
             fresh = self.event_log.append(records)
         except EventLogError as exc:
@@ -63,43 +67,48 @@ class EventRecorder:
             raise ServiceError(grpc.StatusCode.UNAVAILABLE,
                                "cannot record events now: the event log could not take them; retry (replays are "
                                "deduplicated by event_id)", "EVENT_LOG_UNAVAILABLE") from exc
-        self._apply_online(fresh, bundle)
+        self._apply_online(fresh, bundle, start)
         return RecordResult(accepted=len(fresh), duplicates=len(records) - len(fresh))
 
-    def _apply_online(self, records: Sequence[LogRecord], bundle: ModelBundle | None) -> None:
-        """Send logged events to the online store; failures are logged and counted, never raised."""
-        purchases = [Purchase(r.user_id, r.product_id, r.ts) for r in records if isinstance(r, PurchaseRecord)]
-        shares = [Share(r.sharer_id, r.recipient_id, r.product_id, r.ts) for r in records
-                  if isinstance(r, ShareRecord)]
-        writes: list[tuple[str, Callable[[Sequence], None], Sequence]] = [
-            ("record_purchases", self.store.record_purchases, purchases),
-            ("record_friend_purchases", self.store.record_friend_purchases, _fan_out(purchases, bundle)),
-            ("record_shares", self.store.record_shares, shares),
-        ]
+    def _apply_online(self, records: Sequence[LogRecord], bundle: ModelBundle | None, start: dict[str, int]) -> None:
+        """Send logged events to the online store; failures are logged, counted and reported to ``on_missed``
+        (the healer re-applies the log from ``start``), never raised."""
+        writes = live_writes(self.store, records, bundle)
         failed: list[str] = []
         last_error: OnlineStoreError | None = None
-        attempted = False
         for operation, write, items in writes:
-            if not items:
-                continue
-            attempted = True
             try:
                 write(items)
             except OnlineStoreError as exc:
                 failed.append(operation)
                 last_error = exc
                 observability.record_online_store_error(operation)
-        if not attempted:
+        if not writes:
             return
+        if failed:
+            self.on_missed(start)
         with self._state_lock:
             was_failing, self._store_failing = self._store_failing, bool(failed)
         if failed and not was_failing:
             log.warning("online store failing (%s: %s); events are logged, their live features are missing until "
-                        "it recovers", ", ".join(failed), last_error)
+                        "it recovers and the log's tail is re-applied", ", ".join(failed), last_error)
         elif failed:
             log.debug("online store still failing (%s: %s)", ", ".join(failed), last_error)
         elif was_failing:
             log.info("online store recovered: recording live features again")
+
+
+def live_writes(store: OnlineStore, records: Sequence[LogRecord], bundle: ModelBundle | None
+                ) -> list[tuple[str, Callable[[Sequence], None], Sequence]]:
+    """The online-store writes that apply ``records``, as ``(operation, write, items)``, empty ones left out:
+    purchases to the buyer and fanned out to their friends (as ``bundle`` knows them), shares to the recipient.
+    Every write is idempotent, so applying the same records again (a replay) changes nothing."""
+    purchases = [Purchase(r.user_id, r.product_id, r.ts) for r in records if isinstance(r, PurchaseRecord)]
+    shares = [Share(r.sharer_id, r.recipient_id, r.product_id, r.ts) for r in records if isinstance(r, ShareRecord)]
+    writes = [("record_purchases", store.record_purchases, purchases),
+              ("record_friend_purchases", store.record_friend_purchases, _fan_out(purchases, bundle)),
+              ("record_shares", store.record_shares, shares)]
+    return [(operation, write, items) for operation, write, items in writes if items]
 
 
 def _fan_out(purchases: Sequence[Purchase], bundle: ModelBundle | None) -> list[tuple[str, Purchase]]:

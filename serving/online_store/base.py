@@ -217,6 +217,26 @@ class OnlineStore(ABC):
         """
 
     @abstractmethod
+    def get_marker(self, name: str) -> str | None:
+        """The value :meth:`set_marker` last stored under ``name``, or None (never set, or the state was lost).
+
+        A marker lives exactly as long as the store's state: no TTL, gone with :meth:`clear` or a Redis that
+        restarted empty. The healer keeps one per event log, so a store without it is known to have lost
+        what was applied.
+
+        Raises:
+            OnlineStoreError: the backend could not answer.
+        """
+
+    @abstractmethod
+    def set_marker(self, name: str, value: str) -> None:
+        """Store ``value`` under ``name`` (see :meth:`get_marker`).
+
+        Raises:
+            OnlineStoreError: the backend could not take the write.
+        """
+
+    @abstractmethod
     def ping(self) -> bool:
         """Return True when the backend answers now; never raises (health checks and start-up probes)."""
 

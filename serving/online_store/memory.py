@@ -43,6 +43,7 @@ class InMemoryOnlineStore(OnlineStore):
         self._shares: dict[str, dict[str, tuple[float, str]]] = {}  # recipient -> product -> (ts, sharer)
         self._friends: dict[str, dict[str, _Buyers]] = {}  # follower -> product -> buyers, newest first
         self._buyers: dict[str, dict[str, float]] = {}  # product -> buyer -> newest ts
+        self._markers: dict[str, str] = {}
 
     def record_purchases(self, purchases: Sequence[Purchase]) -> None:
         with self._lock:
@@ -111,6 +112,14 @@ class InMemoryOnlineStore(OnlineStore):
                                 for product_id, buyers in friends],
             )
 
+    def get_marker(self, name: str) -> str | None:
+        with self._lock:
+            return self._markers.get(name)
+
+    def set_marker(self, name: str, value: str) -> None:
+        with self._lock:
+            self._markers[name] = value
+
     def ping(self) -> bool:
         return True
 
@@ -120,6 +129,7 @@ class InMemoryOnlineStore(OnlineStore):
             self._shares.clear()
             self._friends.clear()
             self._buyers.clear()
+            self._markers.clear()
 
     def close(self) -> None:
         """Nothing to release; the data stays readable so a closed demo store is not an error."""

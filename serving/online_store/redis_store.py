@@ -297,6 +297,10 @@ class RedisOnlineStore(OnlineStore):
         """``{prefix}friends_bought_by:{<user_id>}``: product -> JSON ``[[buyer_id, ts], ...]``, newest first."""
         return f"{self.settings.key_prefix}friends_bought_by:{{{user_id}}}"
 
+    def marker_key(self, name: str) -> str:
+        """``{prefix}marker:{<name>}``: a string without TTL (see :meth:`OnlineStore.get_marker`)."""
+        return f"{self.settings.key_prefix}marker:{{{name}}}"
+
     def record_purchases(self, purchases: Sequence[Purchase]) -> None:
         if not purchases:
             return
@@ -422,6 +426,14 @@ class RedisOnlineStore(OnlineStore):
                     for script in _SCRIPTS:
                         client.script_load(script.source)
         raise AssertionError("unreachable")
+
+    def get_marker(self, name: str) -> str | None:
+        with _backend_errors("get_marker"):
+            return self._client().get(self.marker_key(name))
+
+    def set_marker(self, name: str, value: str) -> None:
+        with _backend_errors("set_marker"):
+            self._client().set(self.marker_key(name), value)
 
     def ping(self) -> bool:
         try:

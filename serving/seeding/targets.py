@@ -16,6 +16,7 @@ import numpy as np
 from sharerank.models.artifact.bundle import ModelBundle
 from sharerank.models.seeding.plan import DEFAULT_EPSILON, MAX_BUDGET, SeedingError, SeedPlan, plan_seeds
 from sharerank.serving.errors import failed_precondition, invalid_argument, not_found
+from sharerank.serving.ids import quote
 
 
 @dataclass(frozen=True)
@@ -56,13 +57,13 @@ def seed_targets(bundle: ModelBundle, request: SeedRequest, live_buyers: tuple[s
     if request.product_id is not None:
         product = bundle.product_rows.get(request.product_id)
         if product is None:
-            raise not_found(f"product {request.product_id!r} is not in the serving model", "UNKNOWN_PRODUCT",
+            raise not_found(f"product {quote(request.product_id)} is not in the serving model", "UNKNOWN_PRODUCT",
                             product_id=request.product_id)
         category = str(bundle.category[product]) or None
         exclude.extend(bundle.buyers(product).tolist())
         exclude.extend(rows[u] for u in live_buyers if u in rows)
     if category is not None and category not in context.categories:
-        raise not_found(f"no influence learned for category {category!r}", "UNKNOWN_CATEGORY", category=category)
+        raise not_found(f"no influence learned for category {quote(category)}", "UNKNOWN_CATEGORY", category=category)
     try:
         return plan_seeds(context, request.budget, category=category, exclude=np.asarray(exclude, dtype=np.int64),
                           min_activity=request.min_activity, max_per_community=request.max_seeds_per_community,

@@ -14,6 +14,7 @@ from sharerank.models.artifact.bundle import ModelBundle
 from sharerank.models.artifact.catalogue import apply_catalogue
 from sharerank.models.artifact.index import ProductIndex
 from sharerank.serving.api import feed as marshal
+from sharerank.serving.api.page_token import MAX_PAGE_TOKEN_CHARS, PageTokenCodec
 from sharerank.serving.errors import ServiceError
 from sharerank.serving.feed.filters.already_bought import AlreadyBoughtFilter
 from sharerank.serving.feed.filters.category import CategoryFilter
@@ -441,33 +442,55 @@ def test_catalogue_products_get_their_category_prior(bundle, tmp_path) -> None:
 # Page tokens
 
 
+TOKENS = PageTokenCodec("test-key")
+
+
 def feed_request(token: str = "", page_size: int = 5) -> feed_service_pb2.GetFeedRequest:
     return feed_service_pb2.GetFeedRequest(user_id="u0", page_size=page_size, page_token=token)
 
 
+def test_page_tokens_are_signed_and_bounded() -> None:
+    """A token is honoured only under the key that signed it; a forged, altered or oversized one is refused
+    before it is parsed (an unsigned 2.4 MB token used to be accepted and echoed back)."""
+    token = internal_pb2.FeedPageToken(offset=2, request_hash=5, served_product_ids=["p1", "p2"])
+    signed = TOKENS.encode(token)
+    assert TOKENS.decode(signed) == token
+    unsigned = base64.urlsafe_b64encode(token.SerializeToString()).decode()
+    signature = signed.rpartition(".")[2]
+    tampered = base64.urlsafe_b64encode(internal_pb2.FeedPageToken(offset=2, request_hash=5, served_product_ids=[
+        "p9", "p2"]).SerializeToString()).decode() + "." + signature
+    huge = TOKENS.encode(internal_pb2.FeedPageToken(served_product_ids=["x" * 100] * 900))
+    assert huge == ""  # too long to issue: the feed ends instead
+    for forged in (unsigned, tampered, PageTokenCodec("other-key").encode(token), signed + "x",
+                   "A" * (MAX_PAGE_TOKEN_CHARS + 1)):
+        with pytest.raises(ServiceError) as err:
+            TOKENS.decode(forged)
+        assert err.value.reason == "INVALID_PAGE_TOKEN" and len(err.value.message) < 200
+
+
 def test_page_token_carries_what_was_served(bundle) -> None:
-    first = marshal.parse_feed_request(feed_request())
+    first = marshal.parse_feed_request(feed_request(), TOKENS)
     page = FeedPage(items=candidates(1, 2), has_more=True, degraded=())
-    token = marshal.feed_response(page, first, bundle.category, bundle.products, "7").next_page_token
-    second = marshal.parse_feed_request(feed_request(token))
+    token = marshal.feed_response(page, first, bundle.category, bundle.products, "7", TOKENS).next_page_token
+    second = marshal.parse_feed_request(feed_request(token), TOKENS)
     assert second.served_product_ids == ("p1", "p2")
     page = FeedPage(items=candidates(4), has_more=True, degraded=())
-    token = marshal.feed_response(page, second, bundle.category, bundle.products, "8").next_page_token
-    assert marshal.parse_feed_request(feed_request(token)).served_product_ids == ("p1", "p2", "p4")
+    token = marshal.feed_response(page, second, bundle.category, bundle.products, "8", TOKENS).next_page_token
+    assert marshal.parse_feed_request(feed_request(token), TOKENS).served_product_ids == ("p1", "p2", "p4")
 
 
 def test_a_feed_ends_at_the_served_cap(bundle) -> None:
     served = [f"x{i}" for i in range(marshal.MAX_SERVED - 2)]
-    request = marshal.parse_feed_request(feed_request())
+    request = marshal.parse_feed_request(feed_request(), TOKENS)
     token = internal_pb2.FeedPageToken(offset=len(served), request_hash=request.request_hash,
                                        served_product_ids=served)
-    near_cap = marshal.parse_feed_request(feed_request(base64.urlsafe_b64encode(token.SerializeToString()).decode()))
+    near_cap = marshal.parse_feed_request(feed_request(TOKENS.encode(token)), TOKENS)
     assert near_cap.page_size == 2  # cut to what the feed may still serve
     page = FeedPage(items=candidates(1, 2), has_more=True, degraded=())
-    assert marshal.feed_response(page, near_cap, bundle.category, bundle.products, "7").next_page_token == ""
+    assert marshal.feed_response(page, near_cap, bundle.category, bundle.products, "7", TOKENS).next_page_token == ""
     token.served_product_ids.extend(["y1", "y2"])
     with pytest.raises(ServiceError) as err:
-        marshal.parse_feed_request(feed_request(base64.urlsafe_b64encode(token.SerializeToString()).decode()))
+        marshal.parse_feed_request(feed_request(TOKENS.encode(token)), TOKENS)
     assert err.value.reason == "INVALID_PAGE_TOKEN"
 
 
@@ -476,17 +499,18 @@ def test_feed_response_items_and_reasons(bundle) -> None:
     page = FeedPage(items=[Candidate(4, 0.75, "Embedding", reasons), Candidate(2, 0.5, "Embedding")],
                     has_more=False, degraded=())
     explained = marshal.feed_response(page, marshal.parse_feed_request(
-        feed_service_pb2.GetFeedRequest(user_id="u0", page_size=2, explain=True)), bundle.category,
-        bundle.products, "7")
+        feed_service_pb2.GetFeedRequest(user_id="u0", page_size=2, explain=True), TOKENS), bundle.category,
+        bundle.products, "7", TOKENS)
     assert [(i.product_id, i.score, i.category) for i in explained.items] == [("p4", 0.75, "A"), ("p2", 0.5, "B")]
     assert [(reason_pb2.ReasonKind.Name(r.kind), r.text) for r in explained.items[0].reasons] == [
         ("REASON_KIND_FRIENDS_BOUGHT", "2 friends bought this"), ("REASON_KIND_PERSONALIZED", "for you")]
     assert explained.next_page_token == "" and explained.model_version == "7" and not explained.items[1].reasons
-    plain = marshal.feed_response(page, marshal.parse_feed_request(feed_request(page_size=2)), bundle.category,
-                                  bundle.products, "7")
+    plain = marshal.feed_response(page, marshal.parse_feed_request(feed_request(page_size=2), TOKENS),
+                                  bundle.category, bundle.products, "7", TOKENS)
     assert not plain.items[0].reasons and [i.product_id for i in plain.items] == ["p4", "p2"]
     empty = marshal.feed_response(FeedPage(items=[], has_more=False, degraded=()),
-                                  marshal.parse_feed_request(feed_request()), bundle.category, bundle.products, "7")
+                                  marshal.parse_feed_request(feed_request(), TOKENS), bundle.category, bundle.products,
+                                  "7", TOKENS)
     assert len(empty.items) == 0
 
 
@@ -504,4 +528,4 @@ def test_request_hash_is_stable() -> None:
     for user, categories, excluded in (("u0", (), ()), ("ü", ("B", "A"), ("p9", "p1")), ("x", ("A",), ())):
         request = feed_service_pb2.GetFeedRequest(user_id=user, page_size=3, categories=categories,
                                                   exclude_product_ids=excluded)
-        assert marshal.parse_feed_request(request).request_hash == reference(user, categories, excluded)
+        assert marshal.parse_feed_request(request, TOKENS).request_hash == reference(user, categories, excluded)

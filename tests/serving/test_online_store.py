@@ -32,6 +32,7 @@ from sharerank.serving.online_store import (
     Share,
     open_online_store,
 )
+from sharerank.serving.online_store.breaker import CircuitBreaker, GuardedOnlineStore
 
 StoreFactory = Callable[..., OnlineStore]
 
@@ -40,9 +41,10 @@ def _unique_prefix() -> str:
     return f"test:{uuid.uuid4().hex[:12]}:"
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(params=["memory", "redis", "guarded-redis"])
 def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
-    """Factory of fresh, empty stores of one backend; each call is a separate namespace.
+    """Factory of fresh, empty stores of one backend; each call is a separate namespace. ``guarded-redis`` is
+    Redis behind the circuit breaker the server puts in front of its store: the same contract.
 
     ``max_items_per_key`` sets the per-collection cap (default: each backend's default).
     """
@@ -52,6 +54,10 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
         cap = {} if max_items_per_key is None else {"max_items_per_key": max_items_per_key}
         if request.param == "memory":
             store: OnlineStore = InMemoryOnlineStore(**cap)
+        elif request.param == "guarded-redis":
+            inner = RedisOnlineStore(request.getfixturevalue("redis_url"),
+                                     RedisSettings(key_prefix=_unique_prefix(), **cap))
+            store = GuardedOnlineStore(inner, CircuitBreaker(inner.ping))
         else:
             url = request.getfixturevalue("redis_url")
             store = RedisOnlineStore(url, RedisSettings(key_prefix=_unique_prefix(), **cap))
@@ -136,6 +142,18 @@ def test_clear_drops_only_its_own_namespace(make_store: StoreFactory) -> None:
 
 def test_ping_answers(store: OnlineStore) -> None:
     assert store.ping() is True
+
+
+def test_markers_live_as_long_as_the_state(make_store: StoreFactory) -> None:
+    store, other = make_store(), make_store()
+    assert store.get_marker("events-a") is None
+    store.set_marker("events-a", "applied")
+    store.set_marker("events-b", "x")
+    store.set_marker("events-b", "y")
+    assert store.get_marker("events-a") == "applied" and store.get_marker("events-b") == "y"
+    assert other.get_marker("events-a") is None  # namespaced like everything else
+    store.clear()
+    assert store.get_marker("events-a") is None and store.get_marker("events-b") is None
 
 
 def test_close_is_idempotent(store: OnlineStore) -> None:

@@ -235,6 +235,74 @@ def test_versions_that_fail_to_load_leave_the_old_one_serving(two_versions: Sett
         server.stop(grace=None)
 
 
+# (b2) Rollbacks that stick: a version loaded by name stays until the alias moves.
+
+
+def model_info(channel: grpc.Channel) -> admin_service_pb2.GetModelInfoResponse:
+    return admin_service_pb2_grpc.AdminServiceStub(channel).GetModelInfo(admin_service_pb2.GetModelInfoRequest(),
+                                                                         timeout=10)
+
+
+def test_a_rollback_sticks_until_the_alias_moves(two_versions: Settings, channel_to) -> None:
+    from mlflow import MlflowClient
+
+    from sharerank.registry import promote
+
+    settings = two_versions.model_copy(update={"reload_poll_seconds": 0.05})
+    promote(settings, "2")
+    server = start(settings)
+    try:
+        channel = channel_to(server)
+        admin = admin_service_pb2_grpc.AdminServiceStub(channel)
+        info = model_info(channel)
+        assert info.model_version == "2" and not info.pinned and info.alias == "champion"
+        reply = admin.ReloadModel(admin_service_pb2.ReloadModelRequest(model_version="1"), timeout=60)
+        assert reply.model_version == "1" and reply.pinned
+        polls = server.holder.polls
+        deadline = time.monotonic() + 30
+        while server.holder.polls < polls + 5:  # five alias polls later (one used to undo the rollback)
+            assert time.monotonic() < deadline, "the alias poller stopped"
+            time.sleep(0.01)
+        info = model_info(channel)
+        assert info.model_version == "1" and info.pinned and info.pinned_alias_version == "2"
+        # The alias moves (a new champion): the pin ends and serving follows it.
+        source = MlflowClient().get_model_version(settings.model_name, "1")
+        MlflowClient().create_model_version(settings.model_name, source.source, run_id=source.run_id)
+        promote(settings, "3")
+        deadline = time.monotonic() + 30
+        while server.holder.current.version != "3":
+            assert time.monotonic() < deadline, "the poller did not follow the moved alias"
+            time.sleep(0.01)
+        assert not model_info(channel).pinned
+        # A pin, then an explicit unpin (ReloadModel without a version): back to following the alias.
+        admin.ReloadModel(admin_service_pb2.ReloadModelRequest(model_version="2"), timeout=60)
+        assert model_info(channel).pinned
+        reply = admin.ReloadModel(admin_service_pb2.ReloadModelRequest(), timeout=60)
+        assert reply.model_version == "3" and not reply.pinned and not model_info(channel).pinned
+    finally:
+        server.stop(grace=None)
+
+
+@pytest.mark.parametrize("pin_file", [False, True])
+def test_pins_survive_restarts_if_configured(two_versions: Settings, channel_to, tmp_path, pin_file: bool) -> None:
+    from sharerank.registry import promote
+
+    settings = two_versions.model_copy(update={"pin_file": tmp_path / "pin.json" if pin_file else None})
+    promote(settings, "2")
+    server = start(settings)
+    try:
+        admin_service_pb2_grpc.AdminServiceStub(channel_to(server)).ReloadModel(
+            admin_service_pb2.ReloadModelRequest(model_version="1"), timeout=60)
+    finally:
+        server.stop(grace=None)
+    server = start(settings)
+    try:
+        info = model_info(channel_to(server))
+        assert (info.model_version, info.pinned) == (("1", True) if pin_file else ("2", False))
+    finally:
+        server.stop(grace=None)
+
+
 # (c) Redis killed mid-run and restarted on the same port.
 
 
@@ -277,7 +345,10 @@ def test_feed_rides_out_a_redis_restart(registry, redis_process_factory, channel
             except OnlineStoreError:
                 assert time.monotonic() < deadline, "the store did not reconnect to the restarted Redis"
                 time.sleep(0.05)
-        assert first not in ids()
+        deadline = time.monotonic() + 10  # once the server's circuit breaker has probed Redis and closed
+        while first in ids():
+            assert time.monotonic() < deadline, "the server did not read live features again"
+            time.sleep(0.05)
     finally:
         server.stop(grace=None)
         store.close()

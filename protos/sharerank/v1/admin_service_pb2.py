@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sharerank/v1/admin_service.proto\x12\x0csharerank.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x13GetModelInfoRequest\"\xed\x01\n\x14GetModelInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x12\n\nmodel_type\x18\x04 \x01(\t\x12\x12\n\nuser_count\x18\x05 \x01(\x03\x12\x15\n\rproduct_count\x18\x06 \x01(\x03\x12\x12\n\nindex_type\x18\x07 \x01(\t\x12\x18\n\x10\x64\x61ta_fingerprint\x18\x08 \x01(\t\x12-\n\tload_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"+\n\x12ReloadModelRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"]\n\x13ReloadModelResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x1e\n\x16previous_model_version\x18\x02 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08\x32\xb9\x01\n\x0c\x41\x64minService\x12U\n\x0cGetModelInfo\x12!.sharerank.v1.GetModelInfoRequest\x1a\".sharerank.v1.GetModelInfoResponse\x12R\n\x0bReloadModel\x12 .sharerank.v1.ReloadModelRequest\x1a!.sharerank.v1.ReloadModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n sharerank/v1/admin_service.proto\x12\x0csharerank.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x13GetModelInfoRequest\"\xaa\x02\n\x14GetModelInfoResponse\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12\x12\n\nmodel_type\x18\x04 \x01(\t\x12\x12\n\nuser_count\x18\x05 \x01(\x03\x12\x15\n\rproduct_count\x18\x06 \x01(\x03\x12\x12\n\nindex_type\x18\x07 \x01(\t\x12\x18\n\x10\x64\x61ta_fingerprint\x18\x08 \x01(\t\x12-\n\tload_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06pinned\x18\n \x01(\x08\x12\r\n\x05\x61lias\x18\x0b \x01(\t\x12\x1c\n\x14pinned_alias_version\x18\x0c \x01(\t\"+\n\x12ReloadModelRequest\x12\x15\n\rmodel_version\x18\x01 \x01(\t\"m\n\x13ReloadModelResponse\x12\x15\n\rmodel_version\x18\x01 \x01(\t\x12\x1e\n\x16previous_model_version\x18\x02 \x01(\t\x12\x0f\n\x07\x63hanged\x18\x03 \x01(\x08\x12\x0e\n\x06pinned\x18\x04 \x01(\x08\x32\xb9\x01\n\x0c\x41\x64minService\x12U\n\x0cGetModelInfo\x12!.sharerank.v1.GetModelInfoRequest\x1a\".sharerank.v1.GetModelInfoResponse\x12R\n\x0bReloadModel\x12 .sharerank.v1.ReloadModelRequest\x1a!.sharerank.v1.ReloadModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,11 +35,11 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELINFOREQUEST']._serialized_start=83
   _globals['_GETMODELINFOREQUEST']._serialized_end=104
   _globals['_GETMODELINFORESPONSE']._serialized_start=107
-  _globals['_GETMODELINFORESPONSE']._serialized_end=344
-  _globals['_RELOADMODELREQUEST']._serialized_start=346
-  _globals['_RELOADMODELREQUEST']._serialized_end=389
-  _globals['_RELOADMODELRESPONSE']._serialized_start=391
-  _globals['_RELOADMODELRESPONSE']._serialized_end=484
-  _globals['_ADMINSERVICE']._serialized_start=487
-  _globals['_ADMINSERVICE']._serialized_end=672
+  _globals['_GETMODELINFORESPONSE']._serialized_end=405
+  _globals['_RELOADMODELREQUEST']._serialized_start=407
+  _globals['_RELOADMODELREQUEST']._serialized_end=450
+  _globals['_RELOADMODELRESPONSE']._serialized_start=452
+  _globals['_RELOADMODELRESPONSE']._serialized_end=561
+  _globals['_ADMINSERVICE']._serialized_start=564
+  _globals['_ADMINSERVICE']._serialized_end=749
 # @@protoc_insertion_point(module_scope)

@@ -59,7 +59,8 @@ class AdminServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReloadModel(self, request, context):
-        """Loads the registry's current `champion` (or a pinned version) and swaps it in atomically.
+        """Loads a version and pins it (a rollback that sticks), or with no version unpins and loads the registry's
+        current `champion`; the swap is atomic.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

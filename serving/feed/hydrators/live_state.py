@@ -8,8 +8,9 @@ import time
 from sharerank.serving.feed.query import FeedQuery
 from sharerank.serving.online_store import OnlineStore, OnlineStoreError
 from sharerank.serving.online_store.base import FriendsBought, ReceivedShare
+from sharerank.serving.ratelog import RateLimitedLog
 
-log = logging.getLogger(__name__)
+log = RateLimitedLog(logging.getLogger(__name__))
 
 LIVE_STATE_LIMIT = 100
 """Newest entries read per live collection. A user with more live purchases than this (rare between
@@ -41,7 +42,7 @@ class LiveStateHydrator:
             if len(purchases) >= self.limit:  # truncated: the filter needs every stored purchase
                 purchases = self.store.get_purchases(query.user_id)
         except OnlineStoreError as exc:
-            log.warning("online store unavailable, serving without live features: %s", exc)
+            log.warning("store-down", "online store unavailable, serving without live features: %s", exc)
             return query.with_(bought=frozenset(bought), now=now, degraded=(*query.degraded, self.name))
         rows = model.product_rows
         bought.update(rows[p] for p in purchases if p in rows)
