@@ -19,6 +19,11 @@ from sharerank.serving.errors import failed_precondition, invalid_argument, not_
 from sharerank.serving.ids import quote
 
 
+MIN_EPSILON = 0.01
+"""Smallest epsilon a request may ask for: the work grows as 1/epsilon² (0.01 costs 100× the default 0.1), and
+a tiny one (1e-200) overflowed it into a division by zero."""
+
+
 @dataclass(frozen=True)
 class SeedRequest:
     """A launch to seed: a product (its category's influence, its buyers excluded), a category, or neither
@@ -49,8 +54,8 @@ def seed_targets(bundle: ModelBundle, request: SeedRequest, live_buyers: tuple[s
     if request.min_activity < 0 or request.max_seeds_per_community < 0:
         raise invalid_argument("min_activity and max_seeds_per_community must be non-negative",
                                "NEGATIVE_CONSTRAINT")
-    if request.epsilon and not 0.0 < request.epsilon < 1.0:
-        raise invalid_argument(f"epsilon must lie in (0, 1) (got {request.epsilon})", "BAD_EPSILON")
+    if request.epsilon and not MIN_EPSILON <= request.epsilon < 1.0:
+        raise invalid_argument(f"epsilon must lie in [{MIN_EPSILON}, 1) (got {request.epsilon:.3g})", "BAD_EPSILON")
     rows = bundle.user_rows  # the influence model covers the bundle's users, row for row
     exclude = [rows[u] for u in request.exclude_user_ids if u in rows]
     category = request.category
