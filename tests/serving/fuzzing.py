@@ -1,8 +1,9 @@
 """Malformed-request fuzzing of every RPC, shared by ``test_fuzz.py`` (a small count in ``make test``) and
 ``bench/bench_fuzz.py`` (≥ 10,000 requests).
 
-One function per RPC draws a request (about half of each field valid, so deep paths run too), calls the real
-server and checks the answer: a code documented for that RPC, and a failure's message and ErrorInfo bounded
+One function per RPC draws a request, half of them *wild* (any field may be anything :data:`ids` and friends
+draw) and half *tame* (real ids, valid ranges, so the deep paths run too), calls the real server and checks
+the answer: a code documented for that RPC, and a failure's message and ErrorInfo bounded
 in size and in the service's domain. :data:`DOCUMENTED` lists the codes.
 """
 
@@ -71,14 +72,19 @@ page_sizes = st.one_of(st.integers(1, 500), st.integers(1, 30), st.integers(1, 3
 small_ints = st.one_of(st.integers(-3, 30), st.integers(min_value=-(2**31), max_value=2**31 - 1))
 
 
-def known(values: list[str]) -> st.SearchStrategy[str]:
-    """A real id three times in four, else anything :data:`ids` draws."""
-    return st.one_of(ids, *[st.sampled_from(values)] * 3)
+def known(values: list[str], wild: bool) -> st.SearchStrategy[str]:
+    """A real id; when ``wild``, anything :data:`ids` draws one time in four."""
+    return st.one_of(ids, *[st.sampled_from(values)] * 3) if wild else st.sampled_from(values)
+
+
+def sizes(wild: bool) -> st.SearchStrategy[int]:
+    return page_sizes if wild else st.integers(1, 50)
 
 
 @st.composite
-def page_tokens(draw, user: str, categories: list[str], excluded: list[str]) -> str:
-    kind = draw(st.sampled_from(["none"] * 6 + ["text", "base64", "unsigned", "signed", "signed"]))
+def page_tokens(draw, user: str, categories: list[str], excluded: list[str], wild: bool) -> str:
+    kinds = ["none"] * 6 + ["text", "base64", "unsigned", "signed", "signed"] if wild else ["none", "signed"]
+    kind = draw(st.sampled_from(kinds))
     if kind == "none":
         return ""
     if kind == "text":
@@ -115,67 +121,75 @@ def call(method: str, invoke: Callable[[], object]) -> grpc.StatusCode:
 
 
 def fuzz_get_feed(channel: grpc.Channel, catalogue: Catalogue, data) -> grpc.StatusCode:
-    user = data.draw(known(catalogue.users), "user_id")
-    wanted = data.draw(st.lists(known(catalogue.categories), max_size=3), "categories")
-    excluded = data.draw(st.lists(known(catalogue.products), max_size=6), "exclude")
+    wild = data.draw(st.booleans(), "wild")
+    user = data.draw(known(catalogue.users, wild), "user_id")
+    wanted = data.draw(st.lists(known(catalogue.categories, wild), max_size=3), "categories")
+    excluded = data.draw(st.lists(known(catalogue.products, wild), max_size=6), "exclude")
     request = feed_service_pb2.GetFeedRequest(
-        user_id=user, page_size=data.draw(page_sizes, "page_size"), categories=wanted, exclude_product_ids=excluded,
-        page_token=data.draw(page_tokens(user, wanted, excluded), "page_token"), explain=data.draw(st.booleans()))
+        user_id=user, page_size=data.draw(sizes(wild), "page_size"), categories=wanted, exclude_product_ids=excluded,
+        page_token=data.draw(page_tokens(user, wanted, excluded, wild), "page_token"), explain=data.draw(st.booleans()))
     stub = feed_service_pb2_grpc.FeedServiceStub(channel)
     return call("GetFeed", lambda: stub.GetFeed(request, timeout=30))
 
 
 def fuzz_get_similar_products(channel: grpc.Channel, catalogue: Catalogue, data) -> grpc.StatusCode:
+    wild = data.draw(st.booleans(), "wild")
     request = feed_service_pb2.GetSimilarProductsRequest(
-        product_id=data.draw(known(catalogue.products), "product_id"), page_size=data.draw(page_sizes, "page_size"),
-        categories=data.draw(st.lists(known(catalogue.categories), max_size=3), "categories"))
+        product_id=data.draw(known(catalogue.products, wild), "product_id"), page_size=data.draw(sizes(wild), "size"),
+        categories=data.draw(st.lists(known(catalogue.categories, wild), max_size=3), "categories"))
     stub = feed_service_pb2_grpc.FeedServiceStub(channel)
     return call("GetSimilarProducts", lambda: stub.GetSimilarProducts(request, timeout=30))
 
 
 def fuzz_get_seed_targets(channel: grpc.Channel, catalogue: Catalogue, data) -> grpc.StatusCode:
+    wild = data.draw(st.booleans(), "wild")
     target = data.draw(st.sampled_from(["product_id", "category", "none"]), "target")
     fields = {}
     if target == "product_id":
-        fields["product_id"] = data.draw(known(catalogue.products), "product_id")
+        fields["product_id"] = data.draw(known(catalogue.products, wild), "product_id")
     elif target == "category":
-        fields["category"] = data.draw(known(catalogue.categories), "category")
+        fields["category"] = data.draw(known(catalogue.categories, wild), "category")
     request = seeding_service_pb2.GetSeedTargetsRequest(
-        budget=data.draw(st.one_of(st.integers(1, 5), small_ints), "budget"),
-        exclude_user_ids=data.draw(st.lists(known(catalogue.users), max_size=4), "exclude"),
-        min_activity=data.draw(st.one_of(st.just(0), small_ints), "min_activity"),
-        max_seeds_per_community=data.draw(st.one_of(st.just(0), small_ints), "cap"),
-        epsilon=data.draw(st.one_of(st.just(0.0), st.floats(allow_nan=True, allow_infinity=True)), "epsilon"),
+        budget=data.draw(st.one_of(st.integers(1, 5), small_ints) if wild else st.integers(1, 5), "budget"),
+        exclude_user_ids=data.draw(st.lists(known(catalogue.users, wild), max_size=4), "exclude"),
+        min_activity=data.draw(st.one_of(st.just(0), small_ints) if wild else st.integers(0, 2), "min_activity"),
+        max_seeds_per_community=data.draw(st.one_of(st.just(0), small_ints) if wild else st.integers(0, 3), "cap"),
+        epsilon=data.draw(st.one_of(st.just(0.0), st.floats(allow_nan=True, allow_infinity=True)) if wild
+                          else st.sampled_from([0.0, 0.1, 0.3]), "epsilon"),
         **fields)
     stub = seeding_service_pb2_grpc.SeedingServiceStub(channel)
     return call("GetSeedTargets", lambda: stub.GetSeedTargets(request, timeout=60))
 
 
 @st.composite
-def events(draw, catalogue: Catalogue) -> event_service_pb2.Event:
-    kind = draw(st.sampled_from(["purchase", "share", "view", "none"]))
+def events(draw, catalogue: Catalogue, wild: bool) -> event_service_pb2.Event:
+    kind = draw(st.sampled_from(["purchase", "share", "view", "none"] if wild else ["purchase", "share", "view"]))
     body = {}
     if kind == "purchase":
         body["purchase"] = event_service_pb2.PurchaseEvent(
-            user_id=draw(known(catalogue.users)), product_id=draw(known(catalogue.products)),
-            share_id=draw(st.one_of(st.just(""), ids)))
+            user_id=draw(known(catalogue.users, wild)), product_id=draw(known(catalogue.products, wild)),
+            share_id=draw(st.one_of(st.just(""), ids) if wild else st.just("")))
     elif kind == "share":
         body["share"] = event_service_pb2.ShareEvent(
-            sharer_id=draw(known(catalogue.users)), recipient_id=draw(known(catalogue.users)),
-            product_id=draw(known(catalogue.products)))
+            sharer_id=draw(known(catalogue.users, wild)), recipient_id=draw(known(catalogue.users, wild)),
+            product_id=draw(known(catalogue.products, wild)))
     elif kind == "view":
-        body["view"] = event_service_pb2.ViewEvent(user_id=draw(known(catalogue.users)),
-                                                   product_id=draw(known(catalogue.products)))
-    if draw(st.booleans()):
+        body["view"] = event_service_pb2.ViewEvent(user_id=draw(known(catalogue.users, wild)),
+                                                   product_id=draw(known(catalogue.products, wild)))
+    if not wild:
+        body["event_time"] = Timestamp(seconds=draw(st.integers(1_600_000_000, 1_700_000_000)))
+    elif draw(st.booleans()):
         body["event_time"] = Timestamp(
             seconds=draw(st.one_of(st.integers(1_600_000_000, 1_800_000_000),
                                    st.integers(min_value=-(2**40), max_value=2**40))),
             nanos=draw(st.one_of(st.just(0), st.integers(-5, 10**9 + 5))))
-    return event_service_pb2.Event(event_id=draw(st.one_of(st.uuids().map(str), ids)), **body)
+    event_id = draw(st.one_of(st.uuids().map(str), ids) if wild else st.uuids().map(str))
+    return event_service_pb2.Event(event_id=event_id, **body)
 
 
 def fuzz_record_events(channel: grpc.Channel, catalogue: Catalogue, data) -> grpc.StatusCode:
-    batch = data.draw(st.lists(events(catalogue), max_size=4), "events")
+    wild = data.draw(st.booleans(), "wild")
+    batch = data.draw(st.lists(events(catalogue, wild), max_size=4), "events")
     stub = event_service_pb2_grpc.EventServiceStub(channel)
     return call("RecordEvents", lambda: stub.RecordEvents(event_service_pb2.RecordEventsRequest(events=batch),
                                                           timeout=30))
@@ -185,7 +199,9 @@ def fuzz_admin(channel: grpc.Channel, catalogue: Catalogue, data) -> grpc.Status
     """GetModelInfo (its only input is none), then ReloadModel with a drawn version."""
     stub = admin_service_pb2_grpc.AdminServiceStub(channel)
     call("GetModelInfo", lambda: stub.GetModelInfo(admin_service_pb2.GetModelInfoRequest(), timeout=30))
-    version = data.draw(st.one_of(st.just(""), st.sampled_from(catalogue.versions), ids), "model_version")
+    wild = data.draw(st.booleans(), "wild")
+    sane = st.one_of(st.just(""), st.sampled_from(catalogue.versions))
+    version = data.draw(st.one_of(sane, ids) if wild else sane, "model_version")
     return call("ReloadModel", lambda: stub.ReloadModel(admin_service_pb2.ReloadModelRequest(model_version=version),
                                                         timeout=120))
 
