@@ -7,6 +7,7 @@ import math
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+import scipy.sparse.linalg
 import torch
 from numba import njit, prange
 from torch import Tensor
@@ -27,8 +28,14 @@ class GraphFilter:
     item–item graph are
 
     .. math::
-        \tilde{\mathbf{R}} = \mathbf{D}_U^{-1/2} \mathbf{R} \mathbf{D}_I^{-1/2}, \qquad
+        \tilde{\mathbf{R}} = \lambda_1^{-1/2}\,\mathbf{D}_U^{-a} \mathbf{R} \mathbf{D}_I^{-b}, \qquad
         \tilde{\mathbf{P}} = \tilde{\mathbf{R}}^{\top} \tilde{\mathbf{R}},
+
+    where :math:`\lambda_1` scales the largest eigenvalue of :math:`\tilde{\mathbf{P}}` to 1, as the
+    ODE times assume (it is 1 already at the papers' symmetric :math:`a = b = 1/2`). Lowering the
+    exponents, the user's more (:math:`a`) than the product's (:math:`b`), lets heavy users and
+    popular products weigh more in the item–item graph (SGFCF, KDD'24, generalises the
+    normalisation the same way),
 
     and a user's row :math:`\mathbf{x}` of :math:`\mathbf{R}` is filtered in three steps:
 
@@ -37,8 +44,8 @@ class GraphFilter:
         \text{blur:}\quad & \tfrac{d\mathbf{r}}{dt} = \mathbf{r}(\tilde{\mathbf{P}} - \mathbf{I}),
             \ \mathbf{r}(0) = \mathbf{x}, \ \text{Euler to } T_b
             \quad (T_b = 1,\ 1 \text{ step}: \ \mathbf{r}_b = \mathbf{x} \tilde{\mathbf{P}}) \\
-        \text{ideal low-pass:}\quad & \mathbf{r}_i = \mathbf{x} \mathbf{D}_I^{-1/2} \mathbf{V}_k
-            \mathbf{V}_k^{\top} \mathbf{D}_I^{1/2} \\
+        \text{ideal low-pass:}\quad & \mathbf{r}_i = \mathbf{x} \mathbf{D}_I^{-b} \mathbf{V}_k
+            \mathbf{V}_k^{\top} \mathbf{D}_I^{b} \\
         \text{sharpen:}\quad & \tfrac{d\mathbf{r}}{dt} = -\mathbf{r} \tilde{\mathbf{P}}, \
             \mathbf{r}(0) = \mathbf{r}_b + \beta \mathbf{r}_i, \ \text{RK4 to } T_s,
             \qquad \text{score} = \mathbf{r}(T_s),
@@ -49,7 +56,8 @@ class GraphFilter:
     paper's early merge (BSPM-EM); with :obj:`early_merge=False` the ideal term is added after
     sharpening (:math:`\text{score} = \mathbf{r}(T_s) + \beta \mathbf{r}_i`), and
     :obj:`sharpen_time=0`, :obj:`early_merge=False` is GF-CF (:math:`\mathbf{x}\tilde{\mathbf{P}}
-    + \beta \mathbf{r}_i`; the paper's Gowalla setting is :math:`k = 256`, :math:`\beta = 0.3`).
+    + \beta \mathbf{r}_i`; the paper's Gowalla setting is :math:`k = 256`, :math:`\beta = 0.3`,
+    :math:`a = b = 1/2`).
 
     Nothing is learnt. :meth:`fit` normalises the matrix and finds :math:`\mathbf{V}_k` by block
     Lanczos on the smaller of :math:`\tilde{\mathbf{R}}^\top\tilde{\mathbf{R}}` and
@@ -81,6 +89,10 @@ class GraphFilter:
         sharpen_steps (int, optional): RK4 steps of the sharpening ODE. (default: :obj:`1`)
         early_merge (bool, optional): Add the ideal low-pass term before sharpening (BSPM-EM)
             rather than after it. (default: :obj:`True`)
+        user_power (float, optional): :math:`a`, the users' degree exponent in
+            :math:`\tilde{\mathbf{R}}`. (default: :obj:`0.35`)
+        item_power (float, optional): :math:`b`, the products' degree exponent in
+            :math:`\tilde{\mathbf{R}}` and the ideal low-pass term. (default: :obj:`0.45`)
         chunk_size (int, optional): Users filtered per kernel call inside :meth:`score`.
             (default: :obj:`512`)
         seed (int, optional): Seed of the Lanczos start block. (default: :obj:`0`)
@@ -102,6 +114,8 @@ class GraphFilter:
         sharpen_time: float = 2.5,
         sharpen_steps: int = 1,
         early_merge: bool = True,
+        user_power: float = 0.35,
+        item_power: float = 0.45,
         chunk_size: int = 512,
         seed: int = 0,
     ) -> None:
@@ -111,6 +125,8 @@ class GraphFilter:
             raise ValueError(f"ODE end times must be non-negative (got {blur_time}, {sharpen_time})")
         if blur_steps < 1 or sharpen_steps < 1:
             raise ValueError(f"ODE step counts must be positive (got {blur_steps}, {sharpen_steps})")
+        if not (0.0 <= user_power <= 1.0 and 0.0 <= item_power <= 1.0):
+            raise ValueError(f"degree exponents must lie in [0, 1] (got {user_power}, {item_power})")
         if chunk_size < 1:
             raise ValueError(f"'chunk_size' must be positive (got {chunk_size})")
         self.num_factors = num_factors
@@ -120,6 +136,8 @@ class GraphFilter:
         self.sharpen_time = sharpen_time
         self.sharpen_steps = sharpen_steps
         self.early_merge = early_merge
+        self.user_power = user_power
+        self.item_power = item_power
         self.chunk_size = chunk_size
         self.seed = seed
         self.reset_parameters()
@@ -129,18 +147,21 @@ class GraphFilter:
         self._interactions: sp.csr_matrix | None = None
         self._norm: sp.csr_matrix | None = None  # R̃, users × products
         self._norm_t: sp.csr_matrix | None = None  # R̃ᵀ, products × users
-        self._left: np.ndarray | None = None  # D_I^{-1/2} V_k, (P, k)
-        self._right_t: np.ndarray | None = None  # (V_kᵀ D_I^{1/2})ᵀ = D_I^{1/2} V_k, (P, k)
+        self._left: np.ndarray | None = None  # D_I^{-b} V_k, (P, k)
+        self._right_t: np.ndarray | None = None  # (V_kᵀ D_I^{b})ᵀ = D_I^{b} V_k, (P, k)
         self.singular_values: np.ndarray | None = None
 
     def fit(self, interactions: sp.spmatrix) -> GraphFilter:
         """Normalises the interaction matrix and finds the top singular vectors; returns ``self``."""
         x = binary_csr(interactions)
         num_users, num_products = x.shape
-        d_user = _inv_sqrt(np.asarray(x.sum(axis=1)).ravel())
+        user_degree = np.asarray(x.sum(axis=1)).ravel()
+        d_user = _inv_power(user_degree, self.user_power)
         item_degree = np.asarray(x.sum(axis=0)).ravel()
-        d_item = _inv_sqrt(item_degree)
+        d_item = _inv_power(item_degree, self.item_power)
         norm = sp.diags(d_user) @ x @ sp.diags(d_item)
+        if (self.user_power, self.item_power) != (0.5, 0.5):  # rescale P̃'s spectrum to [0, 1], as at 1/2, 1/2
+            norm = norm / np.sqrt(_top_eigenvalue(_kernel_csr(norm), _kernel_csr(norm.T), seed=self.seed))
         self._interactions = x
         self._norm = _kernel_csr(norm)
         self._norm_t = _kernel_csr(norm.T)
@@ -156,7 +177,7 @@ class GraphFilter:
                 eigenvalues, vectors = _top_eigenvectors(self._apply_p, num_products, k, seed=self.seed)
             self.singular_values = np.sqrt(np.clip(eigenvalues, 0.0, None))
             self._left = np.ascontiguousarray(vectors * d_item[:, None], dtype=np.float32)
-            self._right_t = np.ascontiguousarray(vectors * np.sqrt(item_degree)[:, None], dtype=np.float32)
+            self._right_t = np.ascontiguousarray(vectors * np.power(item_degree, self.item_power)[:, None], dtype=np.float32)
         return self
 
     @torch.no_grad()
@@ -173,8 +194,8 @@ class GraphFilter:
 
     def factors(self, neighbours: int = DEFAULT_NEIGHBOURS) -> Factors:
         r"""The served form. The ideal low-pass term is exactly rank :math:`k`: user vectors
-        :math:`\beta\,\mathbf{x}\mathbf{D}_I^{-1/2}\mathbf{V}_k`, product vectors
-        :math:`\mathbf{D}_I^{1/2}\mathbf{V}_k` (sharpened, with early merge). The blurred-and-sharpened term is a
+        :math:`\beta\,\mathbf{x}\mathbf{D}_I^{-b}\mathbf{V}_k`, product vectors
+        :math:`\mathbf{D}_I^{b}\mathbf{V}_k` (sharpened, with early merge). The blurred-and-sharpened term is a
         polynomial :math:`g(\tilde{\mathbf{P}})` of full rank, served as its item-item matrix with each row cut to
         its ``neighbours`` largest entries (computed a block of products at a time)."""
         if self._interactions is None:
@@ -254,16 +275,27 @@ class GraphFilter:
         return (
             f"{self.__class__.__name__}(num_factors={self.num_factors}, ideal_weight={self.ideal_weight}, "
             f"blur_time={self.blur_time}, sharpen_time={self.sharpen_time}, sharpen_steps={self.sharpen_steps}, "
-            f"early_merge={self.early_merge})"
+            f"early_merge={self.early_merge}, user_power={self.user_power}, item_power={self.item_power})"
         )
 
 
 
-def _inv_sqrt(degree: np.ndarray) -> np.ndarray:
-    """:math:`d^{-1/2}` with 0 for isolated nodes."""
-    out = np.zeros(len(degree), dtype=np.float64)
-    np.divide(1.0, np.sqrt(degree), out=out, where=degree > 0)
-    return out
+def _inv_power(degree: np.ndarray, power: float) -> np.ndarray:
+    """:math:`d^{-p}` with 0 for isolated nodes."""
+    return np.where(degree > 0, np.power(np.maximum(degree, 1), -power), 0.0)
+
+
+def _top_eigenvalue(norm: sp.csr_matrix, norm_t: sp.csr_matrix, seed: int = 0) -> float:
+    r"""The largest eigenvalue of :math:`\tilde{R}^T\tilde{R}` (ARPACK on the smaller Gram operator)."""
+    rows, cols = norm.shape
+    if rows < cols:
+        n, apply = rows, lambda z: _spmm(norm, _spmm(norm_t, np.ascontiguousarray(z, dtype=np.float32).reshape(rows, -1)))
+    else:
+        n, apply = cols, lambda z: _spmm(norm_t, _spmm(norm, np.ascontiguousarray(z, dtype=np.float32).reshape(cols, -1)))
+    start = np.random.default_rng(seed).random(n)
+    operator = scipy.sparse.linalg.LinearOperator((n, n), matvec=apply, matmat=apply, dtype=np.float32)
+    return float(scipy.sparse.linalg.eigsh(operator, k=1, which="LA", v0=start, tol=1e-6,
+                                           return_eigenvectors=False)[0])
 
 
 def _kernel_csr(matrix: sp.spmatrix) -> sp.csr_matrix:

@@ -90,3 +90,18 @@ def test_train_auto_never_reads_the_test_split_and_logs_every_trial(tiny_world: 
     assert per_family == {name: result["trials"] for name, result in families.items()}
     assert max(c.data.metrics["val_recall_20"] for c in children) == report["metrics"]["val_recall_20"]
     assert run.data.tags["chosen"] == best
+
+
+def test_a_graph_winner_cut_short_by_its_share_trains_on_to_its_early_stop(tiny_world: Path) -> None:
+    """A graph model's trial gets a slice of the search; the winner's refit must not inherit that slice's epoch
+    count when validation was still improving (the Ciao case: 3 epochs where 11 were best)."""
+    dataset = load_dataset(tiny_world, with_test=False)
+    fixed = {"embedding_dim": 16, "num_layers": 2, "batch_size": 1024, "epochs": 2000, "patience": 2000}
+    choice = choose(dataset, training_split(dataset), families=["lightgcn"], fixed=fixed,
+                    budget_seconds=12, search_share=0.05)  # the trial gets 1 s, far short of 2,000 epochs
+    family = choice.families["lightgcn"]
+    assert not family["converged"], family  # the premise: the trial was cut by time
+    continued = family["continued"]
+    assert continued["epochs_run"] > family["epochs_run"], (continued, family["epochs_run"])
+    if continued["val_recall_20"] >= family["val_recall_20"]:
+        assert choice.params["epochs"] == continued["epochs"]

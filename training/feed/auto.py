@@ -1,8 +1,8 @@
 """The model to serve, chosen on validation only: every family of the registry tuned within a budget on a
 validation split carved from the training data, the winner refit on training + validation.
 
-Each family first runs with its defaults, then Optuna (TPE, seeded) tunes the settings its registry entry
-names, up to its trial count and its share of the budget (what a family leaves unspent goes to the next
+Each family first runs with its defaults, then the starting settings its registry entry lists, then Optuna
+(TPE, seeded) tunes the settings the entry names, up to its trial count and its share of the budget (what a family leaves unspent goes to the next
 ones). A trial is scored by Recall@20 (NDCG@20 breaking ties) on the validation purchases of up to
 :data:`TUNING_USERS` users, products bought in training excluded; baselines are scored as themselves, graph
 models by their best epoch. Nothing here reads a test split: ``sharerank eval`` alone does.
@@ -10,6 +10,7 @@ models by their best epoch. Nothing here reads a test split: ``sharerank eval`` 
 
 from __future__ import annotations
 
+import inspect
 import logging
 import time
 from collections.abc import Callable
@@ -23,7 +24,7 @@ from sharerank.dataset.reader import Dataset
 from sharerank.models.recommenders.graph import interaction_matrix
 from sharerank.models.recommenders.registry import model_names, spec
 from sharerank.training.feed.evaluate import rank
-from sharerank.training.feed.fit import Fitted, SkippedModel, fit_model, known_interactions
+from sharerank.training.feed.fit import Fitted, SkippedModel, fit_model, known_interactions, train_config
 from sharerank.training.feed.metrics import evaluate_ranking
 from sharerank.training.feed.split import Split
 
@@ -31,6 +32,10 @@ log = logging.getLogger(__name__)
 
 TUNING_USERS = 5000
 DEFAULT_BUDGET_SECONDS = 600.0
+SEARCH_SHARE = 0.75
+"""The share of the budget the families' search gets. The rest lets a graph-model winner whose trial was cut
+short by time train on until validation stops improving: its trial had a few epochs of a family's share (Ciao: 3
+where 11 were best), and a refit for the trial's epoch count would serve that undertrained model."""
 
 
 @dataclass(frozen=True)
@@ -107,15 +112,23 @@ def score_trial(name: str, params: dict[str, Any],
     figures["seconds"] = time.perf_counter() - started
     settings = {key: value for key, value in params.items() if key != "max_seconds"}  # a trial's budget
     history = list(fitted.result.history) if fitted.result is not None else []
+    if spec(name).trainable:
+        config = train_config(name, settings)
+        ran, best = len(history), int(fitted.result.best_epoch)
+        figures["converged"] = float(ran >= config.epochs or ran - best >= config.patience)
+        figures["epochs_run"] = float(ran)
     return figures, {**settings, **_epochs(fitted)}, history
 
 
 def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BUDGET_SECONDS,
            families: list[str] | None = None, fixed: dict[str, Any] | None = None, seed: int = 0,
-           on_trial: TrialCallback | None = None) -> Choice:
+           on_trial: TrialCallback | None = None, search_share: float = SEARCH_SHARE) -> Choice:
     """Tunes every servable family (or ``families``) on ``split.valid`` and returns the best; with ``fixed``
     settings each family runs once, with them, untuned. Each family gets an equal share of what is left of
-    ``budget_seconds``; one whose single fit is known to need more (EASE on many products) is skipped.
+    ``budget_seconds`` (``search_share`` of it); one whose single fit is known to need more (EASE on many
+    products) is skipped. A graph-model winner whose best trial was stopped by its time share rather than by
+    validation trains once more, on the rest of the budget, to its early stop, and its epoch count is what
+    the refit runs.
 
     Raises:
         ValueError: there is no validation purchase to choose on, or no family could run.
@@ -125,13 +138,14 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     validation = Validation.of(dataset, split, seed)
     names = families or model_names(servable=True)
     deadline = time.monotonic() + budget_seconds
+    search_deadline = time.monotonic() + search_share * budget_seconds
     results: dict[str, dict[str, Any]] = {}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for position, name in enumerate(names):
         entry = spec(name)
-        share = max(0.0, (deadline - time.monotonic()) / (len(names) - position))
+        share = max(0.0, (search_deadline - time.monotonic()) / (len(names) - position))
         family_deadline = time.monotonic() + share
-        trials: list[tuple[float, float, dict[str, Any]]] = []
+        trials: list[tuple[float, float, dict[str, Any], dict[str, float]]] = []
 
         def run(params: dict[str, Any], index: int, name: str = name, entry=entry, trials=trials,
                 family_deadline: float = family_deadline) -> float:
@@ -139,7 +153,7 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
                 room = max(1.0, (family_deadline - time.monotonic()) / max(entry.trials - index, 1))
                 params = {**params, "max_seconds": room}
             figures, settings, history = score_trial(name, params, validation)
-            trials.append((figures["val_recall_20"], figures["val_ndcg_20"], settings))
+            trials.append((figures["val_recall_20"], figures["val_ndcg_20"], settings, figures))
             if on_trial is not None:
                 on_trial(Trial(name, index, params, figures, history))
             log.info("auto: %s trial %d %s -> %s", name, index, params, figures)
@@ -154,19 +168,37 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
             run(dict(fixed or {}), 0)
             if fixed is None and entry.space and entry.trials > 1 and time.monotonic() < family_deadline:
                 study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
+                for start in entry.starts:
+                    study.enqueue_trial(_with_defaults(entry, start), skip_if_exists=True)
                 study.optimize(lambda trial, space=entry.space: run(_suggest(trial, space), trial.number + 1),
                                n_trials=entry.trials - 1, timeout=max(family_deadline - time.monotonic(), 0.0))
         except SkippedModel as exc:
             results[name] = {"skipped": str(exc)}
             continue
-        recall, ndcg, params = max(trials, key=lambda t: (t[0], t[1]))
-        results[name] = {"val_recall_20": recall, "val_ndcg_20": ndcg, "params": params,
-                         "trials": len(trials)}
+        recall, ndcg, params, figures = max(trials, key=lambda t: (t[0], t[1]))
+        results[name] = {"val_recall_20": recall, "val_ndcg_20": ndcg, "params": params, "trials": len(trials)}
+        if entry.trainable:
+            results[name].update(converged=bool(figures["converged"]), epochs_run=int(figures["epochs_run"]))
     ranked = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if "skipped" not in r]
     if not ranked:
         raise ValueError(f"no model could run here: {results}")
     recall, ndcg, winner = max(ranked)
-    return Choice(winner, results[winner]["params"], {"val_recall_20": recall, "val_ndcg_20": ndcg}, results)
+    best = results[winner]
+    room = deadline - time.monotonic()
+    if spec(winner).trainable and not best["converged"] and room > 1.0:
+        params = {key: value for key, value in best["params"].items() if key != "epochs"}
+        params.update({key: value for key, value in (fixed or {}).items() if key == "epochs"})
+        figures, settings, history = score_trial(winner, {**params, "max_seconds": room}, validation)
+        if on_trial is not None:
+            on_trial(Trial(winner, best["trials"], {**params, "max_seconds": room}, figures, history))
+        log.info("auto: %s trained on to its early stop -> %s", winner, figures)
+        best["continued"] = {"val_recall_20": figures["val_recall_20"], "val_ndcg_20": figures["val_ndcg_20"],
+                             "epochs": settings["epochs"], "epochs_run": int(figures["epochs_run"]),
+                             "converged": bool(figures["converged"])}
+        if (figures["val_recall_20"], figures["val_ndcg_20"]) >= (recall, ndcg):
+            recall, ndcg = figures["val_recall_20"], figures["val_ndcg_20"]
+            best.update(val_recall_20=recall, val_ndcg_20=ndcg, params=settings)
+    return Choice(winner, best["params"], {"val_recall_20": recall, "val_ndcg_20": ndcg}, results)
 
 
 def fit_choice(dataset: Dataset, split: Split, choice: Choice,
@@ -182,6 +214,14 @@ def fit_choice(dataset: Dataset, split: Split, choice: Choice,
         fitted = fit_model(choice.name, dataset, split, params, refit=True)
     fitted.info["choice"] = choice.to_json()
     return fitted
+
+
+def _with_defaults(entry, start: dict[str, Any]) -> dict[str, Any]:
+    """A starting setting with every other tuned argument at the model's default (not left to the tuner)."""
+    arguments = inspect.signature(entry.load()).parameters
+    defaults = {key: arguments[key].default for key in entry.space
+                if key in arguments and arguments[key].default is not inspect.Parameter.empty}
+    return {**defaults, **start}
 
 
 def _suggest(trial, space: dict[str, tuple]) -> dict[str, Any]:
