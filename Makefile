@@ -45,6 +45,10 @@ bench: $(STAMP)
 # Redis (a private redis-server when on PATH); the built model is cached between runs.
 	OMP_NUM_THREADS=1 $(PYTHON) bench/bench_feed_grpc.py --products 1000000 --users 100000 --repeats 3 \
 		--cache .sharerank/bench-cache --out-json bench/results/feed_grpc.json
+# Feed p50/p99 idle, under concurrent heavy seeding and with a hung (SIGSTOPped) Redis; then >= 10,000 fuzzed
+# requests over every RPC.
+	$(PYTHON) bench/bench_faults.py --users 20000 --repeats 3 --without-bulkhead --out-json bench/results/faults.json
+	$(PYTHON) bench/bench_fuzz.py --requests 10000 --out-json bench/results/fuzz.json
 
 # ruff, and the layer contract (import-linter on the installed layout; also part of `make test`).
 lint: $(STAMP)

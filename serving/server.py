@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from concurrent import futures
 
@@ -23,7 +24,7 @@ from sharerank.config import Settings  # noqa: E402
 from sharerank.serving.api.services import SERVICE_NAMES, SERVICES  # noqa: E402
 from sharerank.serving.api.spec import ServingContext  # noqa: E402
 from sharerank.serving.auth import BearerAuthInterceptor  # noqa: E402
-from sharerank.serving.bulkhead import Bulkhead  # noqa: E402
+from sharerank.serving.bulkhead import GIL_SWITCH_S, Bulkhead  # noqa: E402
 from sharerank.serving.events.healer import LiveStateHealer  # noqa: E402
 from sharerank.serving.events.log import EventLog  # noqa: E402
 from sharerank.serving.model_holder import ModelHolder, ModelLoadError  # noqa: E402
@@ -92,6 +93,7 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
 def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, address: str | None,
            metrics_address: str | None, event_log: EventLog) -> Server:
     holder = holder or ModelHolder(settings)
+    sys.setswitchinterval(GIL_SWITCH_S)  # process-wide: feeds wait less for a GIL that heavy calls hold
     metrics = ServerMetrics() if metrics_address is not None or settings.metrics_port else None
     # Metrics outermost, so the calls auth rejects are counted (by code) like any other.
     interceptors = [MetricsInterceptor(metrics)] if metrics is not None else []

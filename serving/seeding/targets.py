@@ -18,7 +18,6 @@ from sharerank.models.seeding.plan import DEFAULT_EPSILON, MAX_BUDGET, SeedingEr
 from sharerank.serving.errors import failed_precondition, invalid_argument, not_found
 from sharerank.serving.ids import quote
 
-
 MIN_EPSILON = 0.01
 """Smallest epsilon a request may ask for: the work grows as 1/epsilon² (0.01 costs 100× the default 0.1), and
 a tiny one (1e-200) overflowed it into a division by zero."""
