@@ -1,4 +1,5 @@
-"""AdminService (GetModelInfo, ReloadModel): what is serving, and reloads that swap atomically."""
+"""AdminService (GetModelInfo, ReloadModel): what is serving (and whether it is pinned), and reloads that swap
+atomically, run in a bulkhead of their own; a reload to a named version pins it (``ModelHolder.load``)."""
 
 from __future__ import annotations
 
@@ -44,7 +45,6 @@ class AdminService(admin_service_pb2_grpc.AdminServiceServicer):
         return admin_service_pb2.ReloadModelResponse(
             model_version=now.version, previous_model_version=before.version if before else "",
             changed=before is None or before.version != now.version, pinned=self.holder.pin is not None)
-
 
     def _load(self, version: str | None) -> tuple[LoadedModel, LoadedModel | None]:
         try:

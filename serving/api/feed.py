@@ -2,7 +2,8 @@
 
 Requests become :class:`FeedRequest` (validated, ids still external), the pipeline
 (:mod:`sharerank.serving.feed`) ranks, and its page becomes the response with a stateless page token that
-carries the products served so far, so pages never repeat.
+carries the products served so far, so pages never repeat (signed and bounded: :mod:`.page_token`). Every id
+follows the one id rule (:mod:`sharerank.serving.ids`), checked before any work.
 """
 
 from __future__ import annotations
