@@ -14,6 +14,7 @@ import numpy as np
 from sharerank.dataset.reader import Dataset
 from sharerank.models.artifact.bundle import ModelBundle
 from sharerank.models.artifact.index import ProductIndex
+from sharerank.models.audience.scorer import latest_sharers
 from sharerank.models.recommenders.factors import Factors
 from sharerank.models.recommenders.graph import friends_matrix, interaction_matrix
 from sharerank.models.seeding.plan import SeedingContext
@@ -67,4 +68,7 @@ def build_bundle(dataset: Dataset, factors: Factors, info: dict[str, Any]) -> Mo
         seeding=SeedingContext.from_dataset(dataset, user_embedding=factors.user if factors.user.any() else None)
         if has_influence_data(dataset) else None,
         item_item=factors.item_item,
+        shared_to=None if dataset.shares is None else latest_sharers(
+            dataset.shares.recipient, dataset.shares.product, dataset.shares.sharer, dataset.shares.ts,
+            dataset.num_users, dataset.num_products),
     )

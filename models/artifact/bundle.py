@@ -11,7 +11,9 @@ Folder layout::
     arrays.npz   user_embedding, product_embedding (float32), history_indptr, history_indices
                  (what each user bought in the training data, CSR), friends_indptr, friends_indices (each
                  user's social neighbourhood, CSR), popularity, in_stock, category_prior (optional),
-                 item_item_indptr, item_item_indices, item_item_data (optional: the model's item-item part)
+                 item_item_indptr, item_item_indices, item_item_data (optional: the model's item-item part),
+                 shared_to_indptr, shared_to_indices, shared_to_sharer (optional: who last shared each product
+                 to each user, users × products CSR whose data is the sharer's row + 1)
     index.faiss  the product index (row i = product i)
     info.json    model type, hyper-parameters, data fingerprint, metrics
     seeding/     the influence model, communities and activity per user (optional: only when the training
@@ -61,6 +63,8 @@ class ModelBundle:
         item_item: The model's item-item part, products × products CSR: a user's score of product ``j`` adds
             ``item_item[i, j]`` for every product ``i`` they bought (see
             :mod:`~sharerank.models.recommenders.factors`); None for a model of vectors only.
+        shared_to: users × products CSR of the training data's shares: entry ``[u, p]`` is the row + 1 of the
+            latest user who shared ``p`` to ``u`` (GetAudience's "shared to them by" evidence); None without shares.
     """
 
     users: np.ndarray
@@ -78,6 +82,7 @@ class ModelBundle:
     category_prior: np.ndarray | None = None
     seeding: SeedingContext | None = None
     item_item: sp.csr_matrix | None = None
+    shared_to: sp.csr_matrix | None = None
 
     def __post_init__(self) -> None:
         if self.seller is None:
@@ -140,7 +145,9 @@ class ModelBundle:
         """Computes every lazy look-up now, so no request pays for it (call off the request path)."""
         names = ("user_rows", "product_rows", "popular_order", "category_codes", "seller_codes", "long_tail",
                  "max_popularity", "has_vectors", "has_history")
-        for name in names + (("buyers_matrix",) if self.seeding is not None else ()):
+        lazy = (("buyers_matrix",) if self.seeding is not None else ()) + (
+            ("shared_to_by_product",) if self.shared_to is not None else ())
+        for name in names + lazy:
             getattr(self, name)
         if self.seeding is not None:
             self.seeding.warm()
@@ -163,6 +170,20 @@ class ModelBundle:
     def buyers_matrix(self) -> sp.csr_matrix:
         """products × users: the transpose of :attr:`history`, for seeding's "already bought" exclusion."""
         return self.history.T.tocsr()
+
+    def shared_by(self, product_row: int) -> np.ndarray:
+        """Per user row, the row of the latest user who shared the product to them, -1 for none."""
+        out = np.full(len(self.users), -1, dtype=np.int64)
+        if self.shared_to is not None:
+            column = self.shared_to_by_product
+            lo, hi = column.indptr[product_row], column.indptr[product_row + 1]
+            out[column.indices[lo:hi]] = column.data[lo:hi].astype(np.int64) - 1
+        return out
+
+    @cached_property
+    def shared_to_by_product(self) -> sp.csr_matrix:
+        """products × users: the transpose of :attr:`shared_to`, one product's recipients in one slice."""
+        return sp.csr_matrix(self.shared_to.T.tocsr(), copy=False)
 
     def item_item_scores(self, bought: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The item-item part of a user's scores: ``(product rows, summed weights)``, rows ascending, over the
@@ -256,7 +277,10 @@ class ModelBundle:
                  popularity=self.popularity, in_stock=self.in_stock, category_prior=self.category_prior,
                  **({} if self.item_item is None else {"item_item_indptr": self.item_item.indptr,
                                                        "item_item_indices": self.item_item.indices,
-                                                       "item_item_data": self.item_item.data.astype(np.float32)}))
+                                                       "item_item_data": self.item_item.data.astype(np.float32)}),
+                 **({} if self.shared_to is None else {"shared_to_indptr": self.shared_to.indptr,
+                                                       "shared_to_indices": self.shared_to.indices,
+                                                       "shared_to_sharer": self.shared_to.data.astype(np.int64)}))
         self.index.save(path / "index.faiss")
         (path / "info.json").write_text(json.dumps(self.info, indent=2, sort_keys=True, default=str))
         if self.seeding is not None:
@@ -292,6 +316,9 @@ class ModelBundle:
                 item_item=sp.csr_matrix((arrays["item_item_data"], arrays["item_item_indices"],
                                          arrays["item_item_indptr"]), shape=(len(products), len(products)))
                 if "item_item_data" in arrays else None,
+                shared_to=sp.csr_matrix((arrays["shared_to_sharer"], arrays["shared_to_indices"],
+                                         arrays["shared_to_indptr"]), shape=(len(users), len(products)))
+                if "shared_to_sharer" in arrays else None,
             )
 
 

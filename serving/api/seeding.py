@@ -1,4 +1,4 @@
-"""SeedingService (GetSeedTargets): the servicer, and the proto ↔ domain mapping of its messages."""
+"""SeedingService (GetSeedTargets, GetAudience): the servicer, and the proto ↔ domain mapping of its messages."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sharerank.serving.ids import check_id, check_ids, quote
 from sharerank.serving.model_holder import ModelHolder
 from sharerank.serving.online_store import OnlineStore, OnlineStoreError
 from sharerank.serving.ratelog import RateLimitedLog
+from sharerank.serving.seeding.audience import AudienceMember, AudienceRequest, audience
 from sharerank.serving.seeding.targets import SeedRequest, seed_targets
 from sharerank.v1 import reason_pb2, seeding_service_pb2, seeding_service_pb2_grpc
 
@@ -38,6 +39,19 @@ class SeedingService(seeding_service_pb2_grpc.SeedingServiceServicer):
             abort(context, error)
         return seed_response(plan, model.version, note)
 
+    def GetAudience(self, request, context):
+        try:
+            parsed = parse_audience_request(request)
+        except ServiceError as error:
+            abort(context, error)
+        model = serving_model(self.holder, context)
+        live, note = live_buyers(self.store, parsed.product_id)
+        try:
+            members = audience(model.bundle, parsed, live_buyers=live)
+        except ServiceError as error:
+            abort(context, error)
+        return audience_response(members, model.version, note)
+
     def _plan(self, bundle: ModelBundle, parsed: SeedRequest) -> tuple[SeedPlan, str | None]:
         live, note = live_buyers(self.store, parsed.product_id)
         return seed_targets(bundle, parsed, live_buyers=live), note
@@ -52,7 +66,7 @@ def live_buyers(store: OnlineStore, product_id: str | None) -> tuple[tuple[str, 
     except OnlineStoreError as exc:
         log.warning("store-down", "seeding without live buyers of %s: %s", quote(product_id), exc)
         return (), ("the online store did not answer: buyers of the product since the model was trained may be "
-                    "among the seeds")
+                    "among the results")
 
 
 MAX_EXCLUDED_USERS = 10_000
@@ -75,6 +89,27 @@ def parse_seed_request(request: seeding_service_pb2.GetSeedTargetsRequest) -> Se
     return SeedRequest(budget=request.budget, product_id=product_id, category=category,
                        exclude_user_ids=excluded, min_activity=request.min_activity,
                        max_seeds_per_community=request.max_seeds_per_community, epsilon=request.epsilon)
+
+
+def parse_audience_request(request: seeding_service_pb2.GetAudienceRequest) -> AudienceRequest:
+    """The request in domain terms, ids checked by the one id rule.
+
+    Raises:
+        ServiceError: INVALID_ARGUMENT naming the bad field.
+    """
+    product_id = check_id(request.product_id, "product_id", "EMPTY_PRODUCT_ID", "INVALID_PRODUCT_ID")
+    excluded = check_ids(request.exclude_user_ids, "exclude_user_ids", MAX_EXCLUDED_USERS)
+    return AudienceRequest(product_id=product_id, k=request.k, exclude_user_ids=excluded)
+
+
+def audience_response(members: list[AudienceMember], model_version: str,
+                      note: str | None = None) -> seeding_service_pb2.GetAudienceResponse:
+    return seeding_service_pb2.GetAudienceResponse(
+        members=[seeding_service_pb2.AudienceMember(
+            user_id=m.user_id, score=m.score,
+            reasons=[reason_pb2.Reason(kind=reason_pb2.ReasonKind.Value(f"REASON_KIND_{r.kind}"), text=r.text)
+                     for r in m.reasons]) for m in members],
+        model_version=model_version, warnings=[note] if note else [])
 
 
 def seed_response(plan: SeedPlan, model_version: str,

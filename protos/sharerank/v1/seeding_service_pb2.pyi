@@ -60,3 +60,33 @@ class GetSeedTargetsResponse(_message.Message):
     expected_reach_ci_high: float
     influence_regime: str
     def __init__(self, seeds: _Optional[_Iterable[_Union[SeedTarget, _Mapping]]] = ..., expected_reach: _Optional[float] = ..., model_version: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ..., expected_reach_ci_low: _Optional[float] = ..., expected_reach_ci_high: _Optional[float] = ..., influence_regime: _Optional[str] = ...) -> None: ...
+
+class GetAudienceRequest(_message.Message):
+    __slots__ = ("product_id", "k", "exclude_user_ids")
+    PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_USER_IDS_FIELD_NUMBER: _ClassVar[int]
+    product_id: str
+    k: int
+    exclude_user_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, product_id: _Optional[str] = ..., k: _Optional[int] = ..., exclude_user_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class AudienceMember(_message.Message):
+    __slots__ = ("user_id", "score", "reasons")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    score: float
+    reasons: _containers.RepeatedCompositeFieldContainer[_reason_pb2.Reason]
+    def __init__(self, user_id: _Optional[str] = ..., score: _Optional[float] = ..., reasons: _Optional[_Iterable[_Union[_reason_pb2.Reason, _Mapping]]] = ...) -> None: ...
+
+class GetAudienceResponse(_message.Message):
+    __slots__ = ("members", "model_version", "warnings")
+    MEMBERS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    WARNINGS_FIELD_NUMBER: _ClassVar[int]
+    members: _containers.RepeatedCompositeFieldContainer[AudienceMember]
+    model_version: str
+    warnings: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, members: _Optional[_Iterable[_Union[AudienceMember, _Mapping]]] = ..., model_version: _Optional[str] = ..., warnings: _Optional[_Iterable[str]] = ...) -> None: ...

@@ -40,6 +40,11 @@ class SeedingServiceStub:
                 request_serializer=sharerank_dot_v1_dot_seeding__service__pb2.GetSeedTargetsRequest.SerializeToString,
                 response_deserializer=sharerank_dot_v1_dot_seeding__service__pb2.GetSeedTargetsResponse.FromString,
                 _registered_method=True)
+        self.GetAudience = channel.unary_unary(
+                '/sharerank.v1.SeedingService/GetAudience',
+                request_serializer=sharerank_dot_v1_dot_seeding__service__pb2.GetAudienceRequest.SerializeToString,
+                response_deserializer=sharerank_dot_v1_dot_seeding__service__pb2.GetAudienceResponse.FromString,
+                _registered_method=True)
 
 
 class SeedingServiceServicer:
@@ -53,6 +58,13 @@ class SeedingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetAudience(self, request, context):
+        """Returns the `k` users most likely to buy a product soon, best first, buyers left out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SeedingServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -60,6 +72,11 @@ def add_SeedingServiceServicer_to_server(servicer, server):
                     servicer.GetSeedTargets,
                     request_deserializer=sharerank_dot_v1_dot_seeding__service__pb2.GetSeedTargetsRequest.FromString,
                     response_serializer=sharerank_dot_v1_dot_seeding__service__pb2.GetSeedTargetsResponse.SerializeToString,
+            ),
+            'GetAudience': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetAudience,
+                    request_deserializer=sharerank_dot_v1_dot_seeding__service__pb2.GetAudienceRequest.FromString,
+                    response_serializer=sharerank_dot_v1_dot_seeding__service__pb2.GetAudienceResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -90,6 +107,33 @@ class SeedingService:
             '/sharerank.v1.SeedingService/GetSeedTargets',
             sharerank_dot_v1_dot_seeding__service__pb2.GetSeedTargetsRequest.SerializeToString,
             sharerank_dot_v1_dot_seeding__service__pb2.GetSeedTargetsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetAudience(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/sharerank.v1.SeedingService/GetAudience',
+            sharerank_dot_v1_dot_seeding__service__pb2.GetAudienceRequest.SerializeToString,
+            sharerank_dot_v1_dot_seeding__service__pb2.GetAudienceResponse.FromString,
             options,
             channel_credentials,
             insecure,

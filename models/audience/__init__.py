@@ -1,0 +1,1 @@
+"""Audience scoring: who is likely to buy a product soon (GetAudience and its offline evaluation)."""

@@ -1,0 +1,131 @@
+"""The users most likely to buy one product soon: the recommender's affinity blended with social evidence.
+
+The served recommender already says how much each user likes each product (``user · product`` plus the
+item-item rows of what they bought, :mod:`~sharerank.models.recommenders.factors`); read from the product's
+side, that column ranks users. People also buy what their friends bought, what was shared to them and more of
+what they already buy, so those counts are added on a log scale:
+
+.. math::
+    s(u) = z(a_u) + w_f \\log(1 + f_u) + w_c \\log(1 + c_u) + w_s [u \\text{ received a share of it}]
+
+with :math:`a_u` the affinity standardised over users (:math:`z`), :math:`f_u` friends who bought the product
+and :math:`c_u` products of its category the user bought. Serving and ``sharerank eval-audience`` use the same
+function, so the offline figures are the served scorer's.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass(frozen=True)
+class AudienceWeights:
+    """Weights of the social evidence against the standardised affinity (defaults chosen on the validation
+    split of the simulated world, ``sharerank eval-audience``; Ciao's validation picks the same order).
+
+    Args:
+        friends: Weight of ``log(1 + friends who bought it)`` (default: 1.0).
+        category: Weight of ``log(1 + products of its category bought)`` (default: 0.5).
+        shared: Weight of having received a share of the product (default: 1.0).
+    """
+
+    friends: float = 1.0
+    category: float = 0.5
+    shared: float = 1.0
+
+
+@dataclass(frozen=True)
+class AudienceEvidence:
+    """Per user (row ``u`` of every array): what the score rests on, for one product.
+
+    Args:
+        affinity: The recommender's score of the product for each user, float ``(U,)``.
+        friends_bought: Friends of each user who bought the product, int ``(U,)``.
+        category_bought: Products of the product's category each user bought, int ``(U,)``.
+        shared_by: Row of the latest user who shared the product to each user, -1 for none, int ``(U,)``.
+    """
+
+    affinity: np.ndarray
+    friends_bought: np.ndarray
+    category_bought: np.ndarray
+    shared_by: np.ndarray
+
+    def scores(self, weights: AudienceWeights = AudienceWeights()) -> np.ndarray:
+        spread = float(self.affinity.std())
+        z = (self.affinity - self.affinity.mean()) / spread if spread > 0 else np.zeros_like(self.affinity)
+        return (z + weights.friends * np.log1p(self.friends_bought) + weights.category * np.log1p(
+            self.category_bought) + weights.shared * (self.shared_by >= 0)).astype(np.float64)
+
+
+def affinity(user_embedding: np.ndarray, product_vector: np.ndarray, history: sp.csr_matrix,
+             item_item_column: sp.spmatrix | None) -> np.ndarray:
+    """Every user's recommender score of one product: ``user · product`` plus, with an item-item part, the
+    weights from what each user bought to it (``history @ item_item[:, p]``)."""
+    scores = user_embedding @ np.asarray(product_vector, dtype=np.float32)
+    if item_item_column is not None and item_item_column.nnz:
+        scores = scores + np.asarray(history @ item_item_column.toarray().ravel(), dtype=np.float32)
+    return scores.astype(np.float64)
+
+
+def evidence(user_embedding: np.ndarray, product_vector: np.ndarray, history: sp.csr_matrix,
+             item_item_column: sp.spmatrix | None, friends: sp.csr_matrix, buyers: np.ndarray,
+             in_category: np.ndarray, shared_by: np.ndarray | None = None) -> AudienceEvidence:
+    """The evidence for one product from the served parts: ``buyers`` are user rows who bought it, ``in_category``
+    a boolean mask of the products sharing its category, ``shared_by`` as in :class:`AudienceEvidence`."""
+    n = len(user_embedding)
+    bought = np.zeros(n, dtype=np.float32)
+    bought[np.asarray(buyers, dtype=np.int64)] = 1.0
+    return AudienceEvidence(
+        affinity=affinity(user_embedding, product_vector, history, item_item_column),
+        friends_bought=np.rint(friends @ bought).astype(np.int64),
+        category_bought=np.asarray(history @ in_category.astype(np.float32)).ravel().astype(np.int64),
+        shared_by=np.full(n, -1, dtype=np.int64) if shared_by is None else np.asarray(shared_by, dtype=np.int64))
+
+
+def top_audience(scores: np.ndarray, k: int, exclude: np.ndarray) -> np.ndarray:
+    """The ``k`` best user rows by ``scores`` (best first, ties by row), ``exclude`` left out."""
+    scores = np.array(scores, dtype=np.float64)
+    scores[np.asarray(exclude, dtype=np.int64)] = -np.inf
+    eligible = int(np.isfinite(scores).sum())
+    k = min(k, eligible)
+    if k <= 0:
+        return np.empty(0, dtype=np.int64)
+    part = np.argpartition(-scores, k - 1)[:k] if k < len(scores) else np.arange(len(scores))
+    return part[np.lexsort((part, -scores[part]))][:k]
+
+
+@dataclass(frozen=True)
+class AudienceReason:
+    kind: str  # ReasonKind name suffix: PERSONALIZED, FRIENDS_BOUGHT, SIMILAR or SHARED_TO_YOU
+    text: str
+
+
+def reasons(evidence_: AudienceEvidence, row: int, category: str, user_ids: np.ndarray) -> list[AudienceReason]:
+    """Why user ``row`` is in the audience, strongest social evidence first; the taste match always last."""
+    out = []
+    if evidence_.shared_by[row] >= 0:
+        out.append(AudienceReason("SHARED_TO_YOU", f"shared to them by {user_ids[evidence_.shared_by[row]]}"))
+    friends = int(evidence_.friends_bought[row])
+    if friends:
+        out.append(AudienceReason("FRIENDS_BOUGHT", f"{friends} friend{'s' if friends > 1 else ''} bought it"))
+    bought = int(evidence_.category_bought[row])
+    if bought and category:
+        out.append(AudienceReason("SIMILAR", f"bought {bought} product{'s' if bought > 1 else ''} in {category}"))
+    share = float((evidence_.affinity < evidence_.affinity[row]).mean())
+    out.append(AudienceReason("PERSONALIZED", f"taste matches it better than {share:.0%} of users"))
+    return out
+
+
+def latest_sharers(recipient: np.ndarray, product: np.ndarray, sharer: np.ndarray, ts: np.ndarray,
+                   num_users: int, num_products: int) -> sp.csr_matrix:
+    """users × products CSR: entry ``[u, p]`` is the row + 1 of the latest user who shared ``p`` to ``u`` (+1 so
+    that user row 0 is not an implicit zero); the served form of the shares for :func:`evidence`."""
+    order = np.lexsort((np.nan_to_num(np.asarray(ts, dtype=np.float64), nan=0.0), product, recipient))
+    r, p, s = np.asarray(recipient)[order], np.asarray(product)[order], np.asarray(sharer)[order]
+    last = np.r_[(r[1:] != r[:-1]) | (p[1:] != p[:-1]), True] if len(r) else np.zeros(0, dtype=bool)
+    matrix = sp.csr_matrix((s[last].astype(np.int64) + 1, (r[last], p[last])), shape=(num_users, num_products))
+    matrix.sort_indices()
+    return matrix
