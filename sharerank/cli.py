@@ -151,7 +151,9 @@ SetOption = Annotated[list[str] | None, typer.Option(
                   "model argument), e.g. sharegnn.temperature=0.2 or ease.reg=300; values are JSON or none; "
                   "repeatable.")]
 BudgetOption = Annotated[float, typer.Option(min=1.0, help="Seconds the automatic choice may spend tuning every "
-                                                           "model family on validation.")]
+                                                           "model family on validation (the refit comes after).")]
+AUTO_BUDGET_SECONDS = 540.0
+"""Default of every --budget: training.feed.auto.DEFAULT_BUDGET_SECONDS, written here so --help needs no torch."""
 
 
 def _parse_settings(assignments: list[str] | None, models: list[str]) -> dict[str, dict[str, Any]]:
@@ -183,7 +185,7 @@ def train(
                                                   "event log), by event id, oldest first.")],
     model: Annotated[TrainModel, typer.Option(help="auto: every family tuned on validation, the winner served; "
                                                    "or one model, with its defaults and --set.")] = "auto",
-    budget: BudgetOption = 600.0,
+    budget: BudgetOption = AUTO_BUDGET_SECONDS,
     settings_: SetOption = None,
     seed: SeedOption = 0,
     as_json: JsonOption = False,
@@ -204,7 +206,7 @@ def train(
 def retrain(
     data: Annotated[list[Path], typer.Option(help="Dataset folders to merge and train on, oldest first (the base "
                                                   "data, then the event log RecordEvents wrote).")],
-    budget: BudgetOption = 600.0,
+    budget: BudgetOption = AUTO_BUDGET_SECONDS,
     force: Annotated[bool, typer.Option("--force", help="Promote the new version even if it scores worse.")] = False,
     seed: SeedOption = 0,
     as_json: JsonOption = False,
@@ -259,7 +261,7 @@ def eval(  # noqa: A001 - the command is called eval
     max_seconds: Annotated[float | None, typer.Option(help="Training budget per graph model (s).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Maximum epochs per graph model.")] = None,
     refit: Annotated[bool, typer.Option(help="Retrain graph models on train+validation.")] = True,
-    budget: BudgetOption = 600.0,
+    budget: BudgetOption = AUTO_BUDGET_SECONDS,
     settings_: SetOption = None,
     seed: SeedOption = 0,
     out: Annotated[Path | None, typer.Option(help="Also write the JSON report here.")] = None,
@@ -300,7 +302,7 @@ def recommend(
     model: Annotated[TrainModel, typer.Option(help="auto (the validation choice) or any model `sharerank eval` "
                                                    "scores.")] = "auto",
     out: Annotated[Path, typer.Option(help="CSV file: user_id,product_id,rank,score.")] = Path("recommendations.csv"),
-    budget: BudgetOption = 600.0,
+    budget: BudgetOption = AUTO_BUDGET_SECONDS,
     seed: SeedOption = 0,
     as_json: JsonOption = False,
 ) -> None:

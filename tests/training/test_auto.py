@@ -105,3 +105,10 @@ def test_a_graph_winner_cut_short_by_its_share_trains_on_to_its_early_stop(tiny_
     assert continued["epochs_run"] > family["epochs_run"], (continued, family["epochs_run"])
     if continued["val_recall_20"] >= family["val_recall_20"]:
         assert choice.params["epochs"] == continued["epochs"]
+
+
+def test_the_cli_default_budget_is_the_automatic_choices() -> None:
+    from sharerank.cli import AUTO_BUDGET_SECONDS
+    from sharerank.training.feed.auto import DEFAULT_BUDGET_SECONDS
+
+    assert AUTO_BUDGET_SECONDS == DEFAULT_BUDGET_SECONDS
