@@ -42,6 +42,7 @@ DOCUMENTED: dict[str, frozenset[grpc.StatusCode]] = {
     "GetSimilarProducts": frozenset({_OK, _INVALID, _NOT_FOUND}),
     "GetSeedTargets": frozenset({_OK, _INVALID, _NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION,
                                  grpc.StatusCode.RESOURCE_EXHAUSTED}),
+    "GetAudience": frozenset({_OK, _INVALID, _NOT_FOUND}),
     "RecordEvents": frozenset({_OK, _INVALID}),
     "GetModelInfo": frozenset({_OK}),
     "ReloadModel": frozenset({_OK, _INVALID, grpc.StatusCode.FAILED_PRECONDITION}),
@@ -161,6 +162,16 @@ def fuzz_get_seed_targets(channel: grpc.Channel, catalogue: Catalogue, data) -> 
     return call("GetSeedTargets", lambda: stub.GetSeedTargets(request, timeout=60))
 
 
+def fuzz_get_audience(channel: grpc.Channel, catalogue: Catalogue, data) -> grpc.StatusCode:
+    wild = data.draw(st.booleans(), "wild")
+    request = seeding_service_pb2.GetAudienceRequest(
+        product_id=data.draw(known(catalogue.products, wild), "product_id"),
+        k=data.draw(st.one_of(st.integers(1, 50), small_ints) if wild else st.integers(1, 50), "k"),
+        exclude_user_ids=data.draw(st.lists(known(catalogue.users, wild), max_size=4), "exclude"))
+    stub = seeding_service_pb2_grpc.SeedingServiceStub(channel)
+    return call("GetAudience", lambda: stub.GetAudience(request, timeout=60))
+
+
 @st.composite
 def events(draw, catalogue: Catalogue, wild: bool) -> event_service_pb2.Event:
     kind = draw(st.sampled_from(["purchase", "share", "view", "none"] if wild else ["purchase", "share", "view"]))
@@ -207,7 +218,8 @@ def fuzz_admin(channel: grpc.Channel, catalogue: Catalogue, data) -> grpc.Status
 
 
 FUZZERS = {"GetFeed": fuzz_get_feed, "GetSimilarProducts": fuzz_get_similar_products,
-           "GetSeedTargets": fuzz_get_seed_targets, "RecordEvents": fuzz_record_events, "Admin": fuzz_admin}
+           "GetSeedTargets": fuzz_get_seed_targets, "GetAudience": fuzz_get_audience,
+           "RecordEvents": fuzz_record_events, "Admin": fuzz_admin}
 """Every RPC; the admin fuzzer makes two calls an example (GetModelInfo, then ReloadModel)."""
 CALLS_PER_EXAMPLE = {"Admin": 2}
 
