@@ -45,12 +45,15 @@ class SeedingService(seeding_service_pb2_grpc.SeedingServiceServicer):
         except ServiceError as error:
             abort(context, error)
         model = serving_model(self.holder, context)
-        live, note = live_buyers(self.store, parsed.product_id)
-        try:
-            members = audience(model.bundle, parsed, live_buyers=live)
+        try:  # it scores every user: a heavy call, in the same bulkhead as seeding
+            members, note = self.bulkhead.run(context, lambda: self._audience(model.bundle, parsed))
         except ServiceError as error:
             abort(context, error)
         return audience_response(members, model.version, note)
+
+    def _audience(self, bundle: ModelBundle, parsed: AudienceRequest) -> tuple[list[AudienceMember], str | None]:
+        live, note = live_buyers(self.store, parsed.product_id)
+        return audience(bundle, parsed, live_buyers=live), note
 
     def _plan(self, bundle: ModelBundle, parsed: SeedRequest) -> tuple[SeedPlan, str | None]:
         live, note = live_buyers(self.store, parsed.product_id)
