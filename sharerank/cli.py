@@ -370,6 +370,31 @@ def eval_seeding(
     emit(report, as_json)
 
 
+@command
+def eval_audience(
+    data: Annotated[Path, typer.Option(help="Dataset folder (a simulated world, or e.g. an imported Ciao).")],
+    model: Annotated[TrainModel, typer.Option(help="The recommender whose affinity GetAudience reads (not auto: "
+                                                   "one model, fitted as `sharerank eval` fits it).")] = "itemknn",
+    ks: Annotated[str, typer.Option(help="Cut-offs of Recall@k, comma-separated.")] = "10,50,100",
+    max_products: Annotated[int, typer.Option(min=1, help="Products with held-out buyers scored (a random "
+                                                          "sample beyond this).")] = 3000,
+    seed: SeedOption = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """GetAudience's scorer from the product side: Recall@k of each product's held-out buyers against the most
+    active buyers and co-purchase; blend weights chosen on validation, scored once on test."""
+    from sharerank.training.audience.evaluate import run_eval_audience
+
+    if model.value == "auto":
+        raise UsageError("--model auto is not available here; name one model (e.g. itemknn)")
+    try:
+        cutoffs = tuple(int(x) for x in ks.split(",") if x.strip())
+    except ValueError:
+        raise UsageError(f"--ks must be comma-separated integers (got {ks!r})") from None
+    emit(run_eval_audience(data, model=model.value, ks=cutoffs, max_products=max_products, seed=seed,
+                           progress=lambda message: stderr.print(message)), as_json)
+
+
 def _seeding_tables(report: dict[str, Any]) -> list[Any]:
     """The eval-seeding report for people: learned vs oracle and baselines, and each replayed held-out part."""
     from rich.table import Table

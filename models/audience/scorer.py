@@ -23,29 +23,32 @@ import scipy.sparse as sp
 
 @dataclass(frozen=True)
 class AudienceWeights:
-    """Weights of the social evidence against the standardised affinity (defaults chosen on the validation
-    split of the simulated world, ``sharerank eval-audience``; Ciao's validation picks the same order).
+    """Weights of the social evidence against the standardised affinity. The defaults are what the validation
+    split chose (``sharerank eval-audience``) on the simulated world (graph filter) and on Ciao (item-kNN) alike;
+    a share received before a user's last known purchase carried no weight on either, so it is shown as a
+    reason but not scored.
 
     Args:
-        friends: Weight of ``log(1 + friends who bought it)`` (default: 1.0).
-        category: Weight of ``log(1 + products of its category bought)`` (default: 0.5).
-        shared: Weight of having received a share of the product (default: 1.0).
+        friends: Weight of ``log(1 + friends who bought it)`` (default: 2.0).
+        category: Weight of ``log(1 + products of its category bought)`` (default: 1.0).
+        shared: Weight of having received a share of the product (default: 0.0).
     """
 
-    friends: float = 1.0
-    category: float = 0.5
-    shared: float = 1.0
+    friends: float = 2.0
+    category: float = 1.0
+    shared: float = 0.0
 
 
 @dataclass(frozen=True)
 class AudienceEvidence:
-    """Per user (row ``u`` of every array): what the score rests on, for one product.
+    """What the score rests on: row ``u`` is a user, column ``j`` (when 2-D) one of several products scored
+    together.
 
     Args:
-        affinity: The recommender's score of the product for each user, float ``(U,)``.
-        friends_bought: Friends of each user who bought the product, int ``(U,)``.
-        category_bought: Products of the product's category each user bought, int ``(U,)``.
-        shared_by: Row of the latest user who shared the product to each user, -1 for none, int ``(U,)``.
+        affinity: The recommender's score of the product for each user, float ``(U,)`` or ``(U, B)``.
+        friends_bought: Friends of each user who bought the product, int, same shape.
+        category_bought: Products of the product's category each user bought, int, same shape.
+        shared_by: Row of the latest user who shared the product to each user, -1 for none, int, same shape.
     """
 
     affinity: np.ndarray
@@ -54,35 +57,51 @@ class AudienceEvidence:
     shared_by: np.ndarray
 
     def scores(self, weights: AudienceWeights = AudienceWeights()) -> np.ndarray:
-        spread = float(self.affinity.std())
-        z = (self.affinity - self.affinity.mean()) / spread if spread > 0 else np.zeros_like(self.affinity)
+        """:math:`s(u)` of the module docstring, affinity standardised over users (per product)."""
+        spread = self.affinity.std(axis=0)
+        z = (self.affinity - self.affinity.mean(axis=0)) / np.where(spread > 0, spread, 1.0)
         return (z + weights.friends * np.log1p(self.friends_bought) + weights.category * np.log1p(
             self.category_bought) + weights.shared * (self.shared_by >= 0)).astype(np.float64)
 
-
-def affinity(user_embedding: np.ndarray, product_vector: np.ndarray, history: sp.csr_matrix,
-             item_item_column: sp.spmatrix | None) -> np.ndarray:
-    """Every user's recommender score of one product: ``user · product`` plus, with an item-item part, the
-    weights from what each user bought to it (``history @ item_item[:, p]``)."""
-    scores = user_embedding @ np.asarray(product_vector, dtype=np.float32)
-    if item_item_column is not None and item_item_column.nnz:
-        scores = scores + np.asarray(history @ item_item_column.toarray().ravel(), dtype=np.float32)
-    return scores.astype(np.float64)
+    def column(self, j: int) -> AudienceEvidence:
+        """The evidence of the ``j``-th product scored together, 1-D."""
+        return AudienceEvidence(self.affinity[:, j], self.friends_bought[:, j], self.category_bought[:, j],
+                                self.shared_by[:, j])
 
 
-def evidence(user_embedding: np.ndarray, product_vector: np.ndarray, history: sp.csr_matrix,
-             item_item_column: sp.spmatrix | None, friends: sp.csr_matrix, buyers: np.ndarray,
-             in_category: np.ndarray, shared_by: np.ndarray | None = None) -> AudienceEvidence:
-    """The evidence for one product from the served parts: ``buyers`` are user rows who bought it, ``in_category``
-    a boolean mask of the products sharing its category, ``shared_by`` as in :class:`AudienceEvidence`."""
-    n = len(user_embedding)
-    bought = np.zeros(n, dtype=np.float32)
-    bought[np.asarray(buyers, dtype=np.int64)] = 1.0
-    return AudienceEvidence(
-        affinity=affinity(user_embedding, product_vector, history, item_item_column),
-        friends_bought=np.rint(friends @ bought).astype(np.int64),
-        category_bought=np.asarray(history @ in_category.astype(np.float32)).ravel().astype(np.int64),
-        shared_by=np.full(n, -1, dtype=np.int64) if shared_by is None else np.asarray(shared_by, dtype=np.int64))
+def evidence(user_embedding: np.ndarray, product_vectors: np.ndarray, history: sp.csr_matrix,
+             item_item_columns: sp.spmatrix | None, friends: sp.csr_matrix, bought: sp.spmatrix,
+             category_bought: np.ndarray, shared_by: np.ndarray) -> AudienceEvidence:
+    """The evidence for ``B`` products at once from the served parts (2-D, users × products).
+
+    Args:
+        user_embedding: ``(U, d)`` user vectors; ``product_vectors``: ``(B, d)`` the products' vectors.
+        history: users × catalogue CSR of purchases (what the item-item part reads).
+        item_item_columns: catalogue × B, the item-item part's columns of the products (None: no such part).
+        friends: users × users social neighbours.
+        bought: users × B, nonzero where the user bought the product.
+        category_bought: ``(U, B)`` products of each product's category each user bought
+            (:func:`category_counts`).
+        shared_by: ``(U, B)`` latest sharer row, -1 for none.
+    """
+    scores = user_embedding @ np.asarray(product_vectors, dtype=np.float32).T
+    if item_item_columns is not None and item_item_columns.nnz:
+        scores = scores + np.asarray((history @ item_item_columns).todense(), dtype=np.float32)
+    buyers = sp.csr_matrix(bought, dtype=np.float32)
+    buyers.data[:] = 1.0
+    return AudienceEvidence(affinity=np.asarray(scores, dtype=np.float64),
+                            friends_bought=np.rint(np.asarray((friends @ buyers).todense())).astype(np.int64),
+                            category_bought=np.asarray(category_bought, dtype=np.int64),
+                            shared_by=np.asarray(shared_by, dtype=np.int64))
+
+
+def category_counts(history: sp.csr_matrix, category_codes: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+    """``(U, len(wanted))``: how many products of category code ``wanted[j]`` each user bought (0 for -1, an
+    unknown category)."""
+    wanted = np.asarray(wanted, dtype=np.int64)
+    names, at = np.unique(wanted, return_inverse=True)
+    onehot = sp.csr_matrix((category_codes[:, None] == names[None, :]) & (names[None, :] >= 0), dtype=np.float32)
+    return np.rint(np.asarray((history @ onehot).todense())).astype(np.int64)[:, at.ravel()]
 
 
 def top_audience(scores: np.ndarray, k: int, exclude: np.ndarray) -> np.ndarray:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.sparse as sp
 
 from sharerank.models.artifact.bundle import ModelBundle
-from sharerank.models.audience.scorer import AudienceReason, evidence, reasons, top_audience
+from sharerank.models.audience.scorer import AudienceReason, category_counts, evidence, reasons, top_audience
 from sharerank.serving.errors import invalid_argument, not_found
 from sharerank.serving.ids import quote
 
@@ -46,10 +47,13 @@ def audience(bundle: ModelBundle, request: AudienceRequest, live_buyers: tuple[s
     rows = bundle.user_rows
     live = np.array([rows[u] for u in live_buyers if u in rows], dtype=np.int64)
     buyers = np.union1d(bundle.buyers(product), live)
-    found = evidence(bundle.user_embedding, bundle.product_embedding[product], bundle.history,
-                     None if bundle.item_item is None else bundle.item_item[:, [product]], bundle.friends, buyers,
-                     bundle.category_codes == bundle.category_codes[product] if bundle.category_codes[product] >= 0
-                     else np.zeros(len(bundle.products), dtype=bool), bundle.shared_by(product))
+    users = len(bundle.users)
+    found = evidence(bundle.user_embedding, bundle.product_embedding[[product]], bundle.history,
+                     None if bundle.item_item is None else bundle.item_item[:, [product]], bundle.friends,
+                     sp.csr_matrix((np.ones(len(buyers)), (buyers, np.zeros(len(buyers), dtype=np.int64))),
+                                   shape=(users, 1)),
+                     category_counts(bundle.history, bundle.category_codes, bundle.category_codes[[product]]),
+                     bundle.shared_by(product)[:, None]).column(0)
     scores = found.scores()
     excluded = np.r_[buyers, np.array([rows[u] for u in request.exclude_user_ids if u in rows], dtype=np.int64)]
     category = str(bundle.category[product])

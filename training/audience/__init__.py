@@ -1,0 +1,1 @@
+"""Offline evaluation of GetAudience's scorer (``sharerank eval-audience``)."""
