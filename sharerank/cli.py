@@ -395,6 +395,20 @@ def eval_audience(
                            progress=lambda message: stderr.print(message)), as_json)
 
 
+@command
+def demand(
+    data: Annotated[Path, typer.Option(help="Dataset folder with purchase (and share) times.")],
+    period_days: Annotated[float, typer.Option(help="Length of one period in days.")] = 7.0,
+    seed: SeedOption = 0,
+    as_json: JsonOption = False,
+) -> None:
+    """Demand signals: share and purchase volumes per period by category and community, next-period forecasts
+    (exponential smoothing) scored against the naive one on the last period, products converting more shares."""
+    from sharerank.training.demand.signals import run_demand
+
+    emit(run_demand(data, period_days=period_days, seed=seed), as_json)
+
+
 def _seeding_tables(report: dict[str, Any]) -> list[Any]:
     """The eval-seeding report for people: learned vs oracle and baselines, and each replayed held-out part."""
     from rich.table import Table
