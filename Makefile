@@ -9,7 +9,7 @@ PROTOS := $(wildcard protos/sharerank/v1/*.proto)
 WHEELS ?= /opt/wheels
 LOCK_FLAGS ?=
 
-.PHONY: demo test bench lint lock proto clean
+.PHONY: demo test bench lint lock proto clean browser
 
 # Every package, pip and the build backend included, comes from the lock, pinned and hash-checked; the project
 # itself installs editable on top without resolving anything. Quiet on stdout (progress on stderr), so
@@ -35,7 +35,15 @@ lock: $(LOCKED)
 demo: $(STAMP)
 	@$(VENV)/bin/sharerank demo
 
-test: $(STAMP)
+# The console's browser tests drive Debian's chromium headless (tests/console); installed here when missing and
+# apt-get is at hand. Without it those tests skip with the reason, and fail under CI=true.
+CHROMIUM ?= /usr/bin/chromium
+browser:
+	@test -x $(CHROMIUM) || ! command -v apt-get >/dev/null || { apt-get update -qq >&2 && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >&2; } || \
+		echo "could not install chromium: the browser tests will skip (and fail under CI=true)" >&2
+
+test: $(STAMP) browser
 	$(PYTHON) -m pytest -q
 
 bench: $(STAMP)

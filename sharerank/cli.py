@@ -503,6 +503,37 @@ def serve(
 
 
 @command
+def console(
+    port: Annotated[int, typer.Option(min=1, max=65535, help="HTTP port of the console.")] = 8080,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    demand: Annotated[Path | None, typer.Option(help="A `sharerank demand --json` report for the demand page.")] = None,
+    mlflow_url: Annotated[str, typer.Option(help="Where the model page links the MLflow UI.")] = "http://127.0.0.1:5000",
+) -> None:
+    """The growth console: launch planner, audience, demand and model pages in a browser, over the gRPC service
+    at SHARERANK_GRPC_TARGET with SHARERANK_CONSOLE_TOKEN."""
+    import socket
+
+    import uvicorn
+
+    from sharerank.console.app import create_app
+
+    report = None
+    if demand is not None:
+        try:
+            report = json.loads(demand.read_text())
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"{demand}: not a demand report (JSON): {exc}") from None
+    with socket.socket() as probe:  # a taken port: one line, not uvicorn's traceback
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    settings = Settings()
+    stderr.print(f"sharerank console on http://{host}:{port} (service {settings.grpc_target})")
+    uvicorn.run(create_app(settings, report, mlflow_url=mlflow_url), host=host, port=port, log_level="warning")
+
+
+@command
 def demo(
     users: Annotated[int, typer.Option(min=100, help="Users in the simulated world.")] = 3000,
     budget: Annotated[float, typer.Option(min=1.0, help="Seconds the automatic choice may spend tuning, "

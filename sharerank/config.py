@@ -97,6 +97,15 @@ class Settings(BaseSettings):
         "server logs an error and serves without metrics.",
     )
 
+    grpc_target: str = Field(
+        "127.0.0.1:50051", description="Where the growth console (`sharerank console`) finds the gRPC service.")
+    console_token: str | None = Field(
+        None,
+        repr=False,  # a secret
+        description="Bearer token the growth console sends (a `growth` token of the server's auth_tokens when auth "
+        "is on; the console can do no more than it allows). Unset: no token.",
+    )
+
     @field_validator("auth_tokens", mode="before")
     @classmethod
     def _check_tokens(cls, tokens: object) -> object:
