@@ -183,7 +183,8 @@ class GraphFilter:
                 eigenvalues, vectors = _top_eigenvectors(self._apply_p, num_products, k, seed=self.seed)
             self.singular_values = np.sqrt(np.clip(eigenvalues, 0.0, None))
             self._left = np.ascontiguousarray(vectors * d_item[:, None], dtype=np.float32)
-            self._right_t = np.ascontiguousarray(vectors * np.power(item_degree, self.item_power)[:, None], dtype=np.float32)
+            self._right_t = np.ascontiguousarray(vectors * np.power(item_degree, self.item_power)[:, None],
+                                                 dtype=np.float32)
         return self
 
     @torch.no_grad()
@@ -294,10 +295,12 @@ def _inv_power(degree: np.ndarray, power: float) -> np.ndarray:
 def _top_eigenvalue(norm: sp.csr_matrix, norm_t: sp.csr_matrix, seed: int = 0) -> float:
     r"""The largest eigenvalue of :math:`\tilde{R}^T\tilde{R}` (ARPACK on the smaller Gram operator)."""
     rows, cols = norm.shape
-    if rows < cols:
-        n, apply = rows, lambda z: _spmm(norm, _spmm(norm_t, np.ascontiguousarray(z, dtype=np.float32).reshape(rows, -1)))
-    else:
-        n, apply = cols, lambda z: _spmm(norm_t, _spmm(norm, np.ascontiguousarray(z, dtype=np.float32).reshape(cols, -1)))
+    first, second = (norm_t, norm) if rows < cols else (norm, norm_t)  # the smaller Gram: second @ first
+    n = min(rows, cols)
+
+    def apply(z: np.ndarray) -> np.ndarray:
+        return _spmm(second, _spmm(first, np.ascontiguousarray(z, dtype=np.float32).reshape(n, -1)))
+
     start = np.random.default_rng(seed).random(n)
     operator = scipy.sparse.linalg.LinearOperator((n, n), matvec=apply, matmat=apply, dtype=np.float32)
     return float(scipy.sparse.linalg.eigsh(operator, k=1, which="LA", v0=start, tol=1e-6,

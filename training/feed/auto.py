@@ -2,10 +2,11 @@
 validation split carved from the training data, the winner refit on training + validation.
 
 Each family first runs with its defaults, then the starting settings its registry entry lists, then Optuna
-(TPE, seeded) tunes the settings the entry names, up to its trial count and its share of the budget (what a family leaves unspent goes to the next
-ones). A trial is scored by Recall@20 (NDCG@20 breaking ties) on the validation purchases of up to
-:data:`TUNING_USERS` users, products bought in training excluded; baselines are scored as themselves, graph
-models by their best epoch. Nothing here reads a test split: ``sharerank eval`` alone does.
+(TPE, seeded) tunes the settings the entry names, up to its trial count and its share of the budget (what a
+family leaves unspent goes to the next ones). A trial is scored by Recall@20 (NDCG@20 breaking ties) on the
+validation purchases of up to :data:`TUNING_USERS` users, products bought in training excluded; baselines are
+scored as themselves, graph models by their best epoch. Nothing here reads a test split: ``sharerank eval``
+alone does.
 """
 
 from __future__ import annotations
@@ -186,7 +187,7 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
         raise ValueError(f"no model could run here: {results}")
     cut_short = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items()
                  if "skipped" not in r and not r.get("converged", True)]
-    room = deadline - time.monotonic()
+    room = max(deadline - time.monotonic(), (1.0 - search_share) * budget_seconds)  # kept even if the search overran
     if cut_short and room > 1.0:
         name = max(cut_short)[2]
         _train_on(name, results[name], room, fixed, validation, on_trial)
@@ -206,6 +207,7 @@ def _train_on(name: str, family: dict[str, Any], room: float, fixed: dict[str, A
     if on_trial is not None:
         on_trial(Trial(name, family["trials"], {**params, "max_seconds": room}, figures, history))
     log.info("auto: %s trained on to its early stop -> %s", name, figures)
+    family["trials"] += 1  # one more child run
     family["continued"] = {"val_recall_20": figures["val_recall_20"], "val_ndcg_20": figures["val_ndcg_20"],
                            "epochs": settings["epochs"], "epochs_run": int(figures["epochs_run"]),
                            "converged": bool(figures["converged"])}
