@@ -141,6 +141,10 @@ def run_demo(settings: Settings, *, users: int, budget: float, seed: int, progre
         },
         "tracking_uri": settings.resolved_tracking_uri,
         "mlflow_ui": f"mlflow ui --backend-store-uri {settings.resolved_tracking_uri}",
+        # Optional, after the demo: the growth console over the demo's champion and world.
+        "console": {"address": "http://127.0.0.1:8080",
+                    "start": f"sharerank serve & sharerank demand --data {data_dir} --json > "
+                             f"{settings.home}/demand.json && sharerank console --demand {settings.home}/demand.json"},
         "seconds": round(time.perf_counter() - started, 1),
     }
 
