@@ -23,10 +23,11 @@ import scipy.sparse as sp
 
 @dataclass(frozen=True)
 class AudienceWeights:
-    """Weights of the social evidence against the standardised affinity. The defaults are what the validation
-    split chose (``sharerank eval-audience``) on the simulated world (graph filter) and on Ciao (item-kNN) alike;
-    a share received before a user's last known purchase carried no weight on either, so it is shown as a
-    reason but not scored.
+    """Weights of the social evidence against the standardised affinity. The defaults are the validation choice
+    of ``sharerank eval-audience`` on the simulated world with the graph filter; Ciao's validation (item-kNN)
+    also weighs the category history 1.0 and friends 0.5 to 2.0 depending on the products sampled. A share
+    received before a user's last known purchase carried no weight on either, so it is shown as a reason but not
+    scored.
 
     Args:
         friends: Weight of ``log(1 + friends who bought it)`` (default: 2.0).
