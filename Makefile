@@ -57,6 +57,8 @@ bench: $(STAMP)
 # requests over every RPC.
 	$(PYTHON) bench/bench_faults.py --users 20000 --repeats 3 --without-bulkhead --out-json bench/results/faults.json
 	$(PYTHON) bench/bench_fuzz.py --requests 10000 --out-json bench/results/fuzz.json
+# Growth console page load times in headless chromium over a served 100k-user world.
+	$(PYTHON) bench/bench_console.py --users 100000 --repeats 3 --out-json bench/results/console.json
 
 # ruff, and the layer contract (import-linter on the installed layout; also part of `make test`).
 lint: $(STAMP)
