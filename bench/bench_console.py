@@ -42,6 +42,7 @@ def main() -> None:
     parser.add_argument("--audience", type=int, default=100, help="users per audience")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--chromium", default="/usr/bin/chromium")
+    parser.add_argument("--screenshot", type=Path, help="also save the last seed plan's page as a PNG here")
     parser.add_argument("--out-json", type=Path)
     args = parser.parse_args()
     from playwright.sync_api import sync_playwright
@@ -109,6 +110,12 @@ def main() -> None:
                                               page.wait_for_selector(".demand-chart .main-svg")))
                 timed("model_page", lambda: page.goto(f"{base}/model", wait_until="load"))
                 log(f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in timings.items()))
+            if args.screenshot is not None:
+                page.set_viewport_size({"width": 1280, "height": 900})
+                page.goto(f"{base}/planner")
+                page.fill("input[name=max_per_community]", "3")
+                plan()
+                page.screenshot(path=str(args.screenshot), full_page=True)
             browser.close()
         web.should_exit = True
         thread.join(timeout=10)
