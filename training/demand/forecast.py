@@ -2,10 +2,11 @@
 ``ExponentialSmoothing``), scored against the naive forecast (the last period again) by MASE.
 
 Per series the last period is held out: the smoothing variant (level only, or a damped additive trend) is
-chosen on the period before it (forecast from everything earlier), then refit on all but the last period and
-scored on it. MASE divides a series' absolute error by its mean one-step change over the fitted part (Hyndman
-& Koehler, 2006, https://doi.org/10.1016/j.ijforecast.2006.03.001), so series of any volume average together;
-the naive forecast's MASE on the same period is its baseline.
+chosen on the :data:`VALIDATION_PERIODS` periods before it (one-step forecasts from a rolling origin: one
+period alone chose by noise), then refit on all but the last period and scored on it. MASE divides a
+series' absolute error by its mean one-step change over the fitted part (Hyndman & Koehler, 2006,
+https://doi.org/10.1016/j.ijforecast.2006.03.001), so series of any volume average together; the naive
+forecast's MASE on the same period is its baseline.
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ import numpy as np
 
 VARIANTS = ("level", "damped_trend")
 """Exponential smoothing variants the validation period chooses between."""
-MIN_PERIODS = 6
-"""Fewest periods a series needs: four to fit, one to choose the variant on, one to score."""
+VALIDATION_PERIODS = 3
+"""Periods before the held-out one on which the variant is chosen."""
+MIN_PERIODS = 4 + VALIDATION_PERIODS + 1
+"""Fewest periods a series needs: four to fit, the validation periods, one to score."""
 
 
 def smooth_forecast(history: np.ndarray, variant: str) -> float:
@@ -58,7 +61,7 @@ class SeriesScore:
 
 
 def score_series(values: np.ndarray) -> SeriesScore | None:
-    """The variant chosen on the second-to-last period, scored on the last; ``next_forecast`` refits on every
+    """The variant chosen on the validation periods, scored on the last; ``next_forecast`` refits on every
     period. None for a series too short (:data:`MIN_PERIODS`) or flat before its last period (no scale)."""
     values = np.asarray(values, dtype=np.float64)
     if len(values) < MIN_PERIODS:
@@ -67,7 +70,8 @@ def score_series(values: np.ndarray) -> SeriesScore | None:
     scale = mase_scale(fitted)
     if scale == 0:
         return None
-    valid_errors = {v: abs(smooth_forecast(fitted[:-1], v) - fitted[-1]) for v in VARIANTS}
+    origins = range(len(fitted) - VALIDATION_PERIODS, len(fitted))
+    valid_errors = {v: sum(abs(smooth_forecast(fitted[:t], v) - fitted[t]) for t in origins) for v in VARIANTS}
     variant = min(VARIANTS, key=lambda v: (valid_errors[v], VARIANTS.index(v)))
     forecast, naive = smooth_forecast(fitted, variant), float(fitted[-1])
     return SeriesScore(variant, actual, forecast, naive, abs(forecast - actual) / scale, abs(naive - actual) / scale,

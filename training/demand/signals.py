@@ -14,7 +14,7 @@ import numpy as np
 from sharerank.dataset.reader import Dataset, load_dataset
 from sharerank.models.recommenders.graph import friends_matrix
 from sharerank.models.seeding.communities import label_propagation
-from sharerank.training.demand.forecast import MIN_PERIODS, score_series
+from sharerank.training.demand.forecast import MIN_PERIODS, VALIDATION_PERIODS, score_series
 
 TOP_COMMUNITIES = 20
 """Communities reported (and scored): the largest by purchases."""
@@ -150,7 +150,7 @@ def run_demand(data: Path, *, period_days: float = 7.0, seed: int = 0) -> dict[s
     return {
         "data": str(data), "period_days": period_days, "periods": periods,
         "period_starts": [start + i * width for i in range(periods)],
-        "held_out": "the last period; the smoothing variant chosen per series on the one before it",
+        "held_out": f"the last period; the smoothing variant chosen per series on the {VALIDATION_PERIODS} before it",
         "score": {kind: _summary(found) for kind, found in scores.items()},
         "beats_naive": {kind: bool(_summary(found).get("mase", math.inf) < _summary(found).get("naive_mase", 0))
                         for kind, found in scores.items() if any(s is not None for s in found)},
