@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import shutil
 import threading
 import time
@@ -26,7 +25,7 @@ from sharerank.serving.online_store import InMemoryOnlineStore
 from sharerank.serving.server import Server, create_server
 from sharerank.v1 import seeding_service_pb2, seeding_service_pb2_grpc
 
-CHROMIUM = Path(os.environ.get("SHARERANK_TEST_CHROMIUM", "/usr/bin/chromium"))
+CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
