@@ -263,6 +263,8 @@ class ModelBundle:
             item_item=None if self.item_item is None else sp.csr_matrix(
                 (self.item_item.data, self.item_item.indices,
                  np.r_[self.item_item.indptr, np.full(n, self.item_item.indptr[-1])]), shape=(size, size)),
+            shared_to=None if self.shared_to is None else sp.csr_matrix(
+                (self.shared_to.data, self.shared_to.indices, self.shared_to.indptr), shape=(len(self.users), size)),
         )
 
     def save(self, path: str | Path) -> Path:

@@ -75,3 +75,19 @@ def test_with_products_appends_rows_and_index_ids_together(exact_below: int) -> 
     _, ids = extended.index.search(vectors[0], 1)
     assert ids[0].tolist() == [60]  # FAISS id i is still product row i
     assert extended.in_stock[60:].tolist() == [True, False] and extended.seller[60:].tolist() == ["s9", ""]
+
+
+def test_latest_sharers_survive_save_load_and_appended_products(tmp_path: Path) -> None:
+    """GetAudience's "shared to them by" evidence: user 0 shared p5 to user 2, user 1 shared p7 to user 0."""
+    import dataclasses
+
+    from sharerank.models.audience.scorer import latest_sharers
+
+    shared = latest_sharers(np.array([2, 0]), np.array([5, 7]), np.array([0, 1]), np.array([1.0, 2.0]), 3, 60)
+    bundle = dataclasses.replace(make_bundle(), shared_to=shared)
+    loaded = ModelBundle.load(bundle.save(tmp_path / "b"))
+    assert loaded.shared_by(5).tolist() == [-1, -1, 0] and loaded.shared_by(7).tolist() == [1, -1, -1]
+    assert make_bundle().shared_by(5).tolist() == [-1, -1, -1]  # a bundle without shares: nobody
+    grown = loaded.with_products(np.array(["new"], dtype=object), np.array(["A"], dtype=object),
+                                 np.array([""], dtype=object), np.ones(1, dtype=bool), np.zeros((1, 8), np.float32))
+    assert grown.shared_by(60).tolist() == [-1, -1, -1] and grown.shared_by(5).tolist() == [-1, -1, 0]

@@ -47,7 +47,7 @@ def test_audience_beats_both_baselines_on_held_out_buyers_of_the_simulated_world
 
 def test_audience_beats_both_baselines_on_held_out_buyers_of_ciao(shared_data: Path, tmp_path: Path) -> None:
     import_ciao(shared_data / "ciao", tmp_path / "ciao")
-    report = invoke("eval-audience", "--data", str(tmp_path / "ciao"), "--max-products", "2000")
+    report = invoke("eval-audience", "--data", str(tmp_path / "ciao"), "--max-products", "1000")
     assert beats_both(report, 50) and beats_both(report, 100)
 
 
