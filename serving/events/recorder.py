@@ -101,10 +101,12 @@ class EventRecorder:
 def live_writes(store: OnlineStore, records: Sequence[LogRecord], bundle: ModelBundle | None
                 ) -> list[tuple[str, Callable[[Sequence], None], Sequence]]:
     """The online-store writes that apply ``records``, as ``(operation, write, items)``, empty ones left out:
-    purchases to the buyer and fanned out to their friends (as ``bundle`` knows them), shares to the recipient.
-    Every write is idempotent, so applying the same records again (a replay) changes nothing."""
+    purchases to the buyer and fanned out to their friends (as ``bundle`` knows them), shares to the recipient
+    (with their event ids, which the recipient's fatigue counts). Every write is idempotent, so applying the same
+    records again (a replay) changes nothing."""
     purchases = [Purchase(r.user_id, r.product_id, r.ts) for r in records if isinstance(r, PurchaseRecord)]
-    shares = [Share(r.sharer_id, r.recipient_id, r.product_id, r.ts) for r in records if isinstance(r, ShareRecord)]
+    shares = [Share(r.sharer_id, r.recipient_id, r.product_id, r.ts, r.event_id)
+              for r in records if isinstance(r, ShareRecord)]
     writes = [("record_purchases", store.record_purchases, purchases),
               ("record_friend_purchases", store.record_friend_purchases, _fan_out(purchases, bundle)),
               ("record_shares", store.record_shares, shares)]

@@ -1,5 +1,5 @@
-"""Online store: live per-user state (fresh purchases, shares received, friends' purchases) that the feed reads
-at request time and RecordEvents writes.
+"""Online store: live per-user state (fresh purchases, shares received, friends' purchases, share fatigue) that
+the feed reads at request time and RecordEvents writes.
 
 Pick a backend by URL with :func:`open_online_store`; code against :class:`OnlineStore` only.
 """
@@ -10,6 +10,7 @@ import logging
 from urllib.parse import urlsplit
 
 from sharerank.serving.online_store.base import (
+    DEFAULT_FATIGUE_WINDOW_S,
     DEFAULT_MAX_ITEMS_PER_KEY,
     FRIEND_BUYERS_KEPT,
     MAX_BUYERS_PER_PRODUCT,
@@ -20,11 +21,13 @@ from sharerank.serving.online_store.base import (
     Purchase,
     ReceivedShare,
     Share,
+    ShareFatigue,
 )
 from sharerank.serving.online_store.memory import InMemoryOnlineStore
 from sharerank.serving.online_store.redis_store import RedisOnlineStore, RedisSettings, redact_url
 
 __all__ = [
+    "DEFAULT_FATIGUE_WINDOW_S",
     "DEFAULT_MAX_ITEMS_PER_KEY",
     "FRIEND_BUYERS_KEPT",
     "MAX_BUYERS_PER_PRODUCT",
@@ -38,6 +41,7 @@ __all__ = [
     "RedisOnlineStore",
     "RedisSettings",
     "Share",
+    "ShareFatigue",
     "open_online_store",
 ]
 
@@ -54,8 +58,9 @@ def open_online_store(
 ) -> OnlineStore:
     """Open the online store named by ``url``.
 
-    ``memory://``, ``None`` or ``""`` give an :class:`InMemoryOnlineStore`; ``redis://``, ``rediss://`` and
-    ``unix://`` give a :class:`RedisOnlineStore` with ``settings``. A Redis store is returned even while
+    ``memory://``, ``None`` or ``""`` give an :class:`InMemoryOnlineStore` (with the per-key cap and fatigue
+    window of ``settings``, when given); ``redis://``, ``rediss://`` and ``unix://`` give a
+    :class:`RedisOnlineStore` with ``settings``. A Redis store is returned even while
     Redis is down (it connects lazily and callers fail open on :class:`OnlineStoreError`), unless
     ``fallback_to_memory`` is set: then a Redis that does not answer one ping (bounded by the connect
     timeout, ~0.2-0.4 s with the defaults) is logged as a warning and replaced by an in-memory store, which
@@ -65,10 +70,10 @@ def open_online_store(
         ValueError: the URL's scheme names no backend.
     """
     if not url:
-        return InMemoryOnlineStore()
+        return _memory(settings)
     scheme = urlsplit(url).scheme.lower()
     if scheme == "memory":
-        return InMemoryOnlineStore()
+        return _memory(settings)
     if scheme not in _REDIS_SCHEMES:
         raise ValueError(
             f"unsupported online store URL {redact_url(url)!r}: expected memory://, redis://, rediss:// "
@@ -78,5 +83,11 @@ def open_online_store(
     if fallback_to_memory and not store.ping():
         store.close()
         logger.warning("online store %s does not answer; using an in-memory store instead", redact_url(url))
-        return InMemoryOnlineStore()
+        return _memory(settings)
     return store
+
+
+def _memory(settings: RedisSettings | None) -> InMemoryOnlineStore:
+    if settings is None:
+        return InMemoryOnlineStore()
+    return InMemoryOnlineStore(settings.max_items_per_key, settings.fatigue_window_s)

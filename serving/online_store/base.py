@@ -14,8 +14,15 @@ leave out who bought a launch since the model was trained:
 - **friends bought**: products the user's friends bought (written by fan-out on write), with the newest time,
   and the up to :data:`FRIEND_BUYERS_KEPT` friends who bought it most recently.
 
+and, for share fatigue, the shares each user received in the last ``fatigue_window_s`` seconds: one entry per
+distinct share event (its ``event_id``) with its time and sharer, at most :data:`SHARE_EVENTS_KEPT`, read as
+:class:`ShareFatigue` (shares received in the window, in total and per sharer). Counting distinct event ids
+makes a replayed share count once; entries leave as the window passes them, and a user whose newest share left
+the window has no fatigue state at all.
+
 Every write keeps the newest event per ``(user, product)`` (ties broken by the larger id), so replays, retries
-and out-of-order batches converge on the same state whatever their order.
+and out-of-order batches converge on the same state whatever their order. Fatigue counts are sets of event ids
+in the window, so they converge too: a replay adds nothing, and a share older than the window never counts.
 """
 
 from __future__ import annotations
@@ -23,7 +30,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import TracebackType
 from typing import NamedTuple, Self
 
@@ -36,6 +43,14 @@ MAX_BUYERS_PER_PRODUCT = 100_000
 FRIEND_BUYERS_KEPT = 10
 """Friends remembered per ``(user, product)`` in "friends bought": the ones with the newest purchases. The
 count in :class:`FriendsBought` saturates here ("10 friends bought this" reads the same as 40)."""
+
+
+DEFAULT_FATIGUE_WINDOW_S = 7 * 24 * 3600.0
+"""Default share-fatigue window: shares received in the last 7 days count."""
+
+SHARE_EVENTS_KEPT = 1000
+"""Share events kept per recipient in the fatigue window (the newest ``(ts, event id)``): a fatigue count
+saturates here, far past the point where the feed's down-weighting has done its work."""
 
 
 class OnlineStoreError(Exception):
@@ -76,12 +91,20 @@ class Share:
         recipient_id: who received it (non-empty, not the sharer).
         product_id: the product shared (non-empty).
         ts: event time in unix seconds (finite).
+        event_id: the share's event id, what fatigue counts (distinct ids, so a replay counts once). Empty: the
+            share is identified by ``(sharer_id, product_id, ts)`` (:attr:`event_key`). (default: ``""``)
     """
 
     sharer_id: str
     recipient_id: str
     product_id: str
     ts: float
+    event_id: str = ""
+
+    @property
+    def event_key(self) -> str:
+        """What the fatigue state counts this share as: ``event_id``, or its content when it has none."""
+        return self.event_id or f"\x1f{self.sharer_id}\x1f{self.product_id}\x1f{self.ts!r}"
 
     def __post_init__(self) -> None:
         if not self.sharer_id or not self.recipient_id or not self.product_id:
@@ -114,6 +137,21 @@ class FriendsBought(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class ShareFatigue:
+    """How many shares a user received in the fatigue window (distinct share events, saturating at
+    :data:`SHARE_EVENTS_KEPT`), in all and per sharer.
+
+    Args:
+        received: shares received in the window. (default: ``0``)
+        by_sharer: ``{sharer_id: shares from them in the window}``, only sharers with at least one.
+            (default: empty)
+    """
+
+    received: int = 0
+    by_sharer: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
 class LiveState:
     """What the store knows about one user, newest first, each collection cut at the read's ``limit``.
 
@@ -121,19 +159,23 @@ class LiveState:
         purchases: ``{product_id: ts}`` of the user's purchases, newest first (dict order).
         shares_received: products shared to the user, newest first.
         friends_bought: products the user's friends bought, newest first.
+        fatigue: shares received in the fatigue window (not cut by ``limit``). (default: none)
     """
 
     purchases: dict[str, float]
     shares_received: list[ReceivedShare]
     friends_bought: list[FriendsBought]
+    fatigue: ShareFatigue = field(default_factory=ShareFatigue)
 
 
 class OnlineStore(ABC):
-    """Live per-user state, keyed by ``user_id``: purchases, shares received and friends' purchases.
+    """Live per-user state, keyed by ``user_id``: purchases, shares received and friends' purchases, and the
+    share events of the fatigue window.
 
     Newest event time per ``(user, product)`` wins everywhere, and each collection keeps the newest
-    ``max_items_per_key`` products per user (see the module docstring). Implementations are thread-safe: one
-    instance is shared by all request threads of a server.
+    ``max_items_per_key`` products per user (see the module docstring). The fatigue window is measured on the
+    store's ``clock`` (``time.time`` unless given), at writes (what left the window is dropped) and reads (what
+    counts). Implementations are thread-safe: one instance is shared by all request threads of a server.
     """
 
     @abstractmethod
@@ -179,10 +221,13 @@ class OnlineStore(ABC):
 
     @abstractmethod
     def record_shares(self, shares: Sequence[Share]) -> None:
-        """Add a batch of shares to each recipient's "shares received", in one round trip.
+        """Add a batch of shares to each recipient's "shares received" and fatigue state, in one round trip.
 
         Keeps, per ``(recipient_id, product_id)``, the share with the newest ``ts`` and its sharer (at equal
-        ``ts`` the larger ``sharer_id``), so replays and reordering never overwrite newer state. An empty batch
+        ``ts`` the larger ``sharer_id``), so replays and reordering never overwrite newer state. Each share whose
+        ``ts`` is inside the fatigue window (after ``clock() - fatigue_window_s``) joins the recipient's share
+        events under its :attr:`Share.event_key`: a share recorded twice (a replay) is counted once. Events that
+        left the window are dropped, and at most :data:`SHARE_EVENTS_KEPT` (the newest) are kept. An empty batch
         is a no-op.
 
         Raises:
@@ -205,11 +250,13 @@ class OnlineStore(ABC):
 
     @abstractmethod
     def get_live_state(self, user_id: str, limit: int = 100) -> LiveState:
-        """Read a user's purchases, shares received and friends' purchases in one round trip.
+        """Read a user's purchases, shares received, friends' purchases and share fatigue in one round trip.
 
         Each collection comes newest first (``ts`` descending, ties by ``product_id`` descending) and holds
         at most ``limit`` products (and never more than the store's cap); an unknown user reads empty. Use
-        :meth:`get_purchases` when every stored purchase matters (filtering what was bought).
+        :meth:`get_purchases` when every stored purchase matters (filtering what was bought). ``fatigue``
+        counts the share events with ``ts`` after ``clock() - fatigue_window_s`` (whatever ``limit`` says,
+        except that ``limit == 0`` reads nothing at all).
 
         Raises:
             ValueError: ``limit`` is negative.

@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import heapq
+import math
 import threading
-from collections.abc import Sequence
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
 
 from sharerank.serving.online_store.base import (
+    DEFAULT_FATIGUE_WINDOW_S,
     DEFAULT_MAX_ITEMS_PER_KEY,
     FRIEND_BUYERS_KEPT,
     MAX_BUYERS_PER_PRODUCT,
+    SHARE_EVENTS_KEPT,
     FriendsBought,
     LiveState,
     OnlineStore,
     Purchase,
     ReceivedShare,
     Share,
+    ShareFatigue,
 )
 
 # (ts, id) pairs: tuples compare ts first, then the id, the tie-break every backend uses.
@@ -26,23 +32,31 @@ class InMemoryOnlineStore(OnlineStore):
     """:class:`OnlineStore` over dicts guarded by one lock.
 
     Same semantics as the Redis backend (newest ``ts`` wins per ``(user, product)``, the same caps and
-    tie-breaks) but no TTL and no persistence: state lives and dies with the process. Each instance is its
-    own namespace.
+    tie-breaks, share events dropped once they leave the fatigue window) but no TTL and no persistence: state
+    lives and dies with the process. Each instance is its own namespace.
 
     Args:
         max_items_per_key: products kept per user and collection, the newest ``(ts, product_id)`` first.
             (default: :data:`~sharerank.serving.online_store.base.DEFAULT_MAX_ITEMS_PER_KEY`)
+        fatigue_window_s: seconds a share received counts towards the recipient's fatigue.
+            (default: :data:`~sharerank.serving.online_store.base.DEFAULT_FATIGUE_WINDOW_S`, 7 days)
+        clock: the time the fatigue window ends at, unix seconds. (default: ``time.time``)
     """
 
-    def __init__(self, max_items_per_key: int = DEFAULT_MAX_ITEMS_PER_KEY) -> None:
+    def __init__(self, max_items_per_key: int = DEFAULT_MAX_ITEMS_PER_KEY,
+                 fatigue_window_s: float = DEFAULT_FATIGUE_WINDOW_S, clock: Callable[[], float] = time.time) -> None:
         if max_items_per_key < 1:
             raise ValueError(f"max_items_per_key must be >= 1, got {max_items_per_key}")
+        if not (math.isfinite(fatigue_window_s) and fatigue_window_s > 0):
+            raise ValueError(f"fatigue_window_s must be > 0 seconds, got {fatigue_window_s}")
         self.max_items_per_key = max_items_per_key
+        self.fatigue_window_s, self.clock = fatigue_window_s, clock
         self._lock = threading.Lock()
         self._purchases: dict[str, dict[str, float]] = {}
         self._shares: dict[str, dict[str, tuple[float, str]]] = {}  # recipient -> product -> (ts, sharer)
         self._friends: dict[str, dict[str, _Buyers]] = {}  # follower -> product -> buyers, newest first
         self._buyers: dict[str, dict[str, float]] = {}  # product -> buyer -> newest ts
+        self._share_events: dict[str, dict[str, tuple[float, str]]] = {}  # recipient -> event key -> (ts, sharer)
         self._markers: dict[str, str] = {}
 
     def record_purchases(self, purchases: Sequence[Purchase]) -> None:
@@ -82,6 +96,21 @@ class InMemoryOnlineStore(OnlineStore):
                     touched.add(s.recipient_id)
             for user_id in touched:
                 self._trim(self._shares[user_id], lambda entry: entry[0])
+            since = self.clock() - self.fatigue_window_s
+            recipients: set[str] = set()
+            for s in shares:
+                if s.ts > since:
+                    self._share_events.setdefault(s.recipient_id, {})[s.event_key] = (s.ts, s.sharer_id)
+                recipients.add(s.recipient_id)
+            for user_id in recipients:
+                events = self._share_events.get(user_id)
+                if events is None:
+                    continue
+                for key in [key for key, (ts, _) in events.items() if ts <= since]:
+                    del events[key]
+                _trim_to(events, SHARE_EVENTS_KEPT, lambda entry: entry[0])
+                if not events:  # as a Redis key whose newest member left the window: gone
+                    del self._share_events[user_id]
 
     def record_friend_purchases(self, items: Sequence[tuple[str, Purchase]]) -> None:
         if not all(follower_id for follower_id, _ in items):
@@ -105,11 +134,18 @@ class InMemoryOnlineStore(OnlineStore):
             purchases = _newest(self._purchases.get(user_id, {}), lambda ts: ts, limit)
             shares = _newest(self._shares.get(user_id, {}), lambda entry: entry[0], limit)
             friends = _newest(self._friends.get(user_id, {}), lambda buyers: buyers[0][0], limit)
+            fatigue = ShareFatigue()
+            if limit:
+                since = self.clock() - self.fatigue_window_s
+                by_sharer = Counter(sharer for ts, sharer in self._share_events.get(user_id, {}).values()
+                                    if ts > since)
+                fatigue = ShareFatigue(sum(by_sharer.values()), dict(by_sharer))
             return LiveState(
                 purchases={product_id: ts for product_id, ts in purchases},
                 shares_received=[ReceivedShare(product_id, sharer, ts) for product_id, (ts, sharer) in shares],
                 friends_bought=[FriendsBought(product_id, len(buyers), buyers[0][1], buyers[0][0])
                                 for product_id, buyers in friends],
+                fatigue=fatigue,
             )
 
     def get_marker(self, name: str) -> str | None:
@@ -129,6 +165,7 @@ class InMemoryOnlineStore(OnlineStore):
             self._shares.clear()
             self._friends.clear()
             self._buyers.clear()
+            self._share_events.clear()
             self._markers.clear()
 
     def close(self) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import threading
+import time
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -18,9 +21,11 @@ from redis.exceptions import NoScriptError
 from redis.retry import Retry
 
 from sharerank.serving.online_store.base import (
+    DEFAULT_FATIGUE_WINDOW_S,
     DEFAULT_MAX_ITEMS_PER_KEY,
     FRIEND_BUYERS_KEPT,
     MAX_BUYERS_PER_PRODUCT,
+    SHARE_EVENTS_KEPT,
     FriendsBought,
     LiveState,
     OnlineStore,
@@ -28,6 +33,7 @@ from sharerank.serving.online_store.base import (
     Purchase,
     ReceivedShare,
     Share,
+    ShareFatigue,
 )
 
 _NINETY_DAYS_S = 90 * 24 * 3600
@@ -53,6 +59,8 @@ class RedisSettings:
             last write to each. (default: 90 days)
         max_items_per_key: products kept per user in each collection (purchases, shares received, friends
             bought): the newest ``(ts, product_id)``; older ones are removed on write. (default: ``500``)
+        fatigue_window_s: seconds a share received counts towards the recipient's fatigue; the share-event keys
+            expire when their newest event leaves it. (default: 7 days)
         max_connections: connections in the pool; a caller waits up to ``socket_timeout_s`` for a free one,
             so size it to the server's worker threads. (default: ``64``)
         retries: immediate retries of a command whose connection broke or timed out mid-call (a restart,
@@ -66,6 +74,7 @@ class RedisSettings:
     purchase_ttl_s: int | None = _NINETY_DAYS_S
     social_ttl_s: int | None = _NINETY_DAYS_S
     max_items_per_key: int = DEFAULT_MAX_ITEMS_PER_KEY
+    fatigue_window_s: float = DEFAULT_FATIGUE_WINDOW_S
     max_connections: int = 64
     retries: int = 1
 
@@ -80,6 +89,8 @@ class RedisSettings:
                 raise ValueError(f"{name} must be > 0 or None, got {ttl}")
         if self.max_items_per_key < 1:
             raise ValueError(f"max_items_per_key must be >= 1, got {self.max_items_per_key}")
+        if not (math.isfinite(self.fatigue_window_s) and self.fatigue_window_s > 0):
+            raise ValueError(f"fatigue_window_s must be > 0 seconds, got {self.fatigue_window_s}")
         if self.max_connections < 1 or self.retries < 0:
             raise ValueError("max_connections must be >= 1 and retries >= 0")
 
@@ -126,13 +137,18 @@ local function touch(ttl, zkey, hkey)
 end
 """
 
-# KEYS: shared_to, shared_to_by. ARGV: ttl (0: none), cap, then (product_id, ts, sharer_id) triples.
-# A share replaces the stored one only when (ts, sharer_id) is larger, so replays never go backwards.
+# KEYS: shared_to, shared_to_by, share_events, share_events_by. ARGV: ttl (0: none), cap, since (the fatigue
+# window's start, exclusive), kept, then (product_id, ts, sharer_id, event_key) quadruples.
+# A share replaces the stored one only when (ts, sharer_id) is larger, so replays never go backwards. A share in
+# the window joins the share events under its event key (a replay writes the same member, score and field);
+# then events at or before `since` go, the newest `kept` stay, and both keys expire when the newest one leaves
+# the window (or go at once when none is left).
 _RECORD_SHARES_LUA = _LUA_HELPERS + """
-local zkey, hkey = KEYS[1], KEYS[2]
-local ttl, cap = tonumber(ARGV[1]), tonumber(ARGV[2])
-for i = 3, #ARGV, 3 do
-  local product, ts, sharer = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+local zkey, hkey, ekey, ehkey = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local ttl, cap, since, kept = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3], tonumber(ARGV[4])
+local start = tonumber(since)
+for i = 5, #ARGV, 4 do
+  local product, ts, sharer, event = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3]
   local t = tonumber(ts)
   local current = redis.call('ZSCORE', zkey, product)
   local newer = not current
@@ -149,9 +165,29 @@ for i = 3, #ARGV, 3 do
     redis.call('ZADD', zkey, ts, product)
     redis.call('HSET', hkey, product, sharer)
   end
+  if t > start then
+    redis.call('ZADD', ekey, ts, event)
+    redis.call('HSET', ehkey, event, sharer)
+  end
 end
 trim(zkey, hkey, cap)
 touch(ttl, zkey, hkey)
+local gone = redis.call('ZRANGEBYSCORE', ekey, '-inf', since)
+if #gone > 0 then
+  redis.call('ZREMRANGEBYSCORE', ekey, '-inf', since)
+  for i = 1, #gone, 1000 do
+    redis.call('HDEL', ehkey, unpack(gone, i, math.min(i + 999, #gone)))
+  end
+end
+trim(ekey, ehkey, kept)
+local newest = redis.call('ZREVRANGE', ekey, 0, 0, 'WITHSCORES')
+if #newest == 0 then
+  redis.call('DEL', ekey, ehkey)
+else
+  local left = math.max(1, math.ceil(tonumber(newest[2]) - start))
+  redis.call('EXPIRE', ekey, left)
+  redis.call('EXPIRE', ehkey, left)
+end
 return 0
 """
 
@@ -206,8 +242,10 @@ touch(ttl, zkey, hkey)
 return 0
 """
 
-# KEYS: purchases, shared_to, shared_to_by, friends_bought, friends_bought_by. ARGV: limit (>= 1).
-# Returns {purchases rows, shares rows, sharers, friends rows, buyer lists}; rows are ZREVRANGE WITHSCORES.
+# KEYS: purchases, shared_to, shared_to_by, friends_bought, friends_bought_by, share_events, share_events_by.
+# ARGV: limit (>= 1), since (the fatigue window's start, exclusive).
+# Returns {purchases rows, shares rows, sharers, friends rows, buyer lists, sharers of the window's share events};
+# rows are ZREVRANGE WITHSCORES.
 _READ_LIVE_STATE_LUA = """
 local limit = tonumber(ARGV[1])
 local out = {redis.call('ZREVRANGE', KEYS[1], 0, limit - 1, 'WITHSCORES')}
@@ -220,6 +258,10 @@ for k = 2, 4, 2 do
   out[#out + 1] = rows
   out[#out + 1] = details
 end
+local events = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. ARGV[2], '+inf')
+local sharers = {}
+if #events > 0 then sharers = redis.call('HMGET', KEYS[7], unpack(events)) end
+out[#out + 1] = sharers
 return out
 """
 
@@ -261,15 +303,19 @@ class RedisOnlineStore(OnlineStore):
     Args:
         url: ``redis://``, ``rediss://`` or ``unix://`` URL, as redis-py accepts it.
         settings: see :class:`RedisSettings`. (default: ``RedisSettings()``)
+        clock: the time the fatigue window ends at, unix seconds; the scripts get it as an argument.
+            (default: ``time.time``)
 
     Raises:
         ValueError: ``url`` is malformed (checked without connecting).
     """
 
-    def __init__(self, url: str, settings: RedisSettings | None = None) -> None:
+    def __init__(self, url: str, settings: RedisSettings | None = None, clock: Callable[[], float] = time.time
+                 ) -> None:
         parse_url(url)  # a malformed URL fails here, at start-up, not as an outage on every request
         self.url = url
         self.settings = settings or RedisSettings()
+        self.clock = clock
         self._lock = threading.Lock()
         self._redis: redis.Redis | None = None
 
@@ -296,6 +342,14 @@ class RedisOnlineStore(OnlineStore):
     def friends_bought_by_key(self, user_id: str) -> str:
         """``{prefix}friends_bought_by:{<user_id>}``: product -> JSON ``[[buyer_id, ts], ...]``, newest first."""
         return f"{self.settings.key_prefix}friends_bought_by:{{{user_id}}}"
+
+    def share_events_key(self, user_id: str) -> str:
+        """``{prefix}share_events:{<user_id>}``: the share events of the fatigue window, scored by their ts."""
+        return f"{self.settings.key_prefix}share_events:{{{user_id}}}"
+
+    def share_events_by_key(self, user_id: str) -> str:
+        """``{prefix}share_events_by:{<user_id>}``: event key -> the sharer of that share event."""
+        return f"{self.settings.key_prefix}share_events_by:{{{user_id}}}"
 
     def marker_key(self, name: str) -> str:
         """``{prefix}marker:{<name>}``: a string without TTL (see :meth:`OnlineStore.get_marker`)."""
@@ -350,15 +404,16 @@ class RedisOnlineStore(OnlineStore):
         by_recipient: dict[str, list[str]] = {}
         for share in shares:
             by_recipient.setdefault(share.recipient_id, []).extend(
-                (share.product_id, _score(share.ts), share.sharer_id))
+                (share.product_id, _score(share.ts), share.sharer_id, share.event_key))
         if not by_recipient:
             return
-        head = (self.settings.social_ttl_s or 0, self.settings.max_items_per_key)
+        head = (self.settings.social_ttl_s or 0, self.settings.max_items_per_key, self._fatigue_since(),
+                SHARE_EVENTS_KEPT)
 
         def fill(pipe: Pipeline) -> None:
             for user_id, args in by_recipient.items():
-                pipe.evalsha(_RECORD_SHARES.sha, 2, self.shared_to_key(user_id), self.shared_to_by_key(user_id),
-                             *head, *args)
+                pipe.evalsha(_RECORD_SHARES.sha, 4, self.shared_to_key(user_id), self.shared_to_by_key(user_id),
+                             self.share_events_key(user_id), self.share_events_by_key(user_id), *head, *args)
 
         self._execute("record_shares", fill)
 
@@ -386,10 +441,13 @@ class RedisOnlineStore(OnlineStore):
         if limit == 0:
             return LiveState({}, [], [])
         keys = (self.purchases_key(user_id), self.shared_to_key(user_id), self.shared_to_by_key(user_id),
-                self.friends_bought_key(user_id), self.friends_bought_by_key(user_id))
+                self.friends_bought_key(user_id), self.friends_bought_by_key(user_id),
+                self.share_events_key(user_id), self.share_events_by_key(user_id))
+        since = self._fatigue_since()
         (reply,) = self._execute(
-            "get_live_state", lambda pipe: pipe.evalsha(_READ_LIVE_STATE.sha, len(keys), *keys, limit))
-        purchases, shares, sharers, friends, buyers = reply
+            "get_live_state", lambda pipe: pipe.evalsha(_READ_LIVE_STATE.sha, len(keys), *keys, limit, since))
+        purchases, shares, sharers, friends, buyers, event_sharers = reply
+        by_sharer = Counter(sharer for sharer in event_sharers if sharer is not None)
         shares_received = [
             ReceivedShare(product_id, sharer, float(ts))
             for product_id, ts, sharer in zip(shares[::2], shares[1::2], sharers, strict=True)
@@ -405,7 +463,12 @@ class RedisOnlineStore(OnlineStore):
             purchases={product_id: float(ts) for product_id, ts in zip(purchases[::2], purchases[1::2], strict=True)},
             shares_received=shares_received,
             friends_bought=friends_bought,
+            fatigue=ShareFatigue(sum(by_sharer.values()), dict(by_sharer)),
         )
+
+    def _fatigue_since(self) -> str:
+        """The fatigue window's start (exclusive) on the store's clock, as a score argument."""
+        return _score(self.clock() - self.settings.fatigue_window_s)
 
     def _execute(self, action: str, fill: Callable[[Pipeline], object]) -> list:
         """Run the commands ``fill`` queues as one pipeline, loading the scripts once if Redis lost them.

@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sharerank.serving.online_store import (
+    DEFAULT_FATIGUE_WINDOW_S,
     FRIEND_BUYERS_KEPT,
     FriendsBought,
     InMemoryOnlineStore,
@@ -30,8 +31,10 @@ from sharerank.serving.online_store import (
     RedisOnlineStore,
     RedisSettings,
     Share,
+    ShareFatigue,
     open_online_store,
 )
+from sharerank.serving.online_store.base import SHARE_EVENTS_KEPT
 from sharerank.serving.online_store.breaker import CircuitBreaker, GuardedOnlineStore
 
 StoreFactory = Callable[..., OnlineStore]
@@ -46,21 +49,25 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
     """Factory of fresh, empty stores of one backend; each call is a separate namespace. ``guarded-redis`` is
     Redis behind the circuit breaker the server puts in front of its store: the same contract.
 
-    ``max_items_per_key`` sets the per-collection cap (default: each backend's default).
+    ``max_items_per_key`` sets the per-collection cap and ``fatigue_window_s`` the fatigue window (default: each
+    backend's default); ``clock`` is the store's clock (default: ``time.time``).
     """
     stores: list[OnlineStore] = []
 
-    def make(max_items_per_key: int | None = None) -> OnlineStore:
-        cap = {} if max_items_per_key is None else {"max_items_per_key": max_items_per_key}
+    def make(max_items_per_key: int | None = None, fatigue_window_s: float | None = None,
+             clock: Callable[[], float] = time.time) -> OnlineStore:
+        cap: dict[str, Any] = {} if max_items_per_key is None else {"max_items_per_key": max_items_per_key}
+        if fatigue_window_s is not None:
+            cap["fatigue_window_s"] = fatigue_window_s
         if request.param == "memory":
-            store: OnlineStore = InMemoryOnlineStore(**cap)
+            store: OnlineStore = InMemoryOnlineStore(**cap, clock=clock)
         elif request.param == "guarded-redis":
             inner = RedisOnlineStore(request.getfixturevalue("redis_url"),
-                                     RedisSettings(key_prefix=_unique_prefix(), **cap))
+                                     RedisSettings(key_prefix=_unique_prefix(), **cap), clock=clock)
             store = GuardedOnlineStore(inner, CircuitBreaker(inner.ping))
         else:
             url = request.getfixturevalue("redis_url")
-            store = RedisOnlineStore(url, RedisSettings(key_prefix=_unique_prefix(), **cap))
+            store = RedisOnlineStore(url, RedisSettings(key_prefix=_unique_prefix(), **cap), clock=clock)
         stores.append(store)
         return store
 
@@ -367,6 +374,104 @@ def _batches(data: st.DataObject, items: list) -> Iterator[list]:
         yield items[start:end]
 
 
+# --- contract: share fatigue (shares received in the window, distinct event ids)
+
+
+class Clock:
+    """A store clock the test moves: unix seconds, starting now (Redis TTLs are computed from it)."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_fatigue_counts_shares_received_in_the_window_in_all_and_per_sharer(make_store: StoreFactory) -> None:
+    clock = Clock()
+    store = make_store(fatigue_window_s=100.0, clock=clock)
+    t = clock.now
+    store.record_shares([Share("bob", "alice", "p1", t - 10, "e1"), Share("bob", "alice", "p2", t - 20, "e2"),
+                         Share("carol", "alice", "p1", t - 30, "e3"), Share("dave", "alice", "p3", t - 200, "e4"),
+                         Share("alice", "bob", "p1", t - 5, "e5")])
+    assert store.get_live_state("alice").fatigue == ShareFatigue(3, {"bob": 2, "carol": 1})
+    assert store.get_live_state("bob").fatigue == ShareFatigue(1, {"alice": 1})
+    # The newest share per product is kept as before, whatever the window says.
+    assert [s.product_id for s in store.get_live_state("alice").shares_received] == ["p1", "p2", "p3"]
+    assert store.get_live_state("nobody").fatigue == ShareFatigue()
+    assert store.get_live_state("alice", limit=0) == LiveState({}, [], [])
+
+
+def test_fatigue_counters_expire_as_the_window_passes(make_store: StoreFactory) -> None:
+    clock = Clock()
+    store = make_store(fatigue_window_s=100.0, clock=clock)
+    t = clock.now
+    store.record_shares([Share("bob", "alice", "p1", t - 10, "e1"), Share("carol", "alice", "p2", t - 50, "e2")])
+    clock.now = t + 50  # the window starts at t - 50, exclusive: e2 has left it
+    assert store.get_live_state("alice").fatigue == ShareFatigue(1, {"bob": 1})
+    clock.now = t + 90
+    assert store.get_live_state("alice").fatigue == ShareFatigue()
+    # A write after the window passed drops what left it and counts only the new share.
+    store.record_shares([Share("carol", "alice", "p3", t + 89, "e3")])
+    assert store.get_live_state("alice").fatigue == ShareFatigue(1, {"carol": 1})
+
+
+def test_fatigue_counters_expire_on_the_real_clock(make_store: StoreFactory) -> None:
+    store = make_store(fatigue_window_s=1.0)
+    store.record_shares([Share("bob", "alice", "p1", time.time(), "e1")])
+    assert store.get_live_state("alice").fatigue.received == 1
+    deadline = time.monotonic() + 10
+    while store.get_live_state("alice").fatigue != ShareFatigue():
+        assert time.monotonic() < deadline, "the fatigue count did not expire within 10 s of a 1 s window"
+        time.sleep(0.05)
+
+
+def test_replayed_shares_do_not_double_count(make_store: StoreFactory) -> None:
+    clock = Clock()
+    store = make_store(clock=clock)
+    t = clock.now
+    shares = [Share("bob", "alice", f"p{i}", t - i, f"e{i}") for i in range(5)]
+    store.record_shares(shares)
+    store.record_shares(shares)  # the healer re-applying the log
+    store.record_shares(list(reversed(shares[:3])))
+    assert store.get_live_state("alice").fatigue == ShareFatigue(5, {"bob": 5})
+    # Without an event id a share is identified by its content: the same content counts once, other times twice.
+    store.record_shares([Share("carol", "alice", "p1", t - 1), Share("carol", "alice", "p1", t - 1)])
+    store.record_shares([Share("carol", "alice", "p1", t - 2)])
+    assert store.get_live_state("alice").fatigue == ShareFatigue(7, {"bob": 5, "carol": 2})
+
+
+def test_fatigue_keeps_the_newest_share_events_up_to_the_cap(make_store: StoreFactory) -> None:
+    clock = Clock()
+    store = make_store(clock=clock)
+    t = clock.now
+    extra = 5
+    store.record_shares([Share("bob" if i < extra else "carol", "alice", f"p{i % 7}", t - 1000 + i, f"e{i}")
+                         for i in range(SHARE_EVENTS_KEPT + extra)])
+    # The oldest `extra` events (bob's) were dropped; a replay of one of them is dropped again.
+    store.record_shares([Share("bob", "alice", "p0", t - 1000, "e0")])
+    assert store.get_live_state("alice").fatigue == ShareFatigue(SHARE_EVENTS_KEPT, {"carol": SHARE_EVENTS_KEPT})
+
+
+@given(data=st.data())
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_fatigue_converges_in_any_order_batching_and_replay(store: OnlineStore, data: st.DataObject) -> None:
+    now = time.time()
+    events = data.draw(st.lists(st.tuples(_USERS, _USERS, st.sampled_from([1.0, 50.0, DEFAULT_FATIGUE_WINDOW_S * 2])),
+                                max_size=25).map(lambda rows: [r for r in rows if r[0] != r[1]]))
+    shares = [Share(sharer, recipient, "p1", now - age, f"e{i}") for i, (sharer, recipient, age) in enumerate(events)]
+    replayed = shares + data.draw(st.lists(st.sampled_from(shares), max_size=10)) if shares else []
+    store.clear()  # the fixture's store is shared by every example hypothesis runs
+    for batch in _batches(data, data.draw(st.permutations(replayed))):
+        store.record_shares(batch)
+    for user in ("u0", "u1", "u2"):
+        by_sharer: dict[str, int] = {}
+        for s in shares:
+            if s.recipient_id == user and s.ts > now - DEFAULT_FATIGUE_WINDOW_S:
+                by_sharer[s.sharer_id] = by_sharer.get(s.sharer_id, 0) + 1
+        assert store.get_live_state(user).fatigue == ShareFatigue(sum(by_sharer.values()), by_sharer)
+
+
 # --- values every backend rejects the same way
 
 
@@ -403,6 +508,12 @@ def test_share_rejects_invalid_values(sharer_id: str, recipient_id: str, product
 def test_memory_store_rejects_a_cap_below_one() -> None:
     with pytest.raises(ValueError):
         InMemoryOnlineStore(max_items_per_key=0)
+
+
+@pytest.mark.parametrize("window", [0.0, -1.0, float("nan"), float("inf")])
+def test_memory_store_rejects_a_fatigue_window_that_is_not_positive(window: float) -> None:
+    with pytest.raises(ValueError):
+        InMemoryOnlineStore(fatigue_window_s=window)
 
 
 # --- Redis: the written key layout (KEYS.md)
@@ -449,6 +560,37 @@ def test_redis_social_layout_matches_keys_md(redis_url: str, raw_redis: redis.Re
         for key in keys:
             assert raw_redis.type(key) in {"zset", "hash"}
             assert 0 < raw_redis.ttl(key) <= 600
+        store.clear()
+
+
+def test_redis_fatigue_layout_matches_keys_md(redis_url: str, raw_redis: redis.Redis) -> None:
+    prefix = _unique_prefix()
+    now = time.time()
+    with RedisOnlineStore(redis_url, RedisSettings(key_prefix=prefix, fatigue_window_s=600), clock=lambda: now
+                          ) as store:
+        store.record_shares([Share("u1", "u42", "p7", now - 100, "e1"), Share("u2", "u42", "p7", now - 10, "e2"),
+                             Share("u2", "u42", "p8", now - 700, "e3")])  # e3: before the window, never counted
+        events, by = f"{prefix}share_events:{{u42}}", f"{prefix}share_events_by:{{u42}}"
+        assert raw_redis.zrange(events, 0, -1, withscores=True) == [("e1", now - 100), ("e2", now - 10)]
+        assert raw_redis.hgetall(by) == {"e1": "u1", "e2": "u2"}
+        # Both expire when the newest event (e2, 10 s old) leaves the 600 s window.
+        for key in (events, by):
+            assert 580 <= raw_redis.ttl(key) <= 590
+        # A writer following KEYS.md: another share event, read back by the store.
+        raw_redis.zadd(events, {"e9": now - 1})
+        raw_redis.hset(by, "e9", "u3")
+        assert store.get_live_state("u42").fatigue == ShareFatigue(3, {"u1": 1, "u2": 1, "u3": 1})
+        store.clear()
+
+
+def test_redis_share_events_go_when_the_last_leaves_the_window(redis_url: str, raw_redis: redis.Redis) -> None:
+    prefix = _unique_prefix()
+    clock = Clock()
+    with RedisOnlineStore(redis_url, RedisSettings(key_prefix=prefix, fatigue_window_s=60), clock=clock) as store:
+        store.record_shares([Share("u1", "u42", "p7", clock.now - 30, "e1")])
+        clock.now += 31
+        store.record_shares([Share("u1", "u42", "p8", clock.now - 100, "e2")])  # a replay from before the window
+        assert raw_redis.exists(f"{prefix}share_events:{{u42}}", f"{prefix}share_events_by:{{u42}}") == 0
         store.clear()
 
 
@@ -525,6 +667,8 @@ def test_redis_clear_treats_glob_characters_in_the_prefix_literally(redis_url: s
         {"purchase_ttl_s": 0},
         {"social_ttl_s": -1},
         {"max_items_per_key": 0},
+        {"fatigue_window_s": 0},
+        {"fatigue_window_s": float("nan")},
         {"max_connections": 0},
         {"retries": -1},
     ],
