@@ -119,12 +119,20 @@ def simulate(
                                                                    "gives ~20M social arcs at 1M users).")] = None,
     log: Annotated[LogRegime, typer.Option(help="Which shares shares.csv keeps: all, or only those that converted "
                                                 "(as real logs record them); truth/ is the same.")] = "all",
+    fatigue_window_days: Annotated[float | None, typer.Option(min=0.0, help="Recipient fatigue: conversion falls "
+                                                              "with the shares seen in this many days, people mute "
+                                                              "senders (default 0: off).")] = None,
+    rings: Annotated[int | None, typer.Option(min=0, help="Collusive rings that share and buy among themselves "
+                                                          "(default 0).")] = None,
+    ring_size: Annotated[int | None, typer.Option(min=3, help="Typical members per ring (default 6).")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Generate a synthetic social-commerce world in the dataset-folder format, plus truth/."""
     from sharerank.training.sources.simulate import simulate_world
 
-    knobs = {"mean_degree": mean_degree} if mean_degree is not None else {}
+    given = {"mean_degree": mean_degree, "fatigue_window_days": fatigue_window_days, "rings": rings,
+             "ring_size": ring_size}
+    knobs = {name: value for name, value in given.items() if value is not None}
     with progress_bar("simulate", 1.0) as advance:
         summary = simulate_world(out, users=users, seed=seed, log=log.value, **knobs,
                                  progress=lambda stage, frac: advance(completed=frac, description=stage))
@@ -485,13 +493,14 @@ def serve(
 ) -> None:
     """Serve the champion model over gRPC until interrupted."""
     from sharerank.serving.events.log import EventLogError
-    from sharerank.serving.online_store import open_online_store
+    from sharerank.serving.online_store import RedisSettings, open_online_store
     from sharerank.serving.server import create_server, serve_forever
 
     settings = Settings()
     updates = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
     settings = settings.model_copy(update=updates)
-    store = open_online_store(settings.resolved_redis_url, fallback_to_memory=settings.redis_url is None)
+    store = open_online_store(settings.resolved_redis_url, fallback_to_memory=settings.redis_url is None,
+                              settings=RedisSettings(fatigue_window_s=settings.fatigue_window_seconds))
     try:
         server = create_server(settings, store)
     except (EventLogError, OSError) as exc:  # the log folder or the port is taken: say which, in one line

@@ -102,9 +102,18 @@ TRUTH: dict[str, FileSpec] = {spec.name: spec for spec in (
     FileSpec("influence", (_id("src_id"), _id("dst_id"), Column("p", "number")), folder="truth"),
     FileSpec("interests", (_id("user_id"), Column("category", "text"), Column("weight", "number")), folder="truth"),
     FileSpec("users", (_id("user_id"), Column("community", "number"), Column("role", "text")), folder="truth"),
+    FileSpec("fatigue", (_id("user_id"), Column("tolerance", "number"), Column("mute_after", "number"),
+                         Column("window_s", "number")), folder="truth"),
+    FileSpec("mutes", (_id("src_id"), _id("dst_id"), Column("ts", "number")), folder="truth"),
+    FileSpec("rings", (_id("user_id"), Column("ring", "number")), folder="truth"),
+    FileSpec("ring_products", (Column("ring", "number"), _id("product_id")), folder="truth"),
 )}
 """A simulated world's ground truth under ``truth/``: true IC probabilities ``p_uv`` per social arc, each user's
-interest weight per category, each user's community and role (koc, normal, spammer)."""
+interest weight per category, each user's community and role (koc, normal, spammer). Worlds simulated with
+recipient fatigue add ``fatigue`` (each user's tolerance, the shares from one sender after which they mute
+them, and the window of recent shares in seconds) and ``mutes`` (who, ``dst_id``, muted whom, ``src_id``, and
+when); worlds with collusive rings add ``rings`` (each ring member and their ring) and ``ring_products`` (the
+products each ring pushes). Those four files exist only in worlds with the feature on."""
 
 RECOMMENDATIONS = FileSpec("recommendations", (_id("user_id"), _id("product_id"), Column("rank", "number"),
                                                Column("score", "number")))

@@ -40,8 +40,30 @@ Generative model, in order:
 8. **Logging.** `log="all"` writes every share; `log="successes-only"` only those a purchase is attributed
    to, as real logs record them (truth/ is the same either way).
 
+Two behaviours are off by default (a world made without them is byte for byte what it was before they
+existed: they draw from a random stream of their own and change nothing when off):
+
+9. **Recipient fatigue** (`fatigue_window_days > 0`). Each user has a tolerance `tau_v` (lognormal around
+   `fatigue_tolerance`) and a mute threshold `m_v` (lognormal around `mute_after`, at least 2). A share u -> v
+   at time t is the `c`-th share v got from u (ever). If `c > m_v`, v has muted u: the share is delivered
+   but never seen, never converts and does not count. Otherwise v sees it and it converts with
+
+       min(1, p_uv * weight(v, c)) * tau_v / (tau_v + r_v(t))
+
+   where `r_v(t)` is the number of shares v saw in the window `(t - W, t)` before this one
+   (`W = fatigue_window_days`); the share with `c = m_v` is the last one seen, and v mutes u right after it.
+   `truth/fatigue.csv` holds `tau_v`, `m_v` and `W` (seconds) per user, `truth/mutes.csv` every mute.
+10. **Collusive rings** (`rings > 0`). Each ring is a small group of normal users of one community (sizes
+   around `ring_size`), made friends with each other, that pushes `ring_products` products of its own: for
+   each, one member buys it at a random time in the window and shares it to every ring-mate; a ring-mate buys
+   through that share with probability `ring_conversion`, and each member who buys a ring product shares it to
+   every ring-mate in turn (never outside the ring). Collusive shares are not subject to fatigue. Ring
+   members otherwise live ordinary lives (organic purchases, shares to friends with their true p_uv).
+   `truth/rings.csv` lists each member and ring, `truth/ring_products.csv` each ring's products.
+
 Files: products.csv, purchases.csv, shares.csv, social.csv, truth/influence.csv, truth/interests.csv,
-truth/users.csv. Ids are zero-padded strings (`u000001`, `p00001`, `s0000001`, `seller001`) so they sort;
+truth/users.csv (and truth/fatigue.csv, truth/mutes.csv, truth/rings.csv, truth/ring_products.csv with the
+features above on). Ids are zero-padded strings (`u000001`, `p00001`, `s0000001`, `seller001`) so they sort;
 timestamps are unix seconds.
 """
 
@@ -81,6 +103,10 @@ CONVERT_DELAY_MEAN = DAY                             # share -> converted purcha
 
 # Event kinds of the cascade loop.
 PURCHASE, SHARE, SPAM = 0, 1, 2
+# A share's fate under fatigue: muted (never seen), seen and counted in the recipient's window, or seen
+# without counting (fatigue off, or a collusive share).
+UNSEEN, SEEN_COUNTED, SEEN = 0, 1, 2
+TRUST_STREAM = 15  # the third word of the fatigue-and-rings random stream's seed (the issue that added them)
 
 
 @dataclass(frozen=True)
@@ -95,6 +121,13 @@ class WorldKnobs:
     spammer_fraction: float  # default 0.03 (at least 5 spammers)
     organic_per_user: float  # mean organic purchase attempts per user; default 4
     days: int                # length of the organic purchase window; default 180
+    fatigue_window_days: float  # recipient fatigue window W in days; default 0 (no fatigue, no muting)
+    fatigue_tolerance: float    # median per-person tolerance tau_v (with fatigue on); default 2
+    mute_after: float           # median shares from one sender before a person mutes them; default 6
+    rings: int                  # collusive rings; default 0 (none)
+    ring_size: int              # typical members per ring (each ring ring_size - 2 .. + 2, at least 3); default 6
+    ring_products: int          # products each ring pushes; default 6
+    ring_conversion: float      # chance a ring-mate buys through a collusive share; default 0.7
 
     @classmethod
     def resolve(cls, users: int, **overrides) -> WorldKnobs:
@@ -105,10 +138,20 @@ class WorldKnobs:
             raise ValueError("users must be at least 50")
         defaults = dict(products=max(200, users // 5), communities=max(5, users // 200), mean_degree=12.0,
                         homophily=0.85, koc_fraction=0.02, spammer_fraction=0.03, organic_per_user=4.0,
-                        days=180)
+                        days=180, fatigue_window_days=0.0, fatigue_tolerance=2.0, mute_after=6.0, rings=0,
+                        ring_size=6, ring_products=6, ring_conversion=0.7)
         knobs = cls(**{**defaults, **overrides})
         if not 0.0 <= knobs.homophily <= 1.0:
             raise ValueError("homophily must be in [0, 1]")
+        if knobs.fatigue_window_days < 0 or knobs.fatigue_tolerance <= 0 or knobs.mute_after < 2:
+            raise ValueError("need fatigue_window_days >= 0, fatigue_tolerance > 0 and mute_after >= 2")
+        if knobs.rings < 0 or knobs.ring_size < 3 or knobs.ring_products < 1:
+            raise ValueError("need rings >= 0, ring_size >= 3 and ring_products >= 1")
+        if not 0.0 <= knobs.ring_conversion <= 1.0:
+            raise ValueError("ring_conversion must be in [0, 1]")
+        if knobs.rings * (knobs.ring_size + 2) > users // 2:
+            raise ValueError(f"{knobs.rings} rings of about {knobs.ring_size} would take more than half of "
+                             f"{users} users")
         if knobs.products < len(CATEGORIES) or knobs.communities < 1 or knobs.communities > users:
             raise ValueError("need products >= number of categories and 1 <= communities <= users")
         return knobs
@@ -136,12 +179,18 @@ def simulate_world(out: Path, *, users: int, seed: int = 0, log: str = "all",
     k = WorldKnobs.resolve(users, **knobs)
     report = progress or (lambda stage, fraction: None)
     rng = np.random.default_rng(np.random.SeedSequence([seed, users]))
+    # Fatigue and rings draw from a stream of their own, so the rest of the world draws what it always drew.
+    trust_rng = np.random.default_rng(np.random.SeedSequence([seed, users, TRUST_STREAM]))
 
     report("graph", 0.0)
     roles = _assign_roles(rng, users, k.koc_fraction, k.spammer_fraction)
     community = _assign_communities(rng, users, k.communities)
     targets = _degree_targets(rng, roles, k.mean_degree)
-    indptr, friends = _friend_lists(users, *_wire_friendships(rng, community, targets, k.homophily))
+    pairs = _wire_friendships(rng, community, targets, k.homophily)
+    ring_of = _assign_rings(trust_rng, roles, community, k.rings, k.ring_size)
+    if k.rings:
+        pairs = _with_ring_friendships(users, ring_of, *pairs)
+    indptr, friends = _friend_lists(users, *pairs)
     arc_p = _true_influence(rng, roles, indptr, friends)
 
     report("interests", 0.2)
@@ -150,11 +199,17 @@ def simulate_world(out: Path, *, users: int, seed: int = 0, log: str = "all",
 
     report("organic", 0.3)
     schedule = _schedule(rng, weight, products, roles, k)
+    ring_product = _ring_products(trust_rng, ring_of, k)
+    if k.rings:
+        schedule = _with_ring_launches(trust_rng, schedule, ring_of, ring_product, k.days * DAY)
+    tolerance, mute_after = _fatigue(trust_rng, users, k)
 
     report("cascades", 0.4)
-    purchases, shares = _run_cascades(
+    ring_ptr, ring_members = _ring_lists(ring_of)
+    purchases, shares, mutes = _run_cascades(
         *schedule, indptr, friends, arc_p, weight, products["category"], SHARE_AFTER_PURCHASE[roles],
-        EXTRA_RECIPIENTS[roles], int(rng.integers(2**31)))
+        EXTRA_RECIPIENTS[roles], int(rng.integers(2**31)), round(k.fatigue_window_days * DAY), tolerance,
+        mute_after, ring_of, ring_ptr, ring_members, ring_product, k.ring_conversion)
 
     report("write", 0.7)
     logged = np.ones(len(shares), dtype=bool)
@@ -163,9 +218,18 @@ def simulate_world(out: Path, *, users: int, seed: int = 0, log: str = "all",
         logged[purchases[purchases[:, 3] >= 0, 3]] = True
     _write_world(Path(out), users, community, roles, indptr, friends, arc_p, weight, products,
                  purchases, shares, logged)
+    _write_trust(Path(out), users, k, tolerance, mute_after, mutes, ring_of, ring_product)
     report("done", 1.0)
 
     via_share = int((purchases[:, 3] >= 0).sum())
+    extra = {}
+    if k.fatigue_window_days > 0:
+        extra.update(fatigue_window_days=k.fatigue_window_days, mutes=int(len(mutes)),
+                     shares_unseen=int((shares[:, 4] == UNSEEN).sum()))
+    if k.rings:
+        attributed = purchases[purchases[:, 3] >= 0]
+        collusive = _collusive(shares[attributed[:, 3]], ring_of, ring_product)
+        extra.update(rings=k.rings, ring_members=int((ring_of >= 0).sum()), collusive_purchases=int(collusive.sum()))
     return {
         "users": users, "seed": seed, "products": k.products, "communities": k.communities,
         "kocs": int((roles == KOC).sum()), "spammers": int((roles == SPAMMER).sum()),
@@ -175,6 +239,7 @@ def simulate_world(out: Path, *, users: int, seed: int = 0, log: str = "all",
         "share_driven_purchase_fraction": round(via_share / max(1, len(purchases)), 4),
         "log": log, "shares_logged": int(logged.sum()),
         "max_cascade_depth": int(purchases[:, 4].max(initial=0)),
+        **extra,
         "seconds": round(time.perf_counter() - started, 3),
     }
 
@@ -268,6 +333,84 @@ def _interest_weights(rng, community: np.ndarray, n_communities: int) -> np.ndar
     return np.maximum(np.round(n_cat * interest, 4), 1e-4)
 
 
+# --------------------------------------------------------------------------------- fatigue and rings
+
+
+def _assign_rings(rng, roles: np.ndarray, community: np.ndarray, n_rings: int, ring_size: int) -> np.ndarray:
+    """Ring index per user (-1: none): each ring is drawn from the normal users of one community, picked in
+    proportion to its normal users among those with room for the ring."""
+    ring_of = np.full(roles.size, -1, dtype=np.int64)
+    if not n_rings:
+        return ring_of
+    sizes = np.maximum(3, ring_size + rng.integers(-2, 3, n_rings))
+    for ring, size in enumerate(sizes):
+        free = (roles == NORMAL) & (ring_of < 0)
+        room = np.bincount(community[free], minlength=community.max() + 1).astype(np.float64)
+        room[room < size] = 0
+        if not room.any():
+            raise ValueError(f"no community has {size} normal users left for ring {ring}")
+        chosen = rng.choice(room.size, p=room / room.sum())
+        members = rng.choice(np.flatnonzero(free & (community == chosen)), size=size, replace=False)
+        ring_of[members] = ring
+    return ring_of
+
+
+def _with_ring_friendships(n: int, ring_of: np.ndarray, a: np.ndarray, b: np.ndarray):
+    """The friendship pairs (a < b) plus every pair of members of one ring, unique and in pair order."""
+    members = np.flatnonzero(ring_of >= 0)
+    x, y = np.meshgrid(members, members, indexing="ij")
+    same = (ring_of[x] == ring_of[y]) & (x < y)
+    pairs = np.unique(np.concatenate([a * n + b, x[same] * n + y[same]]))
+    return pairs // n, pairs % n
+
+
+def _ring_products(rng, ring_of: np.ndarray, k: WorldKnobs) -> np.ndarray:
+    """rings x products booleans: the products each ring pushes (one row of False without rings)."""
+    chosen = np.zeros((max(1, k.rings), k.products), dtype=np.bool_)
+    for ring in range(k.rings):
+        chosen[ring, rng.choice(k.products, size=min(k.ring_products, k.products), replace=False)] = True
+    return chosen
+
+
+def _with_ring_launches(rng, schedule, ring_of: np.ndarray, ring_product: np.ndarray, window: int):
+    """The schedule plus one purchase per (ring, ring product) by a random member at a random time."""
+    ts, kind, actor, product = schedule
+    ring, pushed = np.nonzero(ring_product)
+    starter = np.array([rng.choice(np.flatnonzero(ring_of == r)) for r in ring], dtype=np.int64)
+    ts = np.concatenate([ts, START_TS + rng.integers(0, window, ring.size)])
+    kind = np.concatenate([kind, np.full(ring.size, PURCHASE, dtype=np.int64)])
+    actor = np.concatenate([actor, starter])
+    product = np.concatenate([product, pushed.astype(np.int64)])
+    order = np.lexsort((kind, product, actor, ts))
+    return ts[order], kind[order], actor[order], product[order]
+
+
+def _fatigue(rng, n: int, k: WorldKnobs) -> tuple[np.ndarray, np.ndarray]:
+    """Per-user tolerance tau_v and mute threshold m_v (unused, and drawn from nothing, without fatigue)."""
+    if k.fatigue_window_days <= 0:
+        return np.ones(n), np.full(n, np.iinfo(np.int64).max, dtype=np.int64)
+    tolerance = np.round(rng.lognormal(np.log(k.fatigue_tolerance), 0.5, n), 3).clip(0.05)
+    mute_after = np.maximum(2, np.round(rng.lognormal(np.log(k.mute_after), 0.4, n))).astype(np.int64)
+    return tolerance, mute_after
+
+
+def _ring_lists(ring_of: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of ring members: members of ring r are ring_members[ring_ptr[r]:ring_ptr[r + 1]]."""
+    members = np.flatnonzero(ring_of >= 0)
+    members = members[np.argsort(ring_of[members], kind="stable")]
+    counts = np.bincount(ring_of[members], minlength=1)
+    ring_ptr = np.zeros(counts.size + 1, dtype=np.int64)
+    np.cumsum(counts, out=ring_ptr[1:])
+    return ring_ptr, members.astype(np.int64)
+
+
+def _collusive(share_rows: np.ndarray, ring_of: np.ndarray, ring_product: np.ndarray) -> np.ndarray:
+    """Whether each share (sharer, recipient, product, ...) is a ring member's share of a ring product to a
+    ring-mate."""
+    ring = ring_of[share_rows[:, 0]]
+    return (ring >= 0) & (ring == ring_of[share_rows[:, 1]]) & ring_product[np.maximum(ring, 0), share_rows[:, 2]]
+
+
 # -------------------------------------------------------------------------------------------- products
 
 
@@ -346,17 +489,28 @@ def _pick_friends(lo, hi, count, scratch):
 
 @njit(cache=True)
 def _run_cascades(sched_ts, sched_kind, sched_actor, sched_product, indptr, friends, arc_p, weight,
-                  product_category, share_prob, extra_recipients, seed):
-    """Play all events in time order; returns purchases (user, product, ts, share, depth) and shares
-    (sharer, recipient, product, ts), both int64, rows in event order, share ids = share row numbers."""
+                  product_category, share_prob, extra_recipients, seed, window, tolerance, mute_after, ring_of,
+                  ring_ptr, ring_members, ring_product, ring_p):
+    """Play all events in time order; returns purchases (user, product, ts, share, depth), shares
+    (sharer, recipient, product, ts, seen: SEEN_COUNTED, SEEN or UNSEEN) and mutes (sharer, recipient, ts),
+    all int64, rows in event order, share ids = share row numbers. `window` 0 turns fatigue off (every share
+    is seen); without rings every `ring_of` is -1. Neither draws a random number of its own, so with both off
+    the stream is the old one."""
     np.random.seed(seed)
+    n_users = ring_of.size
     n_products = product_category.size
     purchases = np.empty((max(16, sched_ts.size), 5), dtype=np.int64)
-    shares = np.empty((max(16, 2 * sched_ts.size), 4), dtype=np.int64)
+    shares = np.empty((max(16, 2 * sched_ts.size), 5), dtype=np.int64)
+    mutes = np.empty((16, 3), dtype=np.int64)
     n_purchases = 0
     n_shares = 0
+    n_mutes = 0
     bought = {np.int64(0)}
     bought.clear()
+    recent = np.zeros(n_users, dtype=np.int64)  # shares each user saw in the fatigue window
+    expired = 0  # shares before this row have left the window (rows are in time order)
+    from_sender = {np.int64(0): np.int64(0)}  # (sharer, recipient) -> shares so far
+    from_sender.clear()
     scratch = np.empty(np.diff(indptr).max() + 1, dtype=np.int64)
     zero = np.int64(0)
     # Derived events: (ts, seq, kind, actor, product, arc or share id, depth); seq breaks ties in order.
@@ -377,8 +531,30 @@ def _run_cascades(sched_ts, sched_kind, sched_actor, sched_product, indptr, frie
         if kind == SHARE:  # actor shared `product` over arc `ref`
             recipient = friends[ref]
             shares = _grown(shares, n_shares)
-            shares[n_shares] = (actor, recipient, product, ts)
+            shares[n_shares] = (actor, recipient, product, ts, SEEN)
             p = min(1.0, arc_p[ref] * weight[recipient, product_category[product]])
+            ring = ring_of[actor]
+            if ring >= 0 and ring_of[recipient] == ring and ring_product[ring, product]:
+                p = ring_p  # collusive: no fatigue, no muting
+            elif window > 0:
+                while shares[expired, 3] <= ts - window:
+                    if shares[expired, 4] == SEEN_COUNTED:
+                        recent[shares[expired, 1]] -= 1
+                    expired += 1
+                pair = actor * n_users + recipient
+                count = from_sender.get(pair, 0) + 1
+                from_sender[pair] = count
+                if count > mute_after[recipient]:  # muted: delivered, never seen
+                    shares[n_shares, 4] = UNSEEN
+                    p = 0.0
+                else:
+                    p *= tolerance[recipient] / (tolerance[recipient] + recent[recipient])
+                    recent[recipient] += 1
+                    shares[n_shares, 4] = SEEN_COUNTED
+                    if count == mute_after[recipient]:
+                        mutes = _grown(mutes, n_mutes)
+                        mutes[n_mutes] = (actor, recipient, ts)
+                        n_mutes += 1
             if recipient * n_products + product not in bought and np.random.random() < p:
                 delay = 1 + np.int64(np.random.exponential(CONVERT_DELAY_MEAN))
                 heapq.heappush(pending, (ts + delay, seq, PURCHASE, recipient, product, n_shares, depth))
@@ -394,6 +570,18 @@ def _run_cascades(sched_ts, sched_kind, sched_actor, sched_product, indptr, frie
             purchases = _grown(purchases, n_purchases)
             purchases[n_purchases] = (actor, product, ts, ref, depth)
             n_purchases += 1
+            ring = ring_of[actor]
+            if ring >= 0 and ring_product[ring, product]:  # a ring member pushes it to every ring-mate
+                lo = indptr[actor]
+                for m in range(ring_ptr[ring], ring_ptr[ring + 1]):
+                    mate = ring_members[m]
+                    if mate == actor:
+                        continue
+                    arc = lo + np.searchsorted(friends[lo:indptr[actor + 1]], mate)
+                    delay = 1 + np.int64(np.random.exponential(SHARE_DELAY_MEAN))
+                    heapq.heappush(pending, (ts + delay, seq, SHARE, actor, product, arc, depth + 1))
+                    seq += 1
+                continue
             if np.random.random() >= share_prob[actor]:
                 continue
         # A buyer (or a spammer pushing a product) shares it to some friends.
@@ -403,7 +591,7 @@ def _run_cascades(sched_ts, sched_kind, sched_actor, sched_product, indptr, frie
             delay = 1 + np.int64(np.random.exponential(SHARE_DELAY_MEAN))
             heapq.heappush(pending, (ts + delay, seq, SHARE, actor, product, arc, depth + 1))
             seq += 1
-    return purchases[:n_purchases], shares[:n_shares]
+    return purchases[:n_purchases], shares[:n_shares], mutes[:n_mutes]
 
 
 # ----------------------------------------------------------------------------------------------- files
@@ -461,3 +649,26 @@ def _write_world(out: Path, n_users, community, roles, indptr, friends, arc_p, w
     write_columns(out, TRUTH["users"], {
         "user_id": user_ids, "community": community, "role": pa.array(ROLE_NAMES).take(roles),
     })
+
+
+def _write_trust(out: Path, n_users: int, k: WorldKnobs, tolerance, mute_after, mutes, ring_of,
+                 ring_product) -> None:
+    """truth/fatigue.csv and truth/mutes.csv with fatigue on, truth/rings.csv and truth/ring_products.csv with
+    rings; nothing otherwise."""
+    user_ids = _ids("u", np.arange(n_users), n_users)
+    if k.fatigue_window_days > 0:
+        write_columns(out, TRUTH["fatigue"], {
+            "user_id": user_ids, "tolerance": tolerance, "mute_after": mute_after,
+            "window_s": np.full(n_users, round(k.fatigue_window_days * DAY), dtype=np.int64),
+        })
+        write_columns(out, TRUTH["mutes"], {
+            "src_id": user_ids.take(mutes[:, 0]), "dst_id": user_ids.take(mutes[:, 1]), "ts": mutes[:, 2],
+        })
+    if k.rings:
+        members = np.flatnonzero(ring_of >= 0)
+        members = members[np.lexsort((members, ring_of[members]))]
+        write_columns(out, TRUTH["rings"], {"user_id": user_ids.take(members), "ring": ring_of[members]})
+        ring, product = np.nonzero(ring_product)
+        write_columns(out, TRUTH["ring_products"], {
+            "ring": ring, "product_id": _ids("p", product, k.products),
+        })
