@@ -86,6 +86,21 @@ class Settings(BaseSettings):
         5.0, gt=0, description="How often the event log's tail is re-applied to the online store when writes were "
         "missed, and the store checked for lost state (a restarted Redis).",
     )
+    fatigue_window_seconds: float = Field(
+        7 * 24 * 3600.0, gt=0,
+        description="Share fatigue window: RecordEvents keeps, per recipient, the shares received in the last this "
+        "many seconds (distinct event ids, in all and per sharer); the feed down-weights shares to a user by them.",
+    )
+    feed_shares_per_sharer: int = Field(
+        3, ge=1,
+        description="Products shared to the user by one sharer that one feed session (a first page and the pages "
+        "its tokens lead to) shows at most; the rest are held back, with a reason on that sharer's items.",
+    )
+    fatigue_half_shares: float = Field(
+        20.0, gt=0,
+        description="Shares received in the fatigue window at which the social-proof boost of a share to the user "
+        "halves; shares from the same sharer count twice.",
+    )
     pin_file: Path | None = Field(
         None,
         description="Where a version pinned by ReloadModel is remembered across restarts. Unset (the default): a "

@@ -56,7 +56,8 @@ def run_demo(settings: Settings, *, users: int, budget: float, seed: int, progre
     promoted = promote(settings, report["version"], force=True)  # the demo serves what it just trained
 
     store = open_online_store(settings.resolved_redis_url, fallback_to_memory=True,
-                              settings=RedisSettings(key_prefix=DEMO_PREFIX))
+                              settings=RedisSettings(key_prefix=DEMO_PREFIX,
+                                                     fatigue_window_s=settings.fatigue_window_seconds))
     store.clear()
     server = create_server(settings.model_copy(update={"reload_poll_seconds": 0, "metrics_port": 0,
                                                        "event_log_dir": events_dir}), store, address="127.0.0.1:0")
