@@ -2,14 +2,16 @@
 
 Requests become :class:`FeedRequest` (validated, ids still external), the pipeline
 (:mod:`sharerank.serving.feed`) ranks, and its page becomes the response with a stateless page token that
-carries the products served so far, so pages never repeat (signed and bounded: :mod:`.page_token`). Every id
+carries the products served so far, so pages never repeat, and how many of them each sharer's shares put there,
+so the per-sharer cap holds across pages (signed and bounded: :mod:`.page_token`). Every id
 follows the one id rule (:mod:`sharerank.serving.ids`), checked before any work.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,7 +44,8 @@ class FeedService(feed_service_pb2_grpc.FeedServiceServicer):
         page = self.pipeline.run(
             model=bundle, user_id=parsed.user_id, page_size=parsed.page_size, categories=parsed.categories,
             exclude_products=frozenset(rows[p] for p in parsed.exclude_product_ids if p in rows),
-            served=frozenset(rows[p] for p in parsed.served_product_ids if p in rows), explain=parsed.explain)
+            served=frozenset(rows[p] for p in parsed.served_product_ids if p in rows),
+            served_by_sharer=parsed.served_by_sharer, explain=parsed.explain)
         observability.record_feed_degraded(page.degraded)
         return feed_response(page, parsed, bundle.category, bundle.products, model.version, self.tokens)
 
@@ -58,7 +61,10 @@ class FeedService(feed_service_pb2_grpc.FeedServiceServicer):
 
 
 def _build(ctx: ServingContext) -> FeedService:
-    return FeedService(ctx.holder, FeedPipeline(ctx.store), PageTokenCodec(ctx.holder.settings.page_token_key))
+    settings = ctx.holder.settings
+    pipeline = FeedPipeline(ctx.store, shares_per_sharer=settings.feed_shares_per_sharer,
+                            fatigue_half_shares=settings.fatigue_half_shares)
+    return FeedService(ctx.holder, pipeline, PageTokenCodec(settings.page_token_key))
 
 
 SERVICE = ServiceSpec(name=service_name(feed_service_pb2, "FeedService"), roles=frozenset({"storefront"}),
@@ -86,6 +92,7 @@ class FeedRequest:
     explain: bool
     request_hash: int
     served_product_ids: tuple[str, ...] = ()
+    served_by_sharer: Mapping[str, int] = field(default_factory=dict)
 
 
 def parse_feed_request(request: feed_service_pb2.GetFeedRequest, tokens: PageTokenCodec) -> FeedRequest:
@@ -101,6 +108,7 @@ def parse_feed_request(request: feed_service_pb2.GetFeedRequest, tokens: PageTok
     excluded = frozenset(check_ids(request.exclude_product_ids, "exclude_product_ids", MAX_SERVED))
     request_hash = _request_hash(user_id, categories, excluded)
     served: tuple[str, ...] = ()
+    by_sharer: dict[str, int] = {}
     if request.page_token:
         token = tokens.decode(request.page_token)
         if token.offset < 0 or len(token.served_product_ids) >= MAX_SERVED:
@@ -109,8 +117,11 @@ def parse_feed_request(request: feed_service_pb2.GetFeedRequest, tokens: PageTok
             raise invalid_argument("page_token was issued for a different user or filters; start from the first "
                                    "page", "PAGE_TOKEN_MISMATCH")
         served = tuple(token.served_product_ids)
+        by_sharer = dict(token.served_by_sharer)
+        if any(count < 0 for count in by_sharer.values()) or sum(by_sharer.values()) > len(served):
+            raise invalid_argument("page_token is not a token this service issued", "INVALID_PAGE_TOKEN")
     page_size = min(request.page_size, MAX_SERVED - len(served))
-    return FeedRequest(user_id, page_size, categories, excluded, request.explain, request_hash, served)
+    return FeedRequest(user_id, page_size, categories, excluded, request.explain, request_hash, served, by_sharer)
 
 
 def _check_page_size(page_size: int) -> None:
@@ -152,7 +163,7 @@ def feed_response(page: FeedPage, request: FeedRequest, categories: np.ndarray, 
     if page.has_more and served < MAX_SERVED:
         next_token = tokens.encode(internal_pb2.FeedPageToken(
             offset=served, request_hash=request.request_hash, model_version=model_version,
-            served_product_ids=[*request.served_product_ids, *ids]))
+            served_product_ids=[*request.served_product_ids, *ids], served_by_sharer=page.served_by_sharer))
     response = feed_service_pb2.GetFeedResponse(next_page_token=next_token, model_version=model_version)
     _add_items(response.items, page.items, categories, products, request.explain, rows, ids)
     return response

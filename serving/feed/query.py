@@ -12,7 +12,7 @@ from itertools import compress
 import numpy as np
 
 from sharerank.models.artifact.bundle import ModelBundle
-from sharerank.serving.online_store.base import FriendsBought, ReceivedShare
+from sharerank.serving.online_store.base import FriendsBought, ReceivedShare, ShareFatigue
 
 RERANK_POOL_EXTRA = 100
 """Candidates fetched beyond the page, at most: twice the page size up to this many, so the re-rankers have
@@ -140,11 +140,14 @@ class FeedQuery:
         model: The model serving this request (read once, so a hot swap never mixes two).
         user_row: The user's row in the model, None for a user the model has not seen.
         served: Product rows served on earlier pages of this feed (from the page token).
+        served_by_sharer: Sharer id → products attributed to them (``shared``) served on earlier pages of this
+            feed (from the page token): what the per-sharer cap has already spent.
         now: Request time in unix seconds (recency of live social proof).
         bought: Product rows the user bought: training history plus live purchases.
         friends_bought: Live: product row → friends' recent purchases of it (the online store's entry).
         shared: Live: product row → the newest share of it to the user (the online store's entry).
         sharers: Live: ids of everyone who shared something to the user, newest first (cold start).
+        fatigue: Live: shares the user received in the fatigue window, in all and per sharer.
         user_vector: The vector the feed ranks by: the user's embedding, or the mean of their friends'
             (cold start); None when nothing is known (then popularity ranks).
         neighbours: How many friends' embeddings make up ``user_vector`` (0: the user's own or none).
@@ -161,11 +164,13 @@ class FeedQuery:
     model: ModelBundle
     user_row: int | None = None
     served: frozenset[int] = field(default_factory=frozenset)
+    served_by_sharer: Mapping[str, int] = field(default_factory=dict)
     now: float = 0.0
     bought: frozenset[int] = field(default_factory=frozenset)
     friends_bought: Mapping[int, FriendsBought] = field(default_factory=dict)
     shared: Mapping[int, ReceivedShare] = field(default_factory=dict)
     sharers: tuple[str, ...] = ()
+    fatigue: ShareFatigue = field(default_factory=ShareFatigue)
     user_vector: np.ndarray | None = None
     neighbours: int = 0
     item_scores: tuple[np.ndarray, np.ndarray] | None = None

@@ -16,6 +16,7 @@ from sharerank.models.artifact.index import ProductIndex
 from sharerank.serving.api import feed as marshal
 from sharerank.serving.api.page_token import MAX_PAGE_TOKEN_CHARS, PageTokenCodec
 from sharerank.serving.errors import ServiceError
+from sharerank.serving.feed.caps.sharer import SharerCap
 from sharerank.serving.feed.filters.already_bought import AlreadyBoughtFilter
 from sharerank.serving.feed.filters.category import CategoryFilter
 from sharerank.serving.feed.filters.duplicate import DuplicateFilter
@@ -35,6 +36,7 @@ from sharerank.serving.feed.rerankers.diversity import (
 from sharerank.serving.feed.scorers.long_tail import LONG_TAIL_BOOST, LongTailScorer
 from sharerank.serving.feed.scorers.model import ModelScorer
 from sharerank.serving.feed.scorers.social_proof import (
+    FATIGUE_HALF_SHARES,
     FRIENDS_BOUGHT_WEIGHT,
     HALF_LIFE_S,
     MAX_SOCIAL_BOOST,
@@ -47,7 +49,7 @@ from sharerank.serving.feed.sources.friends_bought import FriendsBoughtSource
 from sharerank.serving.feed.sources.popular import PopularSource
 from sharerank.serving.feed.sources.shared_to_you import SharedToYouSource
 from sharerank.serving.online_store import InMemoryOnlineStore, OnlineStoreError, Purchase
-from sharerank.serving.online_store.base import FriendsBought, ReceivedShare, Share
+from sharerank.serving.online_store.base import FriendsBought, ReceivedShare, Share, ShareFatigue
 from sharerank.v1 import feed_service_pb2, internal_pb2, reason_pb2
 
 NOW = 1.7e9
@@ -179,6 +181,16 @@ def test_live_state_hydrator_reads_purchases_and_social_proof(bundle) -> None:
     assert hydrated.now > 0
 
 
+def test_live_state_hydrator_reads_the_users_share_fatigue(bundle) -> None:
+    store = InMemoryOnlineStore(fatigue_window_s=3600.0, clock=lambda: NOW)
+    store.record_shares([Share("f2", "u0", "p2", NOW - 60, "e1"), Share("f2", "u0", "gone", NOW - 30, "e2"),
+                         Share("f3", "u0", "p4", NOW - 7200, "e3")])  # e3: before the window
+    hydrated = LiveStateHydrator(store).hydrate(query(bundle))
+    # Shares of products the model does not know still tire the user.
+    assert hydrated.fatigue == ShareFatigue(2, {"f2": 2})
+    assert LiveStateHydrator(BrokenStore()).hydrate(query(bundle)).fatigue == ShareFatigue()
+
+
 def test_live_state_hydrator_reads_every_purchase_when_the_live_read_is_cut(bundle) -> None:
     store = InMemoryOnlineStore()
     store.record_purchases([Purchase("u0", f"p{i}", float(i)) for i in (2, 4, 5)])
@@ -301,6 +313,24 @@ def test_social_proof_scorer_adds_a_bounded_decaying_boost_in_input_order(bundle
     assert [r.kind for r in SocialProofScorer.explain(social, 5)] == ["FRIENDS_BOUGHT", "SHARED_TO_YOU"]
 
 
+def test_social_proof_of_a_share_falls_with_the_users_fatigue(bundle) -> None:
+    social = query(bundle, shared={5: ReceivedShare("p5", "spammer", NOW), 4: ReceivedShare("p4", "friend", NOW)},
+                   friends_bought={4: FriendsBought("p4", 1, "f", NOW)})
+    found = candidates(5, 4)
+    fresh = SocialProofScorer().score(social, found, np.zeros(2))
+    assert fresh.tolist() == pytest.approx([SHARED_TO_YOU_WEIGHT, SHARED_TO_YOU_WEIGHT + FRIENDS_BOUGHT_WEIGHT])
+    # 20 shares received lately, all from the spammer: their shares count twice, friends' purchases not at all.
+    half = FATIGUE_HALF_SHARES
+    tired = social.with_(fatigue=ShareFatigue(20, {"spammer": 20}))
+    assert SocialProofScorer().score(tired, found, np.zeros(2)).tolist() == pytest.approx([
+        SHARED_TO_YOU_WEIGHT * half / (half + 40), SHARED_TO_YOU_WEIGHT * half / (half + 20) + FRIENDS_BOUGHT_WEIGHT])
+    assert SocialProofScorer(fatigue_half_shares=20.0).score(
+        social.with_(fatigue=ShareFatigue(20, {"friend": 20})), candidates(4), np.zeros(1)).tolist() == \
+        pytest.approx([SHARED_TO_YOU_WEIGHT / 3 + FRIENDS_BOUGHT_WEIGHT])
+    with pytest.raises(ValueError):
+        SocialProofScorer(fatigue_half_shares=0)
+
+
 def test_long_tail_scorer_lifts_products_outside_the_popularity_head(bundle) -> None:
     assert bundle.long_tail.tolist() == [True, False, True, True, True, True]  # p1 is the top 20%
     scores = LongTailScorer().score(query(bundle), candidates(1, 4), np.array([0.95, 0.9]))
@@ -382,6 +412,62 @@ def random_bundle(rng: np.random.Generator, n: int) -> ModelBundle:
 
 
 # The pipeline
+
+
+# Caps
+
+
+SPAM = {1: ReceivedShare("p1", "u42", NOW), 2: ReceivedShare("p2", "u42", NOW - 1),
+        4: ReceivedShare("p4", "u42", NOW - 2), 5: ReceivedShare("p5", "u7", NOW - 3)}
+
+
+def test_sharer_cap_keeps_each_sharers_best_and_says_more_come_later(bundle) -> None:
+    found = Candidates.of(candidates(0, 1, 2, 4, 5))
+    scores = np.array([0.1, 0.5, 0.9, 0.7, 0.2])
+    result = SharerCap(2).apply(query(bundle, shared=SPAM), found, scores)
+    assert products_of(result.kept) == [0, 2, 4, 5] and products_of(result.removed) == [1]
+    assert result.scores.tolist() == [0.1, 0.9, 0.7, 0.2]
+    later = Reason("SHARER_CAPPED", "more from u42 later")
+    assert [c.reasons for c in result.kept] == [(), (later,), (later,), ()]
+    # Earlier pages of the session spent part of u42's allowance (the page token says how much).
+    spent = SharerCap(2).apply(query(bundle, shared=SPAM, served_by_sharer={"u42": 1}), found, scores)
+    assert products_of(spent.kept) == [0, 2, 5] and products_of(spent.removed) == [1, 4]
+    done = SharerCap(2).apply(query(bundle, shared=SPAM, served_by_sharer={"u42": 2, "u7": 2}), found, scores)
+    assert products_of(done.kept) == [0] and products_of(done.removed) == [1, 2, 4, 5]
+    assert [c.reasons for c in done.kept] == [()]
+    untouched = SharerCap(2).apply(query(bundle), found, scores)
+    assert untouched.kept is found and len(untouched.removed) == 0
+    with pytest.raises(ValueError):
+        SharerCap(0)
+
+
+def test_shared_to_you_source_takes_no_more_than_a_sharer_may_still_show(bundle) -> None:
+    social = query(bundle, shared=SPAM, bought=frozenset({0}))
+    assert products_of(SharedToYouSource(2).fetch(social)) == [1, 2, 5]
+    assert products_of(SharedToYouSource(2).fetch(social.with_(served=frozenset({1})))) == [2, 4, 5]
+    assert products_of(SharedToYouSource(2).fetch(social.with_(served_by_sharer={"u42": 2}))) == [5]
+
+
+def test_pipeline_caps_each_sharer_across_the_pages_of_a_feed(bundle) -> None:
+    store = InMemoryOnlineStore()
+    store.record_shares([Share(s.sharer_id, "u0", s.product_id, s.ts, f"e{row}") for row, s in SPAM.items()])
+    pipeline = FeedPipeline(store, shares_per_sharer=2)
+    served: list[int] = []
+    by_sharer: dict[str, int] = {}
+    reasons: dict[int, list[str]] = {}
+    while True:
+        page = pipeline.run(model=bundle, user_id="u0", page_size=1, served=frozenset(served),
+                            served_by_sharer=by_sharer, explain=True)
+        served += products_of(page.items)
+        reasons.update((c.product, [r.text for r in c.reasons]) for c in page.items)
+        by_sharer = dict(page.served_by_sharer)
+        if not page.has_more:
+            break
+    # p1, p2, p4 are u42's (two shown: the best two), p5 is u7's; p0 was bought, p3 is out of stock.
+    assert served == [1, 2, 5] and by_sharer == {"u42": 2, "u7": 1}
+    assert reasons[1] == ["shared to you by u42", "more from u42 later", "picked for you from your purchases and "
+                          "your network"]
+    assert "more from u7 later" not in reasons[5]
 
 
 def test_pipeline_pages_never_repeat(bundle) -> None:
@@ -477,6 +563,20 @@ def test_page_token_carries_what_was_served(bundle) -> None:
     page = FeedPage(items=candidates(4), has_more=True, degraded=())
     token = marshal.feed_response(page, second, bundle.category, bundle.products, "8", TOKENS).next_page_token
     assert marshal.parse_feed_request(feed_request(token), TOKENS).served_product_ids == ("p1", "p2", "p4")
+
+
+def test_page_token_carries_what_each_sharer_served(bundle) -> None:
+    first = marshal.parse_feed_request(feed_request(), TOKENS)
+    assert first.served_by_sharer == {}
+    page = FeedPage(items=candidates(1, 2), has_more=True, degraded=(), served_by_sharer={"u42": 2})
+    token = marshal.feed_response(page, first, bundle.category, bundle.products, "7", TOKENS).next_page_token
+    assert marshal.parse_feed_request(feed_request(token), TOKENS).served_by_sharer == {"u42": 2}
+    # More served by sharers than served at all: not a token this service issued.
+    bad = internal_pb2.FeedPageToken(offset=1, request_hash=first.request_hash, served_product_ids=["p1"],
+                                     served_by_sharer={"u42": 2})
+    with pytest.raises(ServiceError) as err:
+        marshal.parse_feed_request(feed_request(TOKENS.encode(bad)), TOKENS)
+    assert err.value.reason == "INVALID_PAGE_TOKEN"
 
 
 def test_a_feed_ends_at_the_served_cap(bundle) -> None:

@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from sharerank.serving.events.healer import CHECKPOINT_FILE, LiveStateHealer
 from sharerank.serving.events.log import EventLog, PurchaseRecord, ShareRecord, ViewRecord
-from sharerank.serving.online_store import InMemoryOnlineStore, RedisSettings, open_online_store
+from sharerank.serving.online_store import InMemoryOnlineStore, RedisSettings, ShareFatigue, open_online_store
 from sharerank.serving.server import Server, create_server
 from sharerank.v1 import event_service_pb2, event_service_pb2_grpc, feed_service_pb2, feed_service_pb2_grpc
 
@@ -129,3 +129,24 @@ def test_replay_is_idempotent_and_resumes_from_the_checkpoint(tmp_path) -> None:
         assert again.log_id == log_id and again.heal_once() == 0  # start-up: the tail after the checkpoint only
         store.clear()
         assert again.heal_once() == 3  # the store lost its marker: everything again
+
+
+def test_replaying_the_log_does_not_double_count_share_fatigue(tmp_path, redis_url) -> None:
+    """The healer re-applies shares already in the store (a missed write, a lost marker): each share event counts
+    once in the recipient's fatigue, in the in-process store and in Redis."""
+    now = time.time()
+    redis_store = open_online_store(redis_url, settings=RedisSettings(key_prefix=f"sr:heal-fatigue-{now}:"))
+    for store in (InMemoryOnlineStore(), redis_store):
+        with EventLog(tmp_path / f"events-{type(store).__name__}") as event_log:
+            event_log.append([ShareRecord("s1", "spammer", "u2", "p1", now - 60),
+                              ShareRecord("s2", "spammer", "u2", "p2", now - 30),
+                              ShareRecord("s3", "friend", "u2", "p1", now - 10)])
+            healer = LiveStateHealer(event_log, store, lambda: None)
+            expected = ShareFatigue(3, {"spammer": 2, "friend": 1})
+            assert healer.heal_once() == 3 and store.get_live_state("u2").fatigue == expected
+            healer.note_missed({})  # a write was missed: the whole log again
+            assert healer.heal_once() == 3 and store.get_live_state("u2").fatigue == expected
+            store.set_marker(healer.marker, "lost")  # as if the state were lost: everything again
+            assert healer.heal_once() == 3 and store.get_live_state("u2").fatigue == expected
+        store.clear()
+        store.close()

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
@@ -20,6 +21,8 @@ from sharerank.serving.server import SERVICE_NAMES, Server, create_server
 from sharerank.v1 import (
     admin_service_pb2,
     admin_service_pb2_grpc,
+    event_service_pb2,
+    event_service_pb2_grpc,
     feed_service_pb2,
     feed_service_pb2_grpc,
     reason_pb2,
@@ -355,6 +358,49 @@ def test_social_proof_reasons_appear_for_friends_purchases_and_shares(server: Se
     assert reasons[bought_by_friends][0].text == "2 friends bought this"
     assert reasons[shared][0].kind == reason_pb2.REASON_KIND_SHARED_TO_YOU
     assert reasons[shared][0].text == "shared to you by friend-c"
+
+
+def test_feed_caps_each_sharer_across_its_pages_and_says_more_come_later(registry, store: OnlineStore,
+                                                                          tmp_path: Path) -> None:
+    """A sharer who floods a user gets at most `feed_shares_per_sharer` products into one feed, whatever its
+    pages: the signed page token carries what each sharer has had. Shares arrive through RecordEvents."""
+    settings = registry[0].model_copy(update={"feed_shares_per_sharer": 2, "event_log_dir": tmp_path / "events"})
+    server = create_server(settings, store, address="127.0.0.1:0")
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            feed = feed_service_pb2_grpc.FeedServiceStub(channel)
+            user = known_user(server, rank=3)
+            # The spammer shares the eight products the model ranks highest for the user: uncapped, they would
+            # fill the first pages.
+            flood = feed_ids(get_feed(feed, user, page_size=8))
+            now = time.time()
+            shares = [event_service_pb2.Event(
+                event_id=f"spam-{i}", event_time=Timestamp(seconds=int(now) - i),
+                share=event_service_pb2.ShareEvent(sharer_id="spammer", recipient_id=user, product_id=product))
+                for i, product in enumerate(flood)]
+            recorded = event_service_pb2_grpc.EventServiceStub(channel).RecordEvents(
+                event_service_pb2.RecordEventsRequest(events=shares), timeout=10)
+            assert recorded.accepted_count == 8
+            seen: list[str] = []
+            reasons: dict[str, list[tuple[int, str]]] = {}
+            token = ""
+            for _ in range(6):
+                response = get_feed(feed, user, page_size=3, page_token=token, explain=True)
+                seen += feed_ids(response)
+                reasons.update((item.product_id, [(r.kind, r.text) for r in item.reasons]) for item in response.items)
+                token = response.next_page_token
+                assert token
+            assert len(seen) == len(set(seen)) == 18
+            shown = [product for product in seen if product in flood]
+            assert len(shown) == 2, f"the spammer got {len(shown)} products into one feed: {shown}"
+            for product in shown:
+                assert (reason_pb2.REASON_KIND_SHARED_TO_YOU, "shared to you by spammer") in reasons[product]
+            assert any((reason_pb2.REASON_KIND_SHARER_CAPPED, "more from spammer later") in reasons[product]
+                       for product in shown)
+            # A new feed (a first page without a token) starts a new session: the spammer's best are back.
+            assert set(feed_ids(get_feed(feed, user, page_size=3))) & set(flood)
+    finally:
+        server.stop(grace=None)
 
 
 def test_cold_start_user_with_friends_gets_a_personalised_feed(server: Server, feed, store: OnlineStore) -> None:

@@ -24,13 +24,17 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsharerank/v1/internal.proto\x12\x0csharerank.v1\"h\n\rFeedPageToken\x12\x0e\n\x06offset\x18\x01 \x01(\x05\x12\x14\n\x0crequest_hash\x18\x02 \x01(\x06\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1a\n\x12served_product_ids\x18\x04 \x03(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bsharerank/v1/internal.proto\x12\x0csharerank.v1\"\xea\x01\n\rFeedPageToken\x12\x0e\n\x06offset\x18\x01 \x01(\x05\x12\x14\n\x0crequest_hash\x18\x02 \x01(\x06\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x1a\n\x12served_product_ids\x18\x04 \x03(\t\x12I\n\x10served_by_sharer\x18\x05 \x03(\x0b\x32/.sharerank.v1.FeedPageToken.ServedBySharerEntry\x1a\x35\n\x13ServedBySharerEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sharerank.v1.internal_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_FEEDPAGETOKEN']._serialized_start=45
-  _globals['_FEEDPAGETOKEN']._serialized_end=149
+  _globals['_FEEDPAGETOKEN_SERVEDBYSHARERENTRY']._loaded_options = None
+  _globals['_FEEDPAGETOKEN_SERVEDBYSHARERENTRY']._serialized_options = b'8\001'
+  _globals['_FEEDPAGETOKEN']._serialized_start=46
+  _globals['_FEEDPAGETOKEN']._serialized_end=280
+  _globals['_FEEDPAGETOKEN_SERVEDBYSHARERENTRY']._serialized_start=227
+  _globals['_FEEDPAGETOKEN_SERVEDBYSHARERENTRY']._serialized_end=280
 # @@protoc_insertion_point(module_scope)

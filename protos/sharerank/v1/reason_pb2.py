@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sharerank/v1/reason.proto\x12\x0csharerank.v1\">\n\x06Reason\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.sharerank.v1.ReasonKind\x12\x0c\n\x04text\x18\x02 \x01(\t*\xc0\x02\n\nReasonKind\x12\x1b\n\x17REASON_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18REASON_KIND_PERSONALIZED\x10\x01\x12\x17\n\x13REASON_KIND_POPULAR\x10\x02\x12\x1e\n\x1aREASON_KIND_FRIENDS_BOUGHT\x10\x03\x12\x1d\n\x19REASON_KIND_SHARED_TO_YOU\x10\x04\x12\x1e\n\x1aREASON_KIND_CATEGORY_PRIOR\x10\x05\x12\x17\n\x13REASON_KIND_SIMILAR\x10\x06\x12\"\n\x1eREASON_KIND_CONVERSION_HISTORY\x10\x07\x12 \n\x1cREASON_KIND_NETWORK_POSITION\x10\x08\x12 \n\x1cREASON_KIND_SHARE_PROPENSITY\x10\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19sharerank/v1/reason.proto\x12\x0csharerank.v1\">\n\x06Reason\x12&\n\x04kind\x18\x01 \x01(\x0e\x32\x18.sharerank.v1.ReasonKind\x12\x0c\n\x04text\x18\x02 \x01(\t*\xdf\x02\n\nReasonKind\x12\x1b\n\x17REASON_KIND_UNSPECIFIED\x10\x00\x12\x1c\n\x18REASON_KIND_PERSONALIZED\x10\x01\x12\x17\n\x13REASON_KIND_POPULAR\x10\x02\x12\x1e\n\x1aREASON_KIND_FRIENDS_BOUGHT\x10\x03\x12\x1d\n\x19REASON_KIND_SHARED_TO_YOU\x10\x04\x12\x1e\n\x1aREASON_KIND_CATEGORY_PRIOR\x10\x05\x12\x17\n\x13REASON_KIND_SIMILAR\x10\x06\x12\"\n\x1eREASON_KIND_CONVERSION_HISTORY\x10\x07\x12 \n\x1cREASON_KIND_NETWORK_POSITION\x10\x08\x12 \n\x1cREASON_KIND_SHARE_PROPENSITY\x10\t\x12\x1d\n\x19REASON_KIND_SHARER_CAPPED\x10\nb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,7 +32,7 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sharerank.v1.reason_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_REASONKIND']._serialized_start=108
-  _globals['_REASONKIND']._serialized_end=428
+  _globals['_REASONKIND']._serialized_end=459
   _globals['_REASON']._serialized_start=43
   _globals['_REASON']._serialized_end=105
 # @@protoc_insertion_point(module_scope)

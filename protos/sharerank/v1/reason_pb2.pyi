@@ -17,6 +17,7 @@ class ReasonKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     REASON_KIND_CONVERSION_HISTORY: _ClassVar[ReasonKind]
     REASON_KIND_NETWORK_POSITION: _ClassVar[ReasonKind]
     REASON_KIND_SHARE_PROPENSITY: _ClassVar[ReasonKind]
+    REASON_KIND_SHARER_CAPPED: _ClassVar[ReasonKind]
 REASON_KIND_UNSPECIFIED: ReasonKind
 REASON_KIND_PERSONALIZED: ReasonKind
 REASON_KIND_POPULAR: ReasonKind
@@ -27,6 +28,7 @@ REASON_KIND_SIMILAR: ReasonKind
 REASON_KIND_CONVERSION_HISTORY: ReasonKind
 REASON_KIND_NETWORK_POSITION: ReasonKind
 REASON_KIND_SHARE_PROPENSITY: ReasonKind
+REASON_KIND_SHARER_CAPPED: ReasonKind
 
 class Reason(_message.Message):
     __slots__ = ("kind", "text")

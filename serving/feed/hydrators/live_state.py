@@ -1,4 +1,5 @@
-"""Adds the user's live state to the query in one read: purchases, shares received, friends' purchases."""
+"""Adds the user's live state to the query in one read: purchases, shares received, friends' purchases, share
+fatigue."""
 
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ trainings) costs a second read of all their purchases, so "never show what was b
 class LiveStateHydrator:
     """Reads the user's live state from the online store once per request (one round trip).
 
-    Sets ``bought`` (training history plus live purchases), ``friends_bought``, ``shared`` and ``sharers``;
+    Sets ``bought`` (training history plus live purchases), ``friends_bought``, ``shared``, ``sharers`` and
+    ``fatigue`` (shares received in the store's fatigue window);
     live entries for products the serving model does not know are dropped (``sharers`` keeps every sharer:
     they stand in for a cold user whatever they shared). Fails open: with the store down the query keeps the
     training history only, gets no social proof, and is marked degraded, because a feed without fresh
@@ -57,4 +59,5 @@ class LiveStateHydrator:
             if row is not None and row not in shared:  # newest first: keep the newest share
                 shared[row] = entry
         sharers = tuple(dict.fromkeys(entry.sharer_id for entry in state.shares_received))
-        return query.with_(bought=frozenset(bought), now=now, friends_bought=friends, shared=shared, sharers=sharers)
+        return query.with_(bought=frozenset(bought), now=now, friends_bought=friends, shared=shared, sharers=sharers,
+                           fatigue=state.fatigue)
