@@ -417,6 +417,27 @@ def demand(
     emit(run_demand(data, period_days=period_days, seed=seed), as_json)
 
 
+@command
+def rings(
+    data: Annotated[Path, typer.Option(help="Dataset folder with shares.csv and purchases naming their share_id.")],
+    threshold: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Flag groups and members scoring at "
+                                                                           "least this (default: the detector's, "
+                                                                           "chosen on a validation world).")] = None,
+    truth: Annotated[bool, typer.Option("--truth", help="Also score the detection against truth/rings.csv of a "
+                                                        "world simulated with --rings: precision, recall, sweep.")]
+    = False,
+    limit: Annotated[int | None, typer.Option(min=0, help="List at most this many groups (best first).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Collusive rings: groups that share and buy among themselves with little reach outside, with evidence
+    (members, internal shares and purchases, repeat products, outside reach, score)."""
+    from sharerank.models.rings import DEFAULT_THRESHOLD
+    from sharerank.training.rings.evaluate import run_rings
+
+    emit(run_rings(data, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, truth=truth, limit=limit),
+         as_json)
+
+
 def _seeding_tables(report: dict[str, Any]) -> list[Any]:
     """The eval-seeding report for people: learned vs oracle and baselines, and each replayed held-out part."""
     from rich.table import Table
