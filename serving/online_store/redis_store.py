@@ -7,7 +7,6 @@ import json
 import math
 import threading
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -244,8 +243,8 @@ return 0
 
 # KEYS: purchases, shared_to, shared_to_by, friends_bought, friends_bought_by, share_events, share_events_by.
 # ARGV: limit (>= 1), since (the fatigue window's start, exclusive).
-# Returns {purchases rows, shares rows, sharers, friends rows, buyer lists, sharers of the window's share events};
-# rows are ZREVRANGE WITHSCORES.
+# Returns {purchases rows, shares rows, sharers, friends rows, buyer lists, [sharer, count, ...] of the window's
+# share events}; rows are ZREVRANGE WITHSCORES. Counted here, so the reply grows with the sharers, not the shares.
 _READ_LIVE_STATE_LUA = """
 local limit = tonumber(ARGV[1])
 local out = {redis.call('ZREVRANGE', KEYS[1], 0, limit - 1, 'WITHSCORES')}
@@ -259,9 +258,22 @@ for k = 2, 4, 2 do
   out[#out + 1] = details
 end
 local events = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. ARGV[2], '+inf')
-local sharers = {}
-if #events > 0 then sharers = redis.call('HMGET', KEYS[7], unpack(events)) end
-out[#out + 1] = sharers
+local counts, order = {}, {}
+if #events > 0 then
+  local sharers = redis.call('HMGET', KEYS[7], unpack(events))
+  for _, sharer in ipairs(sharers) do
+    if sharer then
+      if not counts[sharer] then order[#order + 1] = sharer; counts[sharer] = 0 end
+      counts[sharer] = counts[sharer] + 1
+    end
+  end
+end
+local pairs_out = {}
+for _, sharer in ipairs(order) do
+  pairs_out[#pairs_out + 1] = sharer
+  pairs_out[#pairs_out + 1] = counts[sharer]
+end
+out[#out + 1] = pairs_out
 return out
 """
 
@@ -446,8 +458,8 @@ class RedisOnlineStore(OnlineStore):
         since = self._fatigue_since()
         (reply,) = self._execute(
             "get_live_state", lambda pipe: pipe.evalsha(_READ_LIVE_STATE.sha, len(keys), *keys, limit, since))
-        purchases, shares, sharers, friends, buyers, event_sharers = reply
-        by_sharer = Counter(sharer for sharer in event_sharers if sharer is not None)
+        purchases, shares, sharers, friends, buyers, fatigue = reply
+        by_sharer = {sharer: int(count) for sharer, count in zip(fatigue[::2], fatigue[1::2], strict=True)}
         shares_received = [
             ReceivedShare(product_id, sharer, float(ts))
             for product_id, ts, sharer in zip(shares[::2], shares[1::2], sharers, strict=True)
