@@ -43,10 +43,11 @@ class SharerCap:
     """Keeps, per sharer, the best-scored candidates attributed to them (``query.shared``: the product's newest
     share to the user) up to what the session may still show (:func:`allowance`) and holds back the rest.
 
-    Other candidates pass untouched. The kept candidates of a sharer whose products were held back get the
-    reason ``SHARER_CAPPED`` ("more from u42 later"). The count of earlier pages comes from the signed page
-    token (``query.served_by_sharer``), so the cap holds across the pages of one feed. A product held back is
-    the sharer's, not the product's fault, so it may come back in a later session (a new first page).
+    Whichever source found a candidate, it counts as the sharer's; other candidates pass untouched. The kept
+    candidates of a sharer whose products were held back get the reason ``SHARER_CAPPED`` ("more from u42
+    later"). The count of earlier pages comes from the signed page token (``query.served_by_sharer``), so the cap
+    holds across the pages of one feed; a new feed (a first page without a token) starts counting again, so what
+    was held back may come then.
 
     Args:
         per_sharer: products one sharer may have in a feed session. (default: :data:`SHARES_PER_SHARER`)
