@@ -45,20 +45,21 @@ existed: they draw from a random stream of their own and change nothing when off
 
 9. **Recipient fatigue** (`fatigue_window_days > 0`). Each user has a tolerance `tau_v` (lognormal around
    `fatigue_tolerance`) and a mute threshold `m_v` (lognormal around `mute_after`, at least 2). A share u -> v
-   at time t is the `c`-th share v got from u (ever). If `c > m_v`, v has muted u: the share is delivered
+   at time t is the `j`-th share v got from u (ever). If `j > m_v`, v has muted u: the share is delivered
    but never seen, never converts and does not count. Otherwise v sees it and it converts with
 
        min(1, p_uv * weight(v, c)) * tau_v / (tau_v + r_v(t))
 
-   where `r_v(t)` is the number of shares v saw in the window `(t - W, t)` before this one
-   (`W = fatigue_window_days`); the share with `c = m_v` is the last one seen, and v mutes u right after it.
+   where `r_v(t)` is the number of shares v saw before this one at times in `(t - W, t]`
+   (`W = fatigue_window_days`); the share with `j = m_v` is the last one seen, and v mutes u right after it.
    `truth/fatigue.csv` holds `tau_v`, `m_v` and `W` (seconds) per user, `truth/mutes.csv` every mute.
 10. **Collusive rings** (`rings > 0`). Each ring is a small group of normal users of one community (sizes
    around `ring_size`), made friends with each other, that pushes `ring_products` products of its own: for
    each, one member buys it at a random time in the window and shares it to every ring-mate; a ring-mate buys
    through that share with probability `ring_conversion`, and each member who buys a ring product shares it to
-   every ring-mate in turn (never outside the ring). Collusive shares are not subject to fatigue. Ring
-   members otherwise live ordinary lives (organic purchases, shares to friends with their true p_uv).
+   every ring-mate in turn (never outside the ring). Collusive shares are never muted, never reduced by
+   fatigue and not counted in anyone's window. Ring members otherwise live ordinary lives (organic
+   purchases, shares to friends with their true p_uv).
    `truth/rings.csv` lists each member and ring, `truth/ring_products.csv` each ring's products.
 
 Files: products.csv, purchases.csv, shares.csv, social.csv, truth/influence.csv, truth/interests.csv,
