@@ -30,6 +30,13 @@ class ServiceError(Exception):
         self.code, self.message, self.reason, self.metadata = code, message, reason, metadata
         self.retry_after_s = retry_after_s
 
+    def __reduce__(self):  # pickles whole: heavy calls raise it in a worker process (serving.bulkhead)
+        return _rebuild, (self.code.name, self.message, self.reason, self.retry_after_s, self.metadata)
+
+
+def _rebuild(code: str, message: str, reason: str, retry_after_s: float | None, metadata: dict) -> ServiceError:
+    return ServiceError(grpc.StatusCode[code], message, reason, retry_after_s, **metadata)
+
 
 def invalid_argument(message: str, reason: str, **metadata: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message, reason, **metadata)

@@ -110,7 +110,8 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
                              settings.heal_seconds)
     breaker.add_close_listener(healer.wake)
     parts = ServingContext(holder, guarded, event_log, healer,
-                           Bulkhead("seeding", settings.heavy_workers, settings.heavy_queue), Bulkhead("reload", 1, 1))
+                           Bulkhead("seeding", settings.heavy_workers, settings.heavy_queue,
+                                    processes=settings.heavy_processes), Bulkhead("reload", 1, 1))
     for service in SERVICES:
         service.register(service.build(parts), grpc_server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

@@ -68,8 +68,13 @@ class Settings(BaseSettings):
     )
     heavy_workers: int = Field(
         1, ge=1, le=64,
-        description="Threads for heavy calls (GetSeedTargets, ReloadModel), apart from the gRPC workers that serve "
-        "feeds, at a lower CPU priority.",
+        description="Workers for heavy calls (GetSeedTargets and GetAudience; ReloadModel has one of its own), "
+        "apart from the gRPC workers that serve feeds, at a lower CPU priority.",
+    )
+    heavy_processes: bool = Field(
+        True,
+        description="Run seeding and audiences in worker processes of their own (own GIL, lower CPU priority), "
+        "which load the serving model on their first call after it changed; off: threads of the server process.",
     )
     heavy_queue: int = Field(
         2, ge=0, le=1024,

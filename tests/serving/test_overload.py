@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import grpc
 import pytest
@@ -125,26 +126,40 @@ def test_a_full_bulkhead_refuses_with_error_info_and_retry_info(server: Server) 
     assert retry_info(err.value).retry_delay.ToNanoseconds() > 0
 
 
-def test_a_call_whose_deadline_passed_while_queued_is_not_computed(server: Server) -> None:
-    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-        seeding = seeding_service_pb2_grpc.SeedingServiceStub(channel)
-        first = seeding.GetSeedTargets.future(HEAVY, timeout=120)  # holds the one worker
-        wait_until = time.monotonic() + 30
-        while outcomes(server, "run") < 1:  # the heavy call is computing
-            assert time.monotonic() < wait_until
+def occupy_worker(started: Path, release: Path) -> None:
+    """Fault injection, run on the seeding worker: says it started, then holds the worker until released."""
+    started.touch()
+    deadline = time.monotonic() + 60
+    while not release.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+
+
+def test_a_call_whose_deadline_passed_while_queued_is_not_computed(server: Server, tmp_path: Path) -> None:
+    bulkhead = server.parts.seeding
+    started, release = tmp_path / "started", tmp_path / "release"
+    blocker = bulkhead._pool.submit(occupy_worker, started, release)  # holds the one worker
+    try:
+        wait_until = time.monotonic() + 60
+        while not started.exists():  # the worker process runs it (its start-up takes seconds)
+            assert time.monotonic() < wait_until, "the seeding worker never started"
             time.sleep(0.01)
-        # Two calls that queue behind it with a deadline far shorter than its run.
-        late = [seeding.GetSeedTargets.future(seeding_service_pb2.GetSeedTargetsRequest(category="Beauty", budget=3),
-                                              timeout=0.05) for _ in range(2)]
-        codes = []
-        for call in late:
-            with pytest.raises(grpc.RpcError) as err:
-                call.result()
-            codes.append(err.value.code())
-        assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
-        first.result()
-        wait_until = time.monotonic() + 30
-        while outcomes(server, "expired") < 2:  # dequeued after their deadline: skipped, not computed
-            assert time.monotonic() < wait_until, "queued calls past their deadline were computed"
-            time.sleep(0.01)
-    assert outcomes(server, "run") == 1
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            seeding = seeding_service_pb2_grpc.SeedingServiceStub(channel)
+            # Two calls that queue behind it with a deadline far shorter than its run.
+            late = [seeding.GetSeedTargets.future(
+                seeding_service_pb2.GetSeedTargetsRequest(category="Beauty", budget=3), timeout=0.05)
+                for _ in range(2)]
+            codes = []
+            for call in late:
+                with pytest.raises(grpc.RpcError) as err:
+                    call.result()
+                codes.append(err.value.code())
+    finally:
+        release.touch()
+    assert codes == [grpc.StatusCode.DEADLINE_EXCEEDED] * 2
+    blocker.result(timeout=60)
+    wait_until = time.monotonic() + 30
+    while outcomes(server, "expired") < 2:  # dequeued after their deadline: skipped, not computed
+        assert time.monotonic() < wait_until, "queued calls past their deadline were computed"
+        time.sleep(0.01)
+    assert outcomes(server, "run") == 0
