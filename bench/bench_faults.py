@@ -13,17 +13,20 @@ on PATH). This process is the client: one feed in flight, ``--feeds`` GetFeed ca
 - ``hung_redis``: feeds after the private Redis is frozen with SIGSTOP and the server's circuit breaker has
   opened (read from its Prometheus endpoint); then SIGCONT, and the time until the breaker closes.
 
-With ``--without-bulkhead`` the seeding phase runs a second time against a server whose heavy pool is as
-large as its gRPC pool (``SHARERANK_HEAVY_WORKERS=16``, ``SHARERANK_HEAVY_QUEUE=16``): the behaviour before
-bulkheads, for comparison. Figures per phase: client p50/p99 (ms) and deadline misses; ratios of each
-phase's p99 to idle's p99 in the same repeat; medians with [min, max] over repeats. JSON on stdout (and
-``--out-json``), progress on stderr.
+Baselines, each repeat's seeding phase again against another server, in the same run: ``--threads`` runs
+seeding on a niced thread of the server process (``SHARERANK_HEAVY_PROCESSES=false``) instead of a worker
+process; ``--without-bulkhead`` on threads as many as the gRPC pool (``SHARERANK_HEAVY_WORKERS=16``,
+``SHARERANK_HEAVY_QUEUE=16``): the behaviour before bulkheads.
+
+Figures per phase: client p50/p99 (ms) and deadline misses; ratios of each phase's p99 to idle's p99 in the
+same repeat; medians with [min, max] over repeats. JSON on stdout (and ``--out-json``), progress on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import multiprocessing
 import os
 import shutil
 import signal
@@ -166,14 +169,41 @@ def _pct(sorted_ms: list[float], q: float) -> float | None:
 
 @contextlib.contextmanager
 def seeding_load(port: int, seeders: int, category: str, budget: int, epsilon: float) -> Iterator[dict[str, Any]]:
-    """``seeders`` clients calling GetSeedTargets back to back, honouring RetryInfo; yields their tally."""
+    """``seeders`` clients calling GetSeedTargets back to back, honouring RetryInfo, in a process of their own
+    (in this one their threads would take the measuring client's GIL, as a storefront's would not); yields
+    their tally, filled in on exit."""
+    import grpc
+
+    from sharerank.v1 import seeding_service_pb2, seeding_service_pb2_grpc
+
+    request = seeding_service_pb2.GetSeedTargetsRequest(category=category, budget=budget, epsilon=epsilon)
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:  # starts the worker, which loads the model
+        seeding_service_pb2_grpc.SeedingServiceStub(channel).GetSeedTargets(request, timeout=300)
+    context = multiprocessing.get_context("spawn")
+    stop, results = context.Event(), context.Queue()
+    process = context.Process(target=seed_back_to_back, args=(port, seeders, category, budget, epsilon, stop,
+                                                              results), daemon=True)
+    process.start()
+    tally: dict[str, Any] = {}
+    time.sleep(1.0)  # let the load build up before measuring feeds (a warm-up, not a condition)
+    try:
+        yield tally
+    finally:
+        stop.set()
+        tally.update(results.get(timeout=600))
+        process.join(timeout=60)
+
+
+def seed_back_to_back(port: int, seeders: int, category: str, budget: int, epsilon: float, stop,
+                      results) -> None:
+    """The seeding clients' process: ``seeders`` threads until ``stop``; puts their tally on ``results``."""
     import grpc
 
     from sharerank.serving.errors import retry_info
     from sharerank.v1 import seeding_service_pb2, seeding_service_pb2_grpc
 
-    stop = threading.Event()
-    tally: dict[str, Any] = {"ok": 0, "refused": 0, "other": 0, "ok_seconds": []}
+    tally: dict[str, Any] = {"ok": 0, "refused": 0, "other": 0}
+    seconds: list[float] = []
     request = seeding_service_pb2.GetSeedTargetsRequest(category=category, budget=budget, epsilon=epsilon)
 
     def run() -> None:
@@ -184,7 +214,7 @@ def seeding_load(port: int, seeders: int, category: str, budget: int, epsilon: f
                 try:
                     stub.GetSeedTargets(request, timeout=300)
                     tally["ok"] += 1
-                    tally["ok_seconds"].append(time.perf_counter() - started)
+                    seconds.append(time.perf_counter() - started)
                 except grpc.RpcError as error:
                     hint = retry_info(error)
                     tally["refused" if hint is not None else "other"] += 1
@@ -193,15 +223,10 @@ def seeding_load(port: int, seeders: int, category: str, budget: int, epsilon: f
     threads = [threading.Thread(target=run, daemon=True) for _ in range(seeders)]
     for thread in threads:
         thread.start()
-    time.sleep(1.0)  # let the load build up before measuring feeds (a warm-up, not a condition)
-    try:
-        yield tally
-    finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=300)
-        seconds = tally.pop("ok_seconds")
-        tally["ok_median_s"] = round(statistics.median(seconds), 3) if seconds else None
+    for thread in threads:
+        thread.join(timeout=300)
+    tally["ok_median_s"] = round(statistics.median(seconds), 3) if seconds else None
+    results.put(tally)
 
 
 def wait_metric(server: ServerProcess, name: str, value: float, timeout_s: float, poke) -> float:
@@ -214,9 +239,17 @@ def wait_metric(server: ServerProcess, name: str, value: float, timeout_s: float
     return time.monotonic() - started
 
 
+BASELINES = {
+    "threads": {"SHARERANK_HEAVY_PROCESSES": "false"},
+    "without_bulkhead": {"SHARERANK_HEAVY_PROCESSES": "false", "SHARERANK_HEAVY_WORKERS": "16",
+                         "SHARERANK_HEAVY_QUEUE": "16"},
+}
+"""Server settings of the baselines, by name (the command-line flag is the name)."""
+
+
 def one_repeat(args, home: Path, category: str, redis_url: str, redis_proc, workdir: Path, users: list[str],
-               without_bulkhead: bool) -> dict[str, Any]:
-    extra = {"SHARERANK_HEAVY_WORKERS": "16", "SHARERANK_HEAVY_QUEUE": "16"} if without_bulkhead else {}
+               baseline: str | None) -> dict[str, Any]:
+    extra = BASELINES[baseline] if baseline else {}
     server = ServerProcess(home, redis_url, workdir, extra)
     try:
         server.wait_serving()
@@ -227,7 +260,7 @@ def one_repeat(args, home: Path, category: str, redis_url: str, redis_proc, work
             result["seeding"] = feed_phase(server.port, users, args.feeds, args.feed_deadline)
         result["seeding"]["seeding_calls"] = tally
         log(f"  seeding: {result['seeding']}")
-        if not without_bulkhead:
+        if baseline is None:
             redis_proc.send_signal(signal.SIGSTOP)
             try:
                 opened = wait_metric(server, "sharerank_online_store_breaker_open", 1.0, 30,
@@ -276,6 +309,8 @@ def main() -> None:
     parser.add_argument("--seeders", type=int, default=16, help="Concurrent GetSeedTargets clients.")
     parser.add_argument("--budget", type=int, default=200, help="Seeds per GetSeedTargets call.")
     parser.add_argument("--epsilon", type=float, default=0.03, help="Seeding epsilon (smaller: heavier).")
+    parser.add_argument("--threads", action="store_true",
+                        help="Also measure the seeding phase with seeding on a thread of the server process.")
     parser.add_argument("--without-bulkhead", action="store_true",
                         help="Also measure the seeding phase with a heavy pool as large as the gRPC pool.")
     parser.add_argument("--seed", type=int, default=7)
@@ -285,18 +320,19 @@ def main() -> None:
         workdir = Path(scratch)
         home, category, users = build_registry(workdir, args.users, args.seed)
         with redis_server(workdir) as (redis_url, redis_proc):
-            runs, baseline = [], []
+            runs: list[dict[str, Any]] = []
+            baselines: dict[str, list[dict[str, Any]]] = {name: [] for name in BASELINES if getattr(args, name)}
             for repeat in range(args.repeats):
                 log(f"repeat {repeat + 1}/{args.repeats}")
-                runs.append(one_repeat(args, home, category, redis_url, redis_proc, workdir, users, False))
-                if args.without_bulkhead:
-                    log("  without bulkhead:")
-                    baseline.append(one_repeat(args, home, category, redis_url, redis_proc, workdir, users, True))
+                runs.append(one_repeat(args, home, category, redis_url, redis_proc, workdir, users, None))
+                for name, done in baselines.items():
+                    log(f"  {name.replace('_', ' ')}:")
+                    done.append(one_repeat(args, home, category, redis_url, redis_proc, workdir, users, name))
     result = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "machine": {"cpus": os.cpu_count(), "load_average_at_end": os.getloadavg()},
               "summary": summarise(runs), "runs": runs}
-    if baseline:
-        result["without_bulkhead"] = {"summary": summarise(baseline), "runs": baseline}
+    for name, done in baselines.items():
+        result[name] = {"summary": summarise(done), "runs": done}
     emit(result, args.out_json)
 
 
