@@ -116,15 +116,16 @@ def live_writes(store: OnlineStore, records: Sequence[LogRecord], bundle: ModelB
 def _fan_out(purchases: Sequence[Purchase], bundle: ModelBundle | None) -> list[tuple[str, Purchase]]:
     """``(friend_id, purchase)`` for each friend of each buyer, as the serving model knows friendships.
 
-    A buyer the model has not seen has no friends yet (they appear in the next model trained on the log).
+    A buyer the model has not seen has no friends yet (they appear in the next model trained on the log). A buyer
+    the model flags as a collusive-ring member is no social proof: their purchases reach only their own state.
     """
     if bundle is None or not purchases:
         return []
-    rows, users = bundle.user_rows, bundle.users
+    rows, users, ring = bundle.user_rows, bundle.users, bundle.ring_members
     items: list[tuple[str, Purchase]] = []
     for p in purchases:
         row = rows.get(p.user_id)
-        if row is None:
+        if row is None or row in ring:
             continue
         items.extend((str(users[friend]), p) for friend in bundle.friends_of(row) if users[friend] != p.user_id)
     return items

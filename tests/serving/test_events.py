@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import grpc
+import numpy as np
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 from hypothesis import HealthCheck, given, settings
@@ -207,6 +209,24 @@ def test_purchases_fan_out_to_friends_and_shares_reach_the_recipient(server: Ser
     record(server, purchase("b2", "brand-new-user", product, NOW + 9))
     assert store.get_live_state("brand-new-user").purchases == {product: NOW + 9.0}
     assert all(f.last_buyer != "brand-new-user" for f in store.get_live_state(friends[0]).friends_bought)
+
+
+def test_a_ring_members_purchase_is_no_social_proof(server: Server, store: OnlineStore) -> None:
+    ring_buyer, ring_friends = user_with_friends(server, rank=0)
+    buyer, friends = user_with_friends(server, rank=1)
+    bundle = server.holder.current.bundle
+    ring_score = np.zeros(len(bundle.users), dtype=np.float32)
+    ring_score[bundle.user_rows[ring_buyer]] = 0.9  # as the detector scores a ring's core member
+    server.holder.serve_bundle(dataclasses.replace(bundle, ring_score=ring_score), "ringed")
+    product = str(bundle.products[0])
+    record(server, purchase("b1", ring_buyer, product, NOW + 5), purchase("b2", buyer, product, NOW + 6))
+    assert store.get_live_state(ring_buyer).purchases == {product: NOW + 5.0}  # their own state has it
+    only_ring_friends = set(ring_friends) - set(friends) - {buyer}
+    assert only_ring_friends, "the two buyers share every friend: pick others"
+    for friend in only_ring_friends:
+        assert store.get_live_state(friend).friends_bought == []
+    for friend in set(friends) - {ring_buyer}:  # an ordinary buyer's purchase still fans out
+        assert FriendsBought(product, 1, buyer, NOW + 6.0) in store.get_live_state(friend).friends_bought
 
 
 def test_views_go_to_the_log_only(server: Server, store: OnlineStore, tmp_path: Path) -> None:

@@ -74,3 +74,21 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path: Path, make, args, message
     assert result.exit_code == 2 and result.stdout == ""
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_the_trained_bundle_flags_the_ring_members_and_keeps_the_flags_when_saved(ringed, tmp_path):
+    import numpy as np
+
+    from sharerank.dataset.reader import load_dataset
+    from sharerank.models.artifact.bundle import ModelBundle
+    from sharerank.models.recommenders.factors import Factors
+    from sharerank.training.bundle import build_bundle
+
+    dataset = load_dataset(ringed)
+    factors = Factors(np.ones((dataset.num_users, 1)), np.ones((dataset.num_products, 1)))
+    bundle = build_bundle(dataset, factors, {})
+    with open(ringed / "truth" / "rings.csv", newline="") as f:
+        members = {bundle.user_rows[row["user_id"]] for row in csv.DictReader(f)}
+    flagged = bundle.ring_members
+    assert len(flagged & members) >= 0.8 * len(members) and len(flagged - members) <= 0.1 * len(flagged)
+    assert ModelBundle.load(bundle.save(tmp_path / "bundle")).ring_members == flagged
