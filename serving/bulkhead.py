@@ -124,13 +124,17 @@ class Bulkhead:
         retry_after_s: the RetryInfo delay sent with a refusal. (default: ``1.0``)
         processes: run the work in worker processes (started on the first call) rather than threads; the work
             and its arguments must then pickle, and the model goes as a :meth:`model_ref`. (default: ``False``)
+        threads: numba threads per worker process: heavy work takes at most ``workers * threads`` cores, the rest
+            are the feeds'. (default: ``1``)
     """
 
-    def __init__(self, name: str, workers: int, queue: int, retry_after_s: float = 1.0, processes: bool = False):
-        if workers < 1 or queue < 0:
-            raise ValueError(f"bulkhead {name}: workers must be >= 1 and queue >= 0, got {workers}, {queue}")
+    def __init__(self, name: str, workers: int, queue: int, retry_after_s: float = 1.0, processes: bool = False,
+                 threads: int = 1):
+        if workers < 1 or queue < 0 or threads < 1:
+            raise ValueError(f"bulkhead {name}: workers and threads must be >= 1 and queue >= 0, got {workers}, "
+                             f"{threads}, {queue}")
         self.name, self.workers, self.queue, self.retry_after_s = name, workers, queue, retry_after_s
-        self.processes = processes
+        self.processes, self.threads = processes, threads
         self._slots = threading.BoundedSemaphore(workers + queue)
         self._spool = ModelSpool(name) if processes else None
         self._pool_lock = threading.Lock()
@@ -139,7 +143,7 @@ class Bulkhead:
     def _new_pool(self) -> Executor:
         if self.processes:  # spawned: forking a process that runs gRPC's threads is unsafe
             return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                       initializer=_idle_priority)
+                                       initializer=_start_worker, initargs=(self.threads,))
         return ThreadPoolExecutor(self.workers, thread_name_prefix=f"{self.name}-heavy", initializer=_lower_priority)
 
     def model_ref(self, model: LoadedModel) -> ModelRef:
@@ -227,10 +231,13 @@ def _guarded(deadline: float | None, work: Callable[..., T], *args) -> T:
     return work(*args)
 
 
-def _idle_priority() -> None:
-    """A worker process's start: the idle scheduling class (the kernel runs it only on a core nothing else wants,
-    and a waking feed thread preempts it at once), else a lower nice value. Threads it starts later (numba's)
-    inherit either."""
+def _start_worker(threads: int) -> None:
+    """A worker process's start: ``threads`` numba threads (set on the thread that runs the work), and the idle
+    scheduling class (the kernel runs it only on a core nothing else wants, and a waking feed thread preempts it
+    at once), else a lower nice value. Threads it starts later (numba's) inherit either."""
+    import numba
+
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
         os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
     except (AttributeError, OSError) as exc:  # not Linux

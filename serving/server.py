@@ -109,9 +109,9 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
     healer = LiveStateHealer(event_log, guarded, lambda: holder.current.bundle if holder.current else None,
                              settings.heal_seconds)
     breaker.add_close_listener(healer.wake)
-    parts = ServingContext(holder, guarded, event_log, healer,
-                           Bulkhead("seeding", settings.heavy_workers, settings.heavy_queue,
-                                    processes=settings.heavy_processes), Bulkhead("reload", 1, 1))
+    seeding = Bulkhead("seeding", settings.heavy_workers, settings.heavy_queue, processes=settings.heavy_processes,
+                       threads=settings.heavy_threads)
+    parts = ServingContext(holder, guarded, event_log, healer, seeding, Bulkhead("reload", 1, 1))
     for service in SERVICES:
         service.register(service.build(parts), grpc_server)
     health_servicer = health.HealthServicer(experimental_non_blocking=True)

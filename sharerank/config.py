@@ -76,6 +76,11 @@ class Settings(BaseSettings):
         description="Run seeding and audiences in worker processes of their own (own GIL, lower CPU priority), "
         "which load the serving model on their first call after it changed; off: threads of the server process.",
     )
+    heavy_threads: int = Field(
+        1, ge=1, le=256,
+        description="Threads each heavy worker process computes with (numba): heavy calls take at most "
+        "heavy_workers x heavy_threads cores, the rest are the feeds'.",
+    )
     heavy_queue: int = Field(
         2, ge=0, le=1024,
         description="Heavy calls that may wait for a heavy worker; past workers + queue a call fails "

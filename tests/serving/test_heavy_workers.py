@@ -13,6 +13,7 @@ import time
 from collections.abc import Iterator
 
 import grpc
+import numba
 import numpy as np
 import pytest
 
@@ -28,7 +29,7 @@ SMALL = seeding_service_pb2.GetSeedTargetsRequest(category="Beauty", budget=3)
 
 @pytest.fixture
 def server(registry, tmp_path) -> Iterator[Server]:
-    settings: Settings = registry[0].model_copy(update={"event_log_dir": tmp_path / "events"})
+    settings: Settings = registry[0].model_copy(update={"event_log_dir": tmp_path / "events", "heavy_threads": 2})
     assert settings.heavy_processes, "worker processes are the default"
     server = create_server(settings, InMemoryOnlineStore(), address="127.0.0.1:0")
     yield server
@@ -50,6 +51,9 @@ def test_seeding_runs_in_a_worker_process_at_the_lowest_priority(server: Server,
     assert len(reply.seeds) == 3
     [pid] = worker_pids(server)
     assert pid != os.getpid()
+    # It computes with the configured numba threads (asked on the worker's own thread, where the work runs).
+    assert server.parts.seeding._pool.submit(numba.get_num_threads).result(timeout=60) == min(
+        2, numba.config.NUMBA_NUM_THREADS)
     # The idle scheduling class where the kernel has it (Linux), else a higher nice value than the server's.
     if hasattr(os, "sched_getscheduler"):
         assert os.sched_getscheduler(pid) == os.SCHED_IDLE
