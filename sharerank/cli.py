@@ -379,6 +379,55 @@ def eval_seeding(
 
 
 @command
+def eval_feed_replay(
+    data: Annotated[Path, typer.Option(help="A simulated world (truth/) with every share logged (--log all).")],
+    model: Annotated[TrainModel, typer.Option(help="The recommender the feed serves (one model, not auto), fitted "
+                                                   "on the events before the window.")] = "itemknn",
+    window_days: Annotated[float, typer.Option(min=0.01, help="Days of purchases and shares replayed into the "
+                                                              "online store before the pages are served.")] = 7.0,
+    train_fraction: Annotated[float, typer.Option(min=0.05, max=0.95, help="The window starts at this quantile "
+                                                                           "of purchase times.")] = 0.8,
+    users: Annotated[int, typer.Option(min=1, help="Users served a page (a random sample of the window's share "
+                                                   "recipients).")] = 2000,
+    page_size: Annotated[int, typer.Option(min=1, max=500, help="Products per page.")] = 20,
+    organic_days: Annotated[float, typer.Option(min=0.0, help="Horizon of the organic purchase propensity "
+                                                              "(days).")] = 7.0,
+    seed: SeedOption = 0,
+    out: Annotated[Path | None, typer.Option(help="Also write the JSON report here.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The feed's expected purchases per page under a simulated world's true behaviour, with the per-sharer cap
+    (and fatigue scaling) and without: pages served through the real pipeline after replaying a window of events."""
+    from sharerank.feed_replay import run_feed_replay
+
+    if model.value == "auto":
+        raise UsageError("--model auto is not available here; name one model (e.g. itemknn)")
+    report = run_feed_replay(data, Settings(), model=model.value, window_days=window_days,
+                             train_fraction=train_fraction, users=users, page_size=page_size,
+                             organic_days=organic_days, seed=seed, progress=lambda message: stderr.print(message))
+    stderr.print(_replay_table(report))
+    if out is not None:
+        out.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, as_json)
+
+
+def _replay_table(report: dict[str, Any]):
+    from rich.table import Table
+
+    table = Table(title=f"feed replay: {report['users_served']} pages of {report['feed']['page_size']}")
+    for column in ("pipeline", "expected purchases / page", "95% CI", "via shares", "shared items",
+                   "max from one sharer", "from muted sharers", "from spammers"):
+        table.add_column(column)
+    for arm, figures in report["arms"].items():
+        low, high = figures["expected_purchases_ci95"]
+        table.add_row(arm, f"{figures['expected_purchases']:.4f}", f"{low:.4f}-{high:.4f}",
+                      f"{figures['through_shares']:.4f}", f"{figures['shared_shown']:.2f}",
+                      f"{figures['max_from_one_sharer']:.2f}", f"{figures['from_muted_sharers']:.2f}",
+                      f"{figures['from_spammers']:.2f}")
+    return table
+
+
+@command
 def eval_audience(
     data: Annotated[Path, typer.Option(help="Dataset folder (a simulated world, or e.g. an imported Ciao).")],
     model: Annotated[TrainModel, typer.Option(help="The recommender whose affinity GetAudience reads (not auto: "
