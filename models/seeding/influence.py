@@ -78,13 +78,16 @@ class InfluenceModel:
     @classmethod
     def fit(cls, dataset: Dataset, *, user_embedding: np.ndarray | None = None,
             train_mask: np.ndarray | None = None, train_products: np.ndarray | None = None, regime: str = "auto",
-            seed: int = 0) -> InfluenceModel:
+            share_offset: np.ndarray | None = None, seed: int = 0) -> InfluenceModel:
         """Learns from the shares selected by ``train_mask`` (default: all) of the products selected by
         ``train_products`` (default: all; a cascade log's training cascades), or takes the dataset's given
         ``influence.csv``. Purchases after the last training share are not used, so a model fitted on the
         past can be scored honestly on later shares. ``regime`` picks how trials are read (see
         :mod:`~sharerank.models.seeding.trials`; ``auto``: the one the log shows); :attr:`info` says which
-        was used and why. The fit is deterministic; ``seed`` is accepted for the common training signature."""
+        was used and why. ``share_offset`` (one factor in (0, 1] per share; recorded regime only) is what fatigue
+        left of each share's chance (:mod:`~sharerank.models.seeding.fatigue`): every expectation and the
+        regression's hazard are multiplied by it, so the lifts and :meth:`conversion` describe a share to a fresh
+        recipient. The fit is deterministic; ``seed`` is accepted for the common training signature."""
         del seed
         categories, product_cat = np.unique(dataset.category.astype(str), return_inverse=True)
         categories = tuple(str(c) for c in categories)
@@ -110,6 +113,7 @@ class InfluenceModel:
         cutoff = shares.ts[mask].max()
         bought = ~(dataset.purchases.ts > cutoff) & products[dataset.purchases.product]
         trials = learning_trials(dataset, mask, bought, regime)
+        offset = _trial_offset(dataset, mask, trials.regime, share_offset)
         u, v = trials.sender, trials.recipient
         c, y = product_cat[trials.product], trials.converted.astype(np.float64)
         own = trials.counted.astype(np.float64)  # its purchase is counted below
@@ -122,11 +126,14 @@ class InfluenceModel:
 
         # Category rates (one pseudo-trial at the pooled rate); trial expectations r_c * a(v, c).
         trials_c = np.bincount(c, minlength=k_cat).astype(np.float64)
-        a["category_rate"] = (np.bincount(c, y, k_cat) + y.mean()) / (trials_c + 1.0)
+        fresh_c = trials_c if offset is None else np.bincount(c, offset, k_cat)  # trials at full strength
+        a["category_rate"] = (np.bincount(c, y, k_cat) + y.mean()) / (fresh_c + 1.0)
         a["category_weight"] = trials_c / trials_c.sum()
         affinity = model._affinity(v, c, drop=own)
         a["affinity_norm"] = np.maximum(np.bincount(c, affinity, k_cat) / np.maximum(trials_c, 1), _EPS)
         expected = np.clip(a["category_rate"][c] * affinity / a["affinity_norm"][c], _EPS, 1 - _EPS)
+        if offset is not None:
+            expected = np.clip(expected * offset, _EPS, 1 - _EPS)
 
         # Sender lifts: overall (nonparametric prior), then per category (Beta prior; keys u * K + c).
         a["sender_n"] = np.bincount(u, minlength=users).astype(np.float64)
@@ -155,13 +162,17 @@ class InfluenceModel:
             a["embedding"] = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
         x = model._design(c, s_lift, sc_lift, r_lift, affinity, model._cosine(u, v))
         a["feature_mean"], a["feature_std"] = x.mean(axis=0), np.maximum(x.std(axis=0), 1e-9)
-        model.coef = _cloglog_fit((x - a["feature_mean"]) / a["feature_std"], y)
+        log_offset = None if offset is None else np.log(offset)
+        model.coef = _cloglog_fit((x - a["feature_mean"]) / a["feature_std"], y, log_offset)
 
         # Pair lifts against the regression's expectation (keys u * users + v).
         a["pair_key"], inv = np.unique(u * users + v, return_inverse=True)
-        a["pair_k"], a["pair_e"] = np.bincount(inv, y), np.bincount(inv, model._regression(x))
+        fitted = model._regression(x) if offset is None else _cloglog(model._hazard(x) + log_offset)
+        a["pair_k"], a["pair_e"] = np.bincount(inv, y), np.bincount(inv, fitted)
         p["m_pair"] = _gamma_poisson_strength(a["pair_k"], a["pair_e"])
         p["trials"], p["conversions"] = float(len(y)), float(y.sum())
+        if offset is not None:
+            model.info["fatigue_offset_mean"] = round(float(offset.mean()), 4)
         _fit_propensities(model, dataset, mask, bought, products, trials.regime)
         return model
 
@@ -202,12 +213,18 @@ class InfluenceModel:
         weight = self.arrays["category_weight"]
         return self._predict(src, dst, np.flatnonzero(weight), weight[weight > 0])
 
-    def ic_graph(self, category: str | None = None, *, conversion: bool = False) -> ICGraph:
+    def ic_graph(self, category: str | None = None, *, conversion: bool = False,
+                 arc_factor: np.ndarray | None = None) -> ICGraph:
         """The IC graph over all users on the social arcs plus every sharer -> recipient pair (or the given
         table's arcs), with this model's probabilities for ``category`` (None: pooled); ``conversion``: a
-        share's chance to convert alone, as if every activated user shared (:meth:`conversion`)."""
+        share's chance to convert alone, as if every activated user shared (:meth:`conversion`);
+        ``arc_factor``: a factor in [0, 1] per arc (``arrays["arc_src"]`` order), e.g. fatigue's."""
         src, dst = self.arrays["arc_src"], self.arrays["arc_dst"]
         prob = (self.conversion if conversion else self.probability)(src, dst, category)
+        if arc_factor is not None:
+            if np.shape(arc_factor) != prob.shape:
+                raise ValueError(f"arc_factor must have one entry per arc ({prob.size})")
+            prob = np.clip(prob * arc_factor, 0.0, 1.0)
         return ICGraph.from_arcs(src, dst, prob, self.num_users)
 
     def sender_stats(self, user: int, category: str | None) -> tuple[int, int]:
@@ -293,9 +310,12 @@ class InfluenceModel:
         cols = [np.log(s_lift), np.log(sc_lift), np.log(r_lift), np.log(affinity), rate]
         return np.column_stack(cols if cosine is None else [*cols, cosine])
 
-    def _regression(self, x: np.ndarray) -> np.ndarray:
+    def _hazard(self, x: np.ndarray) -> np.ndarray:
         z = (x - self.arrays["feature_mean"]) / self.arrays["feature_std"]
-        return _cloglog(z @ self.coef[:-1] + self.coef[-1])
+        return z @ self.coef[:-1] + self.coef[-1]
+
+    def _regression(self, x: np.ndarray) -> np.ndarray:
+        return _cloglog(self._hazard(x))
 
     def _predict(self, u: np.ndarray, v: np.ndarray, categories, weights) -> np.ndarray:
         """Weighted mean over ``categories`` (each one index, or an index per arc) of arc probabilities."""
@@ -366,6 +386,22 @@ def _fit_propensities(model: InfluenceModel, dataset: Dataset, share_mask: np.nd
     mu = np.full(len(n), np.clip(k.sum() / max(n.sum(), 1.0), _EPS, 1 - _EPS))
     p["m_share_propensity"] = _beta_strength(k, n, n * mu)
     a["share_propensity"] = (k + p["m_share_propensity"] * mu) / (n + p["m_share_propensity"])
+
+
+def _trial_offset(dataset: Dataset, share_mask: np.ndarray, regime: str,
+                  share_offset: np.ndarray | None) -> np.ndarray | None:
+    """The per-share offset at the recorded trials (in :func:`learning_trials`' order); None without one."""
+    if share_offset is None:
+        return None
+    share_offset = np.asarray(share_offset, dtype=np.float64)
+    if share_offset.shape != dataset.shares.id.shape:
+        raise ValueError(f"share_offset must have one factor per share ({len(dataset.shares.id)})")
+    if np.isnan(share_offset).any() or share_offset.min() <= 0.0 or share_offset.max() > 1.0:
+        raise ValueError("share_offset must lie in (0, 1]")
+    if regime != "recorded":
+        raise ValueError("share_offset needs a log of every share (the recorded regime)")
+    trial, _, _ = share_trials(dataset)
+    return share_offset[share_mask & trial]
 
 
 def _gamma_prior(counts: np.ndarray) -> tuple[float, float]:
@@ -464,16 +500,19 @@ def _cloglog(z: np.ndarray) -> np.ndarray:
     return -np.expm1(-np.exp(np.minimum(z, 30.0)))
 
 
-def _cloglog_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """L2-regularised complementary log-log regression by L-BFGS; weights then intercept."""
+def _cloglog_fit(x: np.ndarray, y: np.ndarray, log_offset: np.ndarray | None = None) -> np.ndarray:
+    """L2-regularised complementary log-log regression by L-BFGS; weights then intercept. ``log_offset`` is
+    added to every linear predictor (a known factor on the hazard, fatigue's)."""
     n, d = x.shape
     design = np.column_stack([x, np.ones(n)])
+    shift = 0.0 if log_offset is None else log_offset
 
     def loss(w):
-        hazard = np.maximum(np.exp(np.minimum(design @ w, 30.0)), 1e-300)
+        hazard = np.maximum(np.exp(np.minimum(design @ w + shift, 30.0)), 1e-300)
         reg = _L2 * n * np.r_[w[:-1], 0.0]
         nll = (1 - y) @ hazard - y @ np.log(-np.expm1(-hazard)) + 0.5 * reg @ w
-        dz = (1 - y) * hazard - y * hazard / np.expm1(hazard)
+        with np.errstate(over="ignore"):  # expm1 of a huge hazard is inf: that trial's term is 0, as it should be
+            dz = (1 - y) * hazard - y * hazard / np.expm1(hazard)
         return nll / n, (design.T @ dz + reg) / n
 
     w0 = np.r_[np.zeros(d), np.log(-np.log1p(-np.clip(y.mean(), _EPS, 1 - _EPS)))]
