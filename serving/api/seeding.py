@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 
-from sharerank.models.seeding.plan import SeedPlan
+from sharerank.models.seeding.plan import SeedPlan, SeedTrust
 from sharerank.serving.api.spec import ServiceSpec, service_name, serving_model
 from sharerank.serving.bulkhead import Bulkhead, ModelRef
-from sharerank.serving.errors import ServiceError, abort
+from sharerank.serving.errors import ServiceError, abort, invalid_argument
 from sharerank.serving.ids import check_id, check_ids, quote
 from sharerank.serving.model_holder import ModelHolder
 from sharerank.serving.online_store import OnlineStore, OnlineStoreError
@@ -99,9 +99,23 @@ def parse_seed_request(request: seeding_service_pb2.GetSeedTargetsRequest) -> Se
     elif target == "category":
         category = check_id(request.category, "category", "EMPTY_CATEGORY", "INVALID_CATEGORY")
     excluded = check_ids(request.exclude_user_ids, "exclude_user_ids", MAX_EXCLUDED_USERS)
+    max_fatigue = request.max_fatigue if request.HasField("max_fatigue") else None
+    if max_fatigue is not None and not 0.0 <= max_fatigue <= 1.0:  # NaN fails both
+        raise invalid_argument(f"max_fatigue must lie in [0, 1] (got {max_fatigue:.3g})", "BAD_MAX_FATIGUE")
+    policy = RING_POLICIES.get(request.ring_policy)
+    if policy is None:
+        raise invalid_argument(f"unknown ring_policy {request.ring_policy}", "BAD_RING_POLICY")
     return SeedRequest(budget=request.budget, product_id=product_id, category=category,
                        exclude_user_ids=excluded, min_activity=request.min_activity,
-                       max_seeds_per_community=request.max_seeds_per_community, epsilon=request.epsilon)
+                       max_seeds_per_community=request.max_seeds_per_community, epsilon=request.epsilon,
+                       max_fatigue=max_fatigue, ring_policy=policy)
+
+
+RING_POLICIES = {seeding_service_pb2.RING_POLICY_UNSPECIFIED: "exclude",
+                 seeding_service_pb2.RING_POLICY_EXCLUDE: "exclude",
+                 seeding_service_pb2.RING_POLICY_DISCOUNT: "discount",
+                 seeding_service_pb2.RING_POLICY_IGNORE: "ignore"}
+"""The proto's ring policies in domain terms (unset: exclude)."""
 
 
 def parse_audience_request(request: seeding_service_pb2.GetAudienceRequest) -> AudienceRequest:
@@ -132,11 +146,20 @@ def seed_response(plan: SeedPlan, model_version: str,
             user_id=s.user_id, marginal_reach=s.marginal_reach, cumulative_reach=s.cumulative_reach,
             cumulative_reach_ci_low=s.ci_low, cumulative_reach_ci_high=s.ci_high, community=str(s.community),
             reasons=[reason_pb2.Reason(kind=reason_pb2.ReasonKind.Value(f"REASON_KIND_{r.kind}"), text=r.text)
-                     for r in s.reasons])
+                     for r in s.reasons], **_trust_fields(s.trust))
             for s in plan.seeds],
         expected_reach=plan.expected_reach, expected_reach_ci_low=plan.ci_low, expected_reach_ci_high=plan.ci_high,
         warnings=[*plan.warnings, *([note] if note else [])],
         influence_regime=str(plan.selection.get("influence", {}).get("regime", "")), model_version=model_version)
+
+
+def _trust_fields(trust: SeedTrust | None) -> dict:
+    if trust is None:
+        return {}
+    return {"spammer_score": trust.spammer_score, "spammer_score_ci_low": trust.spammer_ci_low,
+            "spammer_score_ci_high": trust.spammer_ci_high, "shares_sent": trust.shares_sent,
+            "conversions": trust.conversions, "audience_fatigue": trust.audience_fatigue,
+            "ring_score": trust.ring_score}
 
 
 SERVICE = ServiceSpec(name=service_name(seeding_service_pb2, "SeedingService"), roles=frozenset({"growth"}),

@@ -26,7 +26,8 @@ a tiny one (1e-200) overflowed it into a division by zero."""
 @dataclass(frozen=True)
 class SeedRequest:
     """A launch to seed: a product (its category's influence, its buyers excluded), a category, or neither
-    (influence pooled over all categories); ``epsilon`` 0 means the default."""
+    (influence pooled over all categories); ``epsilon`` 0 means the default; ``max_fatigue`` None means no
+    limit; ``ring_policy`` one of :data:`~sharerank.models.seeding.plan.RING_POLICIES`."""
 
     budget: int
     product_id: str | None = None
@@ -35,6 +36,8 @@ class SeedRequest:
     min_activity: int = 0
     max_seeds_per_community: int = 0
     epsilon: float = 0.0
+    max_fatigue: float | None = None
+    ring_policy: str = "exclude"
 
 
 def seed_targets(bundle: ModelBundle, request: SeedRequest, live_buyers: tuple[str, ...] = ()) -> SeedPlan:
@@ -53,6 +56,8 @@ def seed_targets(bundle: ModelBundle, request: SeedRequest, live_buyers: tuple[s
     if request.min_activity < 0 or request.max_seeds_per_community < 0:
         raise invalid_argument("min_activity and max_seeds_per_community must be non-negative",
                                "NEGATIVE_CONSTRAINT")
+    if request.max_fatigue is not None and not 0.0 <= request.max_fatigue <= 1.0:  # NaN fails both
+        raise invalid_argument(f"max_fatigue must lie in [0, 1] (got {request.max_fatigue:.3g})", "BAD_MAX_FATIGUE")
     if request.epsilon and not MIN_EPSILON <= request.epsilon < 1.0:
         raise invalid_argument(f"epsilon must lie in [{MIN_EPSILON}, 1) (got {request.epsilon:.3g})", "BAD_EPSILON")
     rows = bundle.user_rows  # the influence model covers the bundle's users, row for row
@@ -71,6 +76,7 @@ def seed_targets(bundle: ModelBundle, request: SeedRequest, live_buyers: tuple[s
     try:
         return plan_seeds(context, request.budget, category=category, exclude=np.asarray(exclude, dtype=np.int64),
                           min_activity=request.min_activity, max_per_community=request.max_seeds_per_community,
+                          max_fatigue=request.max_fatigue, ring_policy=request.ring_policy,
                           epsilon=request.epsilon or DEFAULT_EPSILON)
     except SeedingError as error:
         raise invalid_argument(str(error), "UNSATISFIABLE_REQUEST") from error

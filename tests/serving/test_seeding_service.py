@@ -12,6 +12,7 @@ import pytest
 
 from sharerank.dataset.reader import load_dataset
 from sharerank.models.seeding.spread import monte_carlo_spread
+from sharerank.serving.api.seeding import parse_seed_request
 from sharerank.serving.errors import error_info
 from sharerank.serving.online_store import InMemoryOnlineStore, Purchase
 from sharerank.serving.server import Server, create_server
@@ -110,6 +111,11 @@ def test_community_cap_and_minimum_activity_are_honoured(seeding, world) -> None
      "UNSATISFIABLE_REQUEST"),
     ({"product_id": "no-such-product", "budget": 5}, grpc.StatusCode.NOT_FOUND, "UNKNOWN_PRODUCT"),
     ({"category": "Garden gnomes", "budget": 5}, grpc.StatusCode.NOT_FOUND, "UNKNOWN_CATEGORY"),
+    ({"category": "Beauty", "budget": 5, "max_fatigue": 1.5}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_MAX_FATIGUE"),
+    ({"category": "Beauty", "budget": 5, "max_fatigue": -0.1}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_MAX_FATIGUE"),
+    ({"category": "Beauty", "budget": 5, "max_fatigue": float("nan")}, grpc.StatusCode.INVALID_ARGUMENT,
+     "BAD_MAX_FATIGUE"),
+    ({"category": "Beauty", "budget": 5, "ring_policy": 42}, grpc.StatusCode.INVALID_ARGUMENT, "BAD_RING_POLICY"),
 ])
 def test_bad_requests_get_clear_errors(seeding, request_fields, code, reason) -> None:
     with pytest.raises(grpc.RpcError) as err:
@@ -143,3 +149,40 @@ def test_buyers_since_training_are_never_seeds(registry, world, tmp_path) -> Non
             assert before[0] not in after and before[2] not in after and len(after) == 5
     finally:
         live.stop(grace=None)
+
+
+def test_each_seed_carries_a_spammer_score_with_its_interval(seeding, world) -> None:
+    """Over real gRPC: shares sent and conversions as the world's files count them (shares to someone who had
+    not bought the product yet; those a purchase names), and a spammer score inside its 95% interval."""
+    response = seeds(seeding, category=None, budget=10)
+    rows = {u: i for i, u in enumerate(world.users.tolist())}
+    shares, purchases = world.shares, world.purchases
+    first_buy: dict[tuple[int, int], float] = {}
+    for user, product, ts in zip(purchases.user.tolist(), purchases.product.tolist(), purchases.ts.tolist(),
+                                 strict=True):
+        first_buy[(user, product)] = min(ts, first_buy.get((user, product), np.inf))
+    converted = set(purchases.share[purchases.share >= 0].tolist())
+    for s in response.seeds:
+        mine = np.flatnonzero(shares.sharer == rows[s.user_id])
+        trials = [i for i in mine.tolist()
+                  if not first_buy.get((int(shares.recipient[i]), int(shares.product[i])), np.inf) < shares.ts[i]]
+        assert s.shares_sent == len(trials)
+        assert s.conversions == sum(i in converted for i in trials)
+        assert 0.0 <= s.spammer_score_ci_low <= s.spammer_score <= s.spammer_score_ci_high <= 1.0
+        assert s.ring_score == 0.0 and s.audience_fatigue == 0.0  # a world without rings or fatigue
+    assert any(s.spammer_score_ci_high > s.spammer_score_ci_low for s in response.seeds)
+
+
+def test_max_fatigue_zero_keeps_fresh_audiences(seeding) -> None:
+    """Without fatigue in the served world every audience is fresh (fatigue 0), so the strictest limit keeps
+    the seeds it would pick anyway."""
+    plain = [s.user_id for s in seeds(seeding, category="Beauty", budget=5).seeds]
+    assert [s.user_id for s in seeds(seeding, category="Beauty", budget=5, max_fatigue=0.0).seeds] == plain
+
+
+def test_unset_max_fatigue_and_ring_policy_mean_no_limit_and_exclude() -> None:
+    parsed = parse_seed_request(seeding_service_pb2.GetSeedTargetsRequest(category="Beauty", budget=5))
+    assert parsed.max_fatigue is None and parsed.ring_policy == "exclude"
+    parsed = parse_seed_request(seeding_service_pb2.GetSeedTargetsRequest(
+        category="Beauty", budget=5, max_fatigue=0.0, ring_policy=seeding_service_pb2.RING_POLICY_DISCOUNT))
+    assert parsed.max_fatigue == 0.0 and parsed.ring_policy == "discount"

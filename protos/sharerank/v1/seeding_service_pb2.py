@@ -25,25 +25,27 @@ _sym_db = _symbol_database.Default()
 from sharerank.v1 import reason_pb2 as sharerank_dot_v1_dot_reason__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"sharerank/v1/seeding_service.proto\x12\x0csharerank.v1\x1a\x19sharerank/v1/reason.proto\"\xbd\x01\n\x15GetSeedTargetsRequest\x12\x14\n\nproduct_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08\x63\x61tegory\x18\x02 \x01(\tH\x00\x12\x0e\n\x06\x62udget\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_user_ids\x18\x04 \x03(\t\x12\x14\n\x0cmin_activity\x18\x05 \x01(\x05\x12\x1f\n\x17max_seeds_per_community\x18\x06 \x01(\x05\x12\x0f\n\x07\x65psilon\x18\x07 \x01(\x01\x42\x08\n\x06target\"\xcc\x01\n\nSeedTarget\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x16\n\x0emarginal_reach\x18\x02 \x01(\x01\x12\x18\n\x10\x63umulative_reach\x18\x03 \x01(\x01\x12\x1f\n\x17\x63umulative_reach_ci_low\x18\x04 \x01(\x01\x12 \n\x18\x63umulative_reach_ci_high\x18\x05 \x01(\x01\x12\x11\n\tcommunity\x18\x06 \x01(\t\x12%\n\x07reasons\x18\x07 \x03(\x0b\x32\x14.sharerank.v1.Reason\"\xdb\x01\n\x16GetSeedTargetsResponse\x12\'\n\x05seeds\x18\x01 \x03(\x0b\x32\x18.sharerank.v1.SeedTarget\x12\x16\n\x0e\x65xpected_reach\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08warnings\x18\x04 \x03(\t\x12\x1d\n\x15\x65xpected_reach_ci_low\x18\x05 \x01(\x01\x12\x1e\n\x16\x65xpected_reach_ci_high\x18\x06 \x01(\x01\x12\x18\n\x10influence_regime\x18\x07 \x01(\t\"M\n\x12GetAudienceRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x18\n\x10\x65xclude_user_ids\x18\x03 \x03(\t\"W\n\x0e\x41udienceMember\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12%\n\x07reasons\x18\x03 \x03(\x0b\x32\x14.sharerank.v1.Reason\"m\n\x13GetAudienceResponse\x12-\n\x07members\x18\x01 \x03(\x0b\x32\x1c.sharerank.v1.AudienceMember\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08warnings\x18\x03 \x03(\t2\xc1\x01\n\x0eSeedingService\x12[\n\x0eGetSeedTargets\x12#.sharerank.v1.GetSeedTargetsRequest\x1a$.sharerank.v1.GetSeedTargetsResponse\x12R\n\x0bGetAudience\x12 .sharerank.v1.GetAudienceRequest\x1a!.sharerank.v1.GetAudienceResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"sharerank/v1/seeding_service.proto\x12\x0csharerank.v1\x1a\x19sharerank/v1/reason.proto\"\x96\x02\n\x15GetSeedTargetsRequest\x12\x14\n\nproduct_id\x18\x01 \x01(\tH\x00\x12\x12\n\x08\x63\x61tegory\x18\x02 \x01(\tH\x00\x12\x0e\n\x06\x62udget\x18\x03 \x01(\x05\x12\x18\n\x10\x65xclude_user_ids\x18\x04 \x03(\t\x12\x14\n\x0cmin_activity\x18\x05 \x01(\x05\x12\x1f\n\x17max_seeds_per_community\x18\x06 \x01(\x05\x12\x0f\n\x07\x65psilon\x18\x07 \x01(\x01\x12\x18\n\x0bmax_fatigue\x18\x08 \x01(\x01H\x01\x88\x01\x01\x12-\n\x0bring_policy\x18\t \x01(\x0e\x32\x18.sharerank.v1.RingPolicyB\x08\n\x06targetB\x0e\n\x0c_max_fatigue\"\xf8\x02\n\nSeedTarget\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\x16\n\x0emarginal_reach\x18\x02 \x01(\x01\x12\x18\n\x10\x63umulative_reach\x18\x03 \x01(\x01\x12\x1f\n\x17\x63umulative_reach_ci_low\x18\x04 \x01(\x01\x12 \n\x18\x63umulative_reach_ci_high\x18\x05 \x01(\x01\x12\x11\n\tcommunity\x18\x06 \x01(\t\x12%\n\x07reasons\x18\x07 \x03(\x0b\x32\x14.sharerank.v1.Reason\x12\x15\n\rspammer_score\x18\x08 \x01(\x01\x12\x1c\n\x14spammer_score_ci_low\x18\t \x01(\x01\x12\x1d\n\x15spammer_score_ci_high\x18\n \x01(\x01\x12\x13\n\x0bshares_sent\x18\x0b \x01(\x03\x12\x13\n\x0b\x63onversions\x18\x0c \x01(\x03\x12\x18\n\x10\x61udience_fatigue\x18\r \x01(\x01\x12\x12\n\nring_score\x18\x0e \x01(\x01\"\xdb\x01\n\x16GetSeedTargetsResponse\x12\'\n\x05seeds\x18\x01 \x03(\x0b\x32\x18.sharerank.v1.SeedTarget\x12\x16\n\x0e\x65xpected_reach\x18\x02 \x01(\x01\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12\x10\n\x08warnings\x18\x04 \x03(\t\x12\x1d\n\x15\x65xpected_reach_ci_low\x18\x05 \x01(\x01\x12\x1e\n\x16\x65xpected_reach_ci_high\x18\x06 \x01(\x01\x12\x18\n\x10influence_regime\x18\x07 \x01(\t\"M\n\x12GetAudienceRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\t\x12\t\n\x01k\x18\x02 \x01(\x05\x12\x18\n\x10\x65xclude_user_ids\x18\x03 \x03(\t\"W\n\x0e\x41udienceMember\x12\x0f\n\x07user_id\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12%\n\x07reasons\x18\x03 \x03(\x0b\x32\x14.sharerank.v1.Reason\"m\n\x13GetAudienceResponse\x12-\n\x07members\x18\x01 \x03(\x0b\x32\x1c.sharerank.v1.AudienceMember\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08warnings\x18\x03 \x03(\t*t\n\nRingPolicy\x12\x1b\n\x17RING_POLICY_UNSPECIFIED\x10\x00\x12\x17\n\x13RING_POLICY_EXCLUDE\x10\x01\x12\x18\n\x14RING_POLICY_DISCOUNT\x10\x02\x12\x16\n\x12RING_POLICY_IGNORE\x10\x03\x32\xc1\x01\n\x0eSeedingService\x12[\n\x0eGetSeedTargets\x12#.sharerank.v1.GetSeedTargetsRequest\x1a$.sharerank.v1.GetSeedTargetsResponse\x12R\n\x0bGetAudience\x12 .sharerank.v1.GetAudienceRequest\x1a!.sharerank.v1.GetAudienceResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'sharerank.v1.seeding_service_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RINGPOLICY']._serialized_start=1240
+  _globals['_RINGPOLICY']._serialized_end=1356
   _globals['_GETSEEDTARGETSREQUEST']._serialized_start=80
-  _globals['_GETSEEDTARGETSREQUEST']._serialized_end=269
-  _globals['_SEEDTARGET']._serialized_start=272
-  _globals['_SEEDTARGET']._serialized_end=476
-  _globals['_GETSEEDTARGETSRESPONSE']._serialized_start=479
-  _globals['_GETSEEDTARGETSRESPONSE']._serialized_end=698
-  _globals['_GETAUDIENCEREQUEST']._serialized_start=700
-  _globals['_GETAUDIENCEREQUEST']._serialized_end=777
-  _globals['_AUDIENCEMEMBER']._serialized_start=779
-  _globals['_AUDIENCEMEMBER']._serialized_end=866
-  _globals['_GETAUDIENCERESPONSE']._serialized_start=868
-  _globals['_GETAUDIENCERESPONSE']._serialized_end=977
-  _globals['_SEEDINGSERVICE']._serialized_start=980
-  _globals['_SEEDINGSERVICE']._serialized_end=1173
+  _globals['_GETSEEDTARGETSREQUEST']._serialized_end=358
+  _globals['_SEEDTARGET']._serialized_start=361
+  _globals['_SEEDTARGET']._serialized_end=737
+  _globals['_GETSEEDTARGETSRESPONSE']._serialized_start=740
+  _globals['_GETSEEDTARGETSRESPONSE']._serialized_end=959
+  _globals['_GETAUDIENCEREQUEST']._serialized_start=961
+  _globals['_GETAUDIENCEREQUEST']._serialized_end=1038
+  _globals['_AUDIENCEMEMBER']._serialized_start=1040
+  _globals['_AUDIENCEMEMBER']._serialized_end=1127
+  _globals['_GETAUDIENCERESPONSE']._serialized_start=1129
+  _globals['_GETAUDIENCERESPONSE']._serialized_end=1238
+  _globals['_SEEDINGSERVICE']._serialized_start=1359
+  _globals['_SEEDINGSERVICE']._serialized_end=1552
 # @@protoc_insertion_point(module_scope)
