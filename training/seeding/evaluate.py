@@ -8,7 +8,11 @@ RR sets that chose the seeds), with a 95% interval. Sections, each run when the 
   degree, (d) PageRank, (e) most shares sent; ratios to the oracle. The truth is a share's chance to convert
   with every activated user sharing to every friend, so the learned model is used on the same footing: its
   conversion probabilities, seeds sharing for sure (no share propensity, no compliance). Either logging
-  regime of the simulator (``--log``) is measured against the same truth.
+  regime of the simulator (``--log``) is measured against the same truth. Its ``fatigue`` part scores
+  fatigue-blind seeds (the learned model above) against fatigue-aware ones
+  (:func:`~sharerank.models.seeding.fatigue.fit_fatigue`, counts taken at a launch time ``T``, the
+  :data:`LAUNCH_QUANTILE` of the share times) under the world's *true* fatigue at ``T``
+  (:func:`true_fatigue_graph`); without fatigue in the world, under the plain truth.
 - ``given_influence`` (an ``influence.csv``, e.g. NetHEPT): spread and selection time at each k against
   top degree, and against a CELF Monte Carlo greedy on a small subgraph.
 - ``replay`` (shares with times, or a cascade log): held-out cascades started by each method's seeds,
@@ -27,7 +31,9 @@ from typing import Any
 import numpy as np
 
 from sharerank.dataset.reader import Dataset, has_truth, read_truth
+from sharerank.models.rings import DEFAULT_THRESHOLD, dataset_ring_scores
 from sharerank.models.seeding.baselines import out_degree_scores, pagerank_scores, top_k
+from sharerank.models.seeding.fatigue import DEFAULT_WINDOW_S, FatigueState, fit_fatigue
 from sharerank.models.seeding.ic_graph import ICGraph
 from sharerank.models.seeding.influence import InfluenceModel
 from sharerank.models.seeding.opim import select_seeds
@@ -40,6 +46,9 @@ log = logging.getLogger(__name__)
 SCORING_SEED = 1_000_003
 """Seed of the scoring Monte Carlo: far from the selection seeds, so the two never share a stream."""
 CELF_NODES = 1000
+LAUNCH_QUANTILE = 0.9
+"""The fatigue comparison launches when this share of the log's shares has been sent: inside ordinary traffic
+(the simulator's last days are a wind-down of late cascades, after which nobody has received anything lately)."""
 
 
 def run_eval_seeding(data_dir: str | Path, *, k: int = 50, ks: tuple[int, ...] = (10, 50, 100),
@@ -115,7 +124,110 @@ def synthetic_section(data_dir: Path, dataset: Dataset, *, k: int, epsilon: floa
             "influence_fit_seconds": round(fit_seconds, 3), "methods": methods,
             "learned_over_oracle": methods["learned"]["ratio_to_oracle"],
             "learned_beats_every_baseline": all(methods["learned"]["spread"] > methods[b]["spread"]
-                                                for b in baselines)}
+                                                for b in baselines),
+            "fatigue": fatigue_section(data_dir, dataset, learned, truth, category=category, k=k, epsilon=epsilon,
+                                       mc_runs=mc_runs, seed=seed)}
+
+
+def fatigue_section(data_dir: Path, dataset: Dataset, blind: InfluenceModel, truth: ICGraph, *, category: str,
+                    k: int, epsilon: float, mc_runs: int, seed: int,
+                    launch_quantile: float = LAUNCH_QUANTILE) -> dict[str, Any]:
+    """Fatigue-blind vs fatigue-aware seeds (and the aware ones with flagged ring members left out, as
+    :func:`~sharerank.models.seeding.plan.plan_seeds` does by default), scored under the true fatigue at the
+    launch time, against seeds picked on that truth itself (``oracle``). Needs a log of every share (the
+    true state counts the shares people saw)."""
+    if blind.info.get("regime") != "recorded":
+        return {"skipped": "a log of successes only: the shares people received are not in the folder"}
+    world_fatigue = (Path(data_dir) / "truth" / "fatigue.csv").exists()
+    at_ts = float(np.quantile(dataset.shares.ts, launch_quantile))
+    window_s = DEFAULT_WINDOW_S
+    if world_fatigue:
+        window_s = float(read_truth(data_dir, "fatigue").column("window_s").to_numpy()[0])
+        true_graph_now = true_fatigue_graph(data_dir, dataset, truth, at_ts)
+    else:
+        true_graph_now = truth
+    started = time.perf_counter()
+    aware, curves = fit_fatigue(dataset, window_s=window_s, seed=seed)
+    state = FatigueState.snapshot(dataset, aware, curves, window_s=window_s, at_ts=at_ts)
+    fit_seconds = time.perf_counter() - started
+    blind_graph = blind.ic_graph(category, conversion=True)
+    aware_graph = aware.ic_graph(category, conversion=True, arc_factor=state.arc_factor)
+    no_ring = dataset_ring_scores(dataset).user < DEFAULT_THRESHOLD
+    pickers: dict[str, Callable[[], np.ndarray]] = {
+        "fatigue_blind": lambda: select_seeds(blind_graph, k, epsilon=epsilon, seed=seed).seeds,
+        "fatigue_aware": lambda: select_seeds(aware_graph, k, epsilon=epsilon, seed=seed).seeds,
+        "fatigue_aware_rings_excluded": lambda: select_seeds(aware_graph, k, epsilon=epsilon, candidates=no_ring,
+                                                             seed=seed).seeds,
+        "oracle": lambda: select_seeds(true_graph_now, k, epsilon=epsilon, seed=seed).seeds,
+    }
+    methods = {name: _scored(true_graph_now, pick, mc_runs, dataset.users) for name, pick in pickers.items()}
+    base = methods["fatigue_blind"]["spread"]
+    for row in methods.values():
+        row["ratio_to_blind"] = round(row["spread"] / base, 4) if base else None
+    same = len(set(methods["fatigue_aware"]["seeds"]) & set(methods["fatigue_blind"]["seeds"]))
+    return {"world_fatigue": world_fatigue, "launch_ts": at_ts, "launch_quantile": launch_quantile,
+            "window_s": window_s, "fatigue_model": state.info(), "fit_seconds": round(fit_seconds, 3),
+            "seeds_in_common": same, "methods": methods,
+            "aware_over_blind": methods["fatigue_aware"]["ratio_to_blind"]}
+
+
+def true_fatigue_graph(data_dir: Path, dataset: Dataset, truth: ICGraph, at_ts: float) -> ICGraph:
+    """The world's true IC graph at ``at_ts`` with its fatigue (``training/sources/simulate.py``, item 9):
+    each arc ``u -> v`` times ``tau_v / (tau_v + r_v)``, ``r_v`` the shares ``v`` saw in ``(at_ts - W, at_ts]``
+    (not muted, not collusive), and 0 where ``v`` muted ``u`` by ``at_ts``. The launch's own shares are not
+    added to ``r_v`` (the chance stays one per arc, as the independent cascade needs)."""
+    n, shares = dataset.num_users, dataset.shares
+    rows = {u: i for i, u in enumerate(dataset.users.tolist())}
+
+    def index(column) -> np.ndarray:
+        return np.array([rows.get(u, -1) for u in column.to_pylist()], dtype=np.int64)
+
+    fatigue = read_truth(data_dir, "fatigue")
+    who, tolerance = index(fatigue.column("user_id")), fatigue.column("tolerance").to_numpy()
+    window = float(fatigue.column("window_s").to_numpy()[0])
+    tau = np.ones(n)
+    tau[who[who >= 0]] = tolerance[who >= 0]
+    mutes = read_truth(data_dir, "mutes")
+    m_src, m_dst, m_ts = index(mutes.column("src_id")), index(mutes.column("dst_id")), mutes.column("ts").to_numpy()
+    known = (m_src >= 0) & (m_dst >= 0)
+    mute_key, mute_ts = m_src[known] * n + m_dst[known], m_ts[known]
+    order = np.argsort(mute_key, kind="stable")
+    mute_key, mute_ts = mute_key[order], mute_ts[order]
+    # Shares seen and counted: in the window, from a pair not muted before them, not a ring's own push.
+    pair = shares.sharer * n + shares.recipient
+    muted_at = np.full(len(pair), np.inf)  # a pair mutes once
+    if len(mute_key):
+        pos = np.minimum(np.searchsorted(mute_key, pair), len(mute_key) - 1)
+        hit = mute_key[pos] == pair
+        muted_at[hit] = mute_ts[pos[hit]]
+    seen = (shares.ts <= muted_at) & ~_collusive(data_dir, dataset)
+    counted = seen & (shares.ts > at_ts - window) & (shares.ts <= at_ts)
+    r = np.bincount(shares.recipient[counted], minlength=n).astype(np.float64)
+    src = np.repeat(np.arange(n, dtype=np.int64), np.diff(truth.out_indptr))
+    dst = truth.out_indices.astype(np.int64)
+    muted = np.isin(src * n + dst, mute_key[mute_ts <= at_ts])
+    prob = truth.out_prob * tau[dst] / (tau[dst] + r[dst]) * ~muted
+    return ICGraph.from_arcs(src, dst, prob, n)
+
+
+def _collusive(data_dir: Path, dataset: Dataset) -> np.ndarray:
+    """Per share: a ring member's share of one of their ring's products to a ring-mate (truth/rings.csv)."""
+    shares = dataset.shares
+    if not (Path(data_dir) / "truth" / "rings.csv").exists():
+        return np.zeros(len(shares.id), dtype=bool)
+    rows = {u: i for i, u in enumerate(dataset.users.tolist())}
+    products = {p: i for i, p in enumerate(dataset.products.tolist())}
+    rings, pushed = read_truth(data_dir, "rings"), read_truth(data_dir, "ring_products")
+    ring_of = np.full(dataset.num_users, -1, dtype=np.int64)
+    for user, ring in zip(rings.column("user_id").to_pylist(), rings.column("ring").to_pylist(), strict=True):
+        if user in rows:
+            ring_of[rows[user]] = int(ring)
+    keys = np.array([int(r) * dataset.num_products + products[p] for r, p in
+                     zip(pushed.column("ring").to_pylist(), pushed.column("product_id").to_pylist(), strict=True)
+                     if p in products], dtype=np.int64)
+    ring = ring_of[shares.sharer]
+    return (ring >= 0) & (ring == ring_of[shares.recipient]) & np.isin(
+        np.maximum(ring, 0) * dataset.num_products + shares.product, keys)
 
 
 def social_graph(dataset: Dataset) -> ICGraph:
