@@ -104,14 +104,16 @@ def serve_and_score(arms: dict[str, Any], bundle, truth, user_ids: list[str], *,
                     roles: np.ndarray | None = None, progress: Callable[[str], None] = lambda m: None
                     ) -> dict[str, list[dict[str, float]]]:
     """One first page per user from each pipeline, scored by :func:`score_page`: ``{arm: [per user]}``."""
+    from sharerank.serving.feed.hydrators.live_state import LiveStateHydrator
     from sharerank.serving.feed.query import FeedQuery
 
     out: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
+    live = next(h for h in next(iter(arms.values())).hydrators if isinstance(h, LiveStateHydrator))
     for n, user_id in enumerate(user_ids):
         user = bundle.user_rows[user_id]
         # The attribution the cap uses: the newest share of each product to the user (the sharer the page names);
         # the store is the same for every pipeline, so one read serves them all.
-        query = next(iter(arms.values())).hydrators[0].hydrate(FeedQuery(
+        query = live.hydrate(FeedQuery(
             user_id=user_id, page_size=page_size, categories=frozenset(), exclude_products=frozenset(),
             explain=False, model=bundle, user_row=user))
         shared = {row: share.sharer_id for row, share in query.shared.items()}
