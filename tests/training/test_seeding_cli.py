@@ -117,6 +117,10 @@ def test_eval_seeding_on_a_simulated_world(tiny_world: Path) -> None:
         assert learned["ci95"][0] > methods[baseline]["ci95"][1], (baseline, learned, methods[baseline])
     assert oracle["ci95"][1] >= learned["ci95"][0]
     assert synthetic["learned_beats_every_baseline"] is True
+    # No fatigue in this world: the fatigue-aware planner finds none and picks the fatigue-blind seeds.
+    fatigue = synthetic["fatigue"]
+    assert fatigue["world_fatigue"] is False and fatigue["fatigue_model"]["active"] is False
+    assert fatigue["methods"]["fatigue_aware"]["seeds"] == fatigue["methods"]["fatigue_blind"]["seeds"]
     replay = report["replay"]
     assert replay["influence"]["regime"] == "recorded"
     (part,) = [value for value in replay.values() if isinstance(value, dict) and "replay" in value]
@@ -197,3 +201,61 @@ def test_a_degenerate_graph_is_reported_not_answered_silently(tmp_path: Path, sh
     report = invoke("seed", "--data", str(tmp_path / "christianity"), "--k", "5", "--mc-runs", "300")
     assert report["warnings"] == [] and report["selection"]["influence"]["regime"] == "exposure"
     assert report["ci95"][1] > report["ci95"][0] and report["expected_reach"] < 0.5 * 2_897
+
+
+def true_fatigue_graph_from_files(world: Path, category: str, at_ts: float) -> tuple[ICGraph, dict[str, int]]:
+    """The simulator's fatigue at ``at_ts``, by a plain loop over the files: each share in time order is the
+    j-th from its sender; seen unless the recipient muted the sender before it (truth/mutes.csv) or it is a
+    ring's push of its own product to a ring-mate; seen shares in (at_ts - W, at_ts] load their recipient."""
+    truth, rows = true_graph_from_files(world, category)
+    tolerance, window = {}, 0.0
+    with open(world / "truth" / "fatigue.csv") as f:
+        for r in csv.DictReader(f):
+            tolerance[r["user_id"]], window = float(r["tolerance"]), float(r["window_s"])
+    with open(world / "truth" / "mutes.csv") as f:
+        muted_at = {(r["src_id"], r["dst_id"]): float(r["ts"]) for r in csv.DictReader(f)}
+    ring_of, pushed = {}, set()
+    if (world / "truth" / "rings.csv").exists():
+        with open(world / "truth" / "rings.csv") as f:
+            ring_of = {r["user_id"]: r["ring"] for r in csv.DictReader(f)}
+        with open(world / "truth" / "ring_products.csv") as f:
+            pushed = {(r["ring"], r["product_id"]) for r in csv.DictReader(f)}
+    load: dict[str, int] = {}
+    with open(world / "shares.csv") as f:
+        for r in csv.DictReader(f):
+            ts, a, b = float(r["ts"]), r["sharer_id"], r["recipient_id"]
+            collusive = a in ring_of and ring_of.get(b) == ring_of[a] and (ring_of[a], r["product_id"]) in pushed
+            if collusive or ts > muted_at.get((a, b), np.inf) or not at_ts - window < ts <= at_ts:
+                continue
+            load[b] = load.get(b, 0) + 1
+    users = {i: u for u, i in rows.items()}
+    src, dst, prob = [], [], []
+    for u in range(truth.num_nodes):
+        for pos in range(truth.out_indptr[u], truth.out_indptr[u + 1]):
+            v = int(truth.out_indices[pos])
+            a, b = users[u], users[v]
+            tau = tolerance.get(b, 1.0)
+            keep = 0.0 if muted_at.get((a, b), np.inf) <= at_ts else tau / (tau + load.get(b, 0))
+            src.append(u)
+            dst.append(v)
+            prob.append(truth.out_prob[pos] * keep)
+    return ICGraph.from_arcs(np.array(src), np.array(dst), np.array(prob), truth.num_nodes), rows
+
+
+def test_eval_seeding_scores_fatigue_aware_and_blind_seeds_under_the_true_fatigue(tmp_path: Path) -> None:
+    world = tmp_path / "world"
+    invoke("simulate", "--users", "1500", "--seed", "5", "--fatigue-window-days", "14", "--rings", "8",
+           "--out", str(world))
+    report = invoke("eval-seeding", "--data", str(world), "--k", "10", "--mc-runs", "2000")
+    fatigue = report["synthetic"]["fatigue"]
+    assert fatigue["world_fatigue"] is True
+    assert set(fatigue["methods"]) == {"fatigue_blind", "fatigue_aware", "fatigue_aware_rings_excluded", "oracle"}
+    truth, rows = true_fatigue_graph_from_files(world, report["synthetic"]["category"], fatigue["launch_ts"])
+    plain, _ = true_graph_from_files(world, report["synthetic"]["category"])
+    assert truth.out_prob.sum() < 0.95 * plain.out_prob.sum()  # fatigue bites at the launch
+    for name, row in fatigue["methods"].items():  # every spread is one under the true fatigue
+        check = monte_carlo_spread(truth, np.array([rows[u] for u in row["seeds"]]), runs=4000, seed=777)
+        assert agrees(row["spread"], row["ci95"], check.mean, check.std_error), (name, row["spread"], check.mean)
+    with open(world / "truth" / "rings.csv") as f:
+        rings = {r["user_id"] for r in csv.DictReader(f)}
+    assert not set(fatigue["methods"]["fatigue_aware_rings_excluded"]["seeds"]) & rings
