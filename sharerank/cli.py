@@ -332,6 +332,11 @@ def seed(
                                                           "plus purchases.")] = 0,
     max_per_community: Annotated[int, typer.Option(min=0, help="At most this many seeds per community (0: no "
                                                                "cap).")] = 0,
+    max_fatigue: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Only seeds whose audience fatigue "
+                                                                             "is at most this (default: no "
+                                                                             "limit).")] = None,
+    ring_policy: Annotated[str, typer.Option(help="Collusive-ring members: exclude (those at or above the "
+                                                  "detector's threshold), discount or ignore.")] = "exclude",
     epsilon: Annotated[float, typer.Option(help="Slack of the (1 - 1/e - epsilon) guarantee.")] = 0.1,
     mc_runs: Annotated[int, typer.Option(min=100, help="Independent Monte Carlo runs for reach and its "
                                                        "95% interval.")] = 2000,
@@ -343,7 +348,8 @@ def seed(
 
     ids = tuple(u.strip() for u in exclude.split(",") if u.strip())
     emit(run_seed(data, k, product=product, category=category, exclude=ids, min_activity=min_activity,
-                  max_per_community=max_per_community, epsilon=epsilon, mc_runs=mc_runs, seed=seed), as_json)
+                  max_per_community=max_per_community, max_fatigue=max_fatigue, ring_policy=ring_policy,
+                  epsilon=epsilon, mc_runs=mc_runs, seed=seed), as_json)
 
 
 @command

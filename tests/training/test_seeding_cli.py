@@ -78,6 +78,8 @@ def test_seed_for_a_product_excludes_its_buyers(tiny_world: Path) -> None:
     (["--k", "5", "--product", "nope"], "unknown product"),
     (["--k", "5", "--category", "Garden gnomes"], "unknown category"),
     (["--k", "5", "--product", "p001", "--category", "Beauty"], "not both"),
+    (["--k", "5", "--ring-policy", "welcome"], "ring_policy"),
+    (["--k", "5", "--max-fatigue", "1.5"], "max-fatigue"),
 ])
 def test_seed_bad_input_exits_2(tiny_world: Path, args: list[str], message: str) -> None:
     result = runner.invoke(app, ["seed", "--data", str(tiny_world), *args])

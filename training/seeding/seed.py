@@ -37,9 +37,11 @@ def load_for_seeding(data_dir: str | Path) -> Dataset:
 
 def run_seed(data_dir: str | Path, k: int, *, product: str | None = None, category: str | None = None,
              exclude: tuple[str, ...] = (), min_activity: int = 0, max_per_community: int = 0,
-             epsilon: float = DEFAULT_EPSILON, mc_runs: int = DEFAULT_MC_RUNS, seed: int = 0) -> dict[str, Any]:
+             max_fatigue: float | None = None, ring_policy: str = "exclude", epsilon: float = DEFAULT_EPSILON,
+             mc_runs: int = DEFAULT_MC_RUNS, seed: int = 0) -> dict[str, Any]:
     """Seeds for launching ``product`` (its category's influence; its buyers excluded) or ``category``, or,
-    with neither, for influence pooled over all shares (or the given ``influence.csv``).
+    with neither, for influence pooled over all shares (or the given ``influence.csv``). ``max_fatigue`` and
+    ``ring_policy`` as in :func:`~sharerank.models.seeding.plan.plan_seeds`.
 
     Raises:
         ValueError: both or an unknown product/category, no influence data, or an unsatisfiable budget.
@@ -61,8 +63,8 @@ def run_seed(data_dir: str | Path, k: int, *, product: str | None = None, catego
     context = SeedingContext.from_dataset(dataset, seed=seed)
     learned = time.perf_counter()
     plan = plan_seeds(context, k, category=category, exclude=np.asarray(excluded, dtype=np.int64),
-                      min_activity=min_activity, max_per_community=max_per_community, epsilon=epsilon,
-                      mc_runs=mc_runs, seed=seed)
+                      min_activity=min_activity, max_per_community=max_per_community, max_fatigue=max_fatigue,
+                      ring_policy=ring_policy, epsilon=epsilon, mc_runs=mc_runs, seed=seed)
     return {"data": str(data_dir), "product": product, "k": k, **plan.to_json(),
             "dropped": {f"{what}_dropped": count for what, count in dataset.dropped.items()},
             "seconds": {"influence_model": round(learned - started, 3),
