@@ -17,7 +17,6 @@ from sharerank.models.artifact.index import ProductIndex
 from sharerank.models.audience.scorer import latest_sharers
 from sharerank.models.recommenders.factors import Factors
 from sharerank.models.recommenders.graph import friends_matrix, interaction_matrix
-from sharerank.models.rings import dataset_ring_scores
 from sharerank.models.seeding.plan import SeedingContext
 from sharerank.training.seeding.seed import has_influence_data
 
@@ -72,5 +71,4 @@ def build_bundle(dataset: Dataset, factors: Factors, info: dict[str, Any]) -> Mo
         shared_to=None if dataset.shares is None else latest_sharers(
             dataset.shares.recipient, dataset.shares.product, dataset.shares.sharer, dataset.shares.ts,
             dataset.num_users, dataset.num_products),
-        ring_score=None if dataset.shares is None else dataset_ring_scores(dataset).user.astype(np.float32),
     )

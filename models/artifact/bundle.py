@@ -13,8 +13,7 @@ Folder layout::
                  user's social neighbourhood, CSR), popularity, in_stock, category_prior (optional),
                  item_item_indptr, item_item_indices, item_item_data (optional: the model's item-item part),
                  shared_to_indptr, shared_to_indices, shared_to_sharer (optional: who last shared each product
-                 to each user, users × products CSR whose data is the sharer's row + 1), ring_score
-                 (optional: each user's collusive-ring score, :mod:`~sharerank.models.rings`)
+                 to each user, users × products CSR whose data is the sharer's row + 1)
     index.faiss  the product index (row i = product i)
     info.json    model type, hyper-parameters, data fingerprint, metrics
     seeding/     the influence model, communities and activity per user (optional: only when the training
@@ -67,8 +66,6 @@ class ModelBundle:
             :mod:`~sharerank.models.recommenders.factors`); None for a model of vectors only.
         shared_to: users × products CSR of the training data's shares: entry ``[u, p]`` is the row + 1 of the
             latest user who shared ``p`` to ``u`` (GetAudience's "shared to them by" evidence); None without shares.
-        ring_score: Each user's collusive-ring score in the training data (:func:`~sharerank.models.rings.ring_scores`;
-            0 outside every group); None without shares.
     """
 
     users: np.ndarray
@@ -87,7 +84,6 @@ class ModelBundle:
     seeding: SeedingContext | None = None
     item_item: sp.csr_matrix | None = None
     shared_to: sp.csr_matrix | None = None
-    ring_score: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.seller is None:
@@ -228,11 +224,11 @@ class ModelBundle:
 
     @cached_property
     def ring_members(self) -> frozenset[int]:
-        """User rows flagged as collusive-ring members (score at least the detector's threshold): their purchases
-        are not social proof."""
-        if self.ring_score is None:
+        """User rows flagged as collusive-ring members (the seeding context's ring score at least the detector's
+        threshold): their purchases are not social proof."""
+        if self.seeding is None:
             return frozenset()
-        return frozenset(np.flatnonzero(self.ring_score >= RING_THRESHOLD).tolist())
+        return frozenset(np.flatnonzero(self.seeding.ring_score >= RING_THRESHOLD).tolist())
 
     def friends_of(self, user_row: int) -> np.ndarray:
         """User rows of the user's social neighbours."""
@@ -278,7 +274,6 @@ class ModelBundle:
                  np.r_[self.item_item.indptr, np.full(n, self.item_item.indptr[-1])]), shape=(size, size)),
             shared_to=None if self.shared_to is None else sp.csr_matrix(
                 (self.shared_to.data, self.shared_to.indices, self.shared_to.indptr), shape=(len(self.users), size)),
-            ring_score=self.ring_score,
         )
 
     def save(self, path: str | Path) -> Path:
@@ -296,8 +291,7 @@ class ModelBundle:
                                                        "item_item_data": self.item_item.data.astype(np.float32)}),
                  **({} if self.shared_to is None else {"shared_to_indptr": self.shared_to.indptr,
                                                        "shared_to_indices": self.shared_to.indices,
-                                                       "shared_to_sharer": self.shared_to.data.astype(np.int64)}),
-                 **({} if self.ring_score is None else {"ring_score": self.ring_score.astype(np.float32)}))
+                                                       "shared_to_sharer": self.shared_to.data.astype(np.int64)}))
         self.index.save(path / "index.faiss")
         (path / "info.json").write_text(json.dumps(self.info, indent=2, sort_keys=True, default=str))
         if self.seeding is not None:
@@ -336,7 +330,6 @@ class ModelBundle:
                 shared_to=sp.csr_matrix((arrays["shared_to_sharer"], arrays["shared_to_indices"],
                                          arrays["shared_to_indptr"]), shape=(len(users), len(products)))
                 if "shared_to_sharer" in arrays else None,
-                ring_score=arrays["ring_score"] if "ring_score" in arrays else None,
             )
 
 

@@ -21,6 +21,8 @@ from sharerank.console.client import GrowthClient, ServiceProblem
 from sharerank.console.model_facts import model_facts
 from sharerank.v1 import seeding_service_pb2
 
+RING_POLICIES = ("exclude", "discount", "ignore")
+"""What the planner may ask seeding to do with collusive-ring members (GetSeedTargetsRequest.ring_policy)."""
 KEPT_RESULTS = 200
 """Results kept for export (the oldest dropped first)."""
 PLOTLY_JS = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
@@ -76,16 +78,27 @@ def create_app(settings: Settings, demand_report: dict[str, Any] | None = None,
     async def plan(request: Request, target_kind: Annotated[str, Form()], target: Annotated[str, Form()],
                    budget: Annotated[int, Form()], exclude: Annotated[str, Form()] = "",
                    exclude_file: Annotated[UploadFile | None, File()] = None,
-                   min_activity: Annotated[int, Form()] = 0, max_per_community: Annotated[int, Form()] = 0):
+                   min_activity: Annotated[int, Form()] = 0, max_per_community: Annotated[int, Form()] = 0,
+                   max_fatigue: Annotated[str, Form()] = "", ring_policy: Annotated[str, Form()] = "exclude"):
         upload = await exclude_file.read() if exclude_file is not None else None
         excluded = views.parse_user_ids(exclude, upload)
         form = {"target_kind": target_kind, "target": target, "budget": budget, "exclude": exclude,
-                "min_activity": min_activity, "max_per_community": max_per_community}
+                "min_activity": min_activity, "max_per_community": max_per_community, "max_fatigue": max_fatigue,
+                "ring_policy": ring_policy}
         fields = {"product_id" if target_kind == "product" else "category": target.strip()}
+        if max_fatigue.strip():  # unset: no limit (the service checks the value)
+            try:
+                fields["max_fatigue"] = float(max_fatigue)
+            except ValueError:
+                problem = ServiceProblem("INVALID_ARGUMENT", "BAD_MAX_FATIGUE",
+                                         f"max fatigue must be a number in [0, 1], got {max_fatigue[:32]!r}")
+                return page(request, "planner.html", status=400, form=form, problem=problem)
+        policy = seeding_service_pb2.RingPolicy.Value(f"RING_POLICY_{ring_policy.upper()}") \
+            if ring_policy in RING_POLICIES else seeding_service_pb2.RING_POLICY_UNSPECIFIED
         try:
             response = client.seed_targets(seeding_service_pb2.GetSeedTargetsRequest(
                 **fields, budget=budget, exclude_user_ids=excluded, min_activity=min_activity,
-                max_seeds_per_community=max_per_community))
+                max_seeds_per_community=max_per_community, ring_policy=policy))
         except ServiceProblem as problem:
             return page(request, "planner.html", status=400, form=form, problem=problem)
         rows = views.seed_rows(response)

@@ -7,8 +7,10 @@ import csv
 import io
 from typing import Any
 
+from sharerank.models.rings import DEFAULT_THRESHOLD as RING_THRESHOLD
+
 SEED_COLUMNS = ("rank", "user_id", "community", "marginal_reach", "cumulative_reach", "ci95_low", "ci95_high",
-                "reasons")
+                "spammer_score", "audience_fatigue", "ring", "reasons")
 AUDIENCE_COLUMNS = ("rank", "user_id", "score", "reasons")
 
 
@@ -16,7 +18,15 @@ def seed_rows(response) -> list[dict[str, str]]:
     return [{"rank": str(i), "user_id": s.user_id, "community": s.community,
              "marginal_reach": f"{s.marginal_reach:.2f}", "cumulative_reach": f"{s.cumulative_reach:.2f}",
              "ci95_low": f"{s.cumulative_reach_ci_low:.2f}", "ci95_high": f"{s.cumulative_reach_ci_high:.2f}",
+             "spammer_score": f"{s.spammer_score:.2f} [{s.spammer_score_ci_low:.2f}–{s.spammer_score_ci_high:.2f}]",
+             "audience_fatigue": f"{s.audience_fatigue:.2f}", "ring": ring_flag(s.ring_score),
              "reasons": "; ".join(r.text for r in s.reasons)} for i, s in enumerate(response.seeds, start=1)]
+
+
+def ring_flag(score: float) -> str:
+    """What the ring column says: ``ring 0.82`` for a member of a collusive ring (a score at or above the
+    detector's threshold; such seeds appear only when the request discounts or ignores rings), else nothing."""
+    return f"ring {score:.2f}" if score >= RING_THRESHOLD else ""
 
 
 def audience_rows(response) -> list[dict[str, str]]:

@@ -21,6 +21,7 @@ import uvicorn
 from conftest import free_port, unavailable
 
 from sharerank.dataset.reader import load_dataset
+from sharerank.models.rings import DEFAULT_THRESHOLD as RING_THRESHOLD
 from sharerank.serving.online_store import InMemoryOnlineStore
 from sharerank.serving.server import Server, create_server
 from sharerank.v1 import seeding_service_pb2, seeding_service_pb2_grpc
@@ -137,15 +138,24 @@ def test_planner_shows_the_services_seeds_and_exports_exactly_the_table(page, co
     page.fill("input[name=target]", "Beauty")
     page.fill("input[name=budget]", "6")
     page.fill("input[name=max_per_community]", "2")
+    page.select_option("select[name=ring_policy]", "ignore")
     page.click("button[type=submit]")
     page.wait_for_selector("#results tbody tr")
     shown = table(page)
     direct = stub.GetSeedTargets(seeding_service_pb2.GetSeedTargetsRequest(
-        category="Beauty", budget=6, max_seeds_per_community=2), timeout=120)
+        category="Beauty", budget=6, max_seeds_per_community=2,
+        ring_policy=seeding_service_pb2.RING_POLICY_IGNORE), timeout=120)
     assert [row[1] for row in shown] == [s.user_id for s in direct.seeds]
     assert [row[2] for row in shown] == [s.community for s in direct.seeds]
     for row, seed in zip(shown, direct.seeds, strict=True):
         assert float(row[4]) == pytest.approx(seed.cumulative_reach, abs=0.006)
+        # Each seed's trust: spammer score with its interval, the audience's fatigue, the ring flag.
+        score, interval = row[7].split(" ", 1)
+        assert float(score) == pytest.approx(seed.spammer_score, abs=0.006)
+        low, high = (float(x) for x in interval.strip("[]").split("–"))
+        assert low <= float(score) <= high
+        assert float(row[8]) == pytest.approx(seed.audience_fatigue, abs=0.006)
+        assert row[9] == ("" if seed.ring_score < RING_THRESHOLD else f"ring {seed.ring_score:.2f}")
     page.wait_for_selector("#reach-chart .main-svg")
     page.wait_for_selector("#community-chart .main-svg")
     with page.expect_download() as download:

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sharerank.dataset.reader import load_dataset
+from sharerank.models.seeding.plan import SeedingContext
 from sharerank.serving.errors import error_info
 from sharerank.serving.events.log import EventLog, EventLogError
 from sharerank.serving.online_store import (
@@ -215,9 +216,12 @@ def test_a_ring_members_purchase_is_no_social_proof(server: Server, store: Onlin
     ring_buyer, ring_friends = user_with_friends(server, rank=0)
     buyer, friends = user_with_friends(server, rank=1)
     bundle = server.holder.current.bundle
-    ring_score = np.zeros(len(bundle.users), dtype=np.float32)
+    ring_score = np.zeros(len(bundle.users))
     ring_score[bundle.user_rows[ring_buyer]] = 0.9  # as the detector scores a ring's core member
-    server.holder.serve_bundle(dataclasses.replace(bundle, ring_score=ring_score), "ringed")
+    context = bundle.seeding
+    server.holder.serve_bundle(dataclasses.replace(bundle, seeding=SeedingContext(
+        context.users, context.influence, context.community, context.activity, context.fatigue, ring_score)),
+        "ringed")
     product = str(bundle.products[0])
     record(server, purchase("b1", ring_buyer, product, NOW + 5), purchase("b2", buyer, product, NOW + 6))
     assert store.get_live_state(ring_buyer).purchases == {product: NOW + 5.0}  # their own state has it
