@@ -32,6 +32,9 @@ class RegisteredModel:
 def connect(settings: Settings) -> str:
     """Points MLflow at the configured store and returns the experiment id (created on first use)."""
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    # With a tracking server (http://) MLflow writes "View run ... at: URL" to stdout at every run's end, which
+    # would break the commands' JSON on stdout; the links are in the server's UI anyway.
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
     import mlflow
 
     settings.home.mkdir(parents=True, exist_ok=True)

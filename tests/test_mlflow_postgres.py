@@ -128,7 +128,7 @@ def mlflow_server(postgres_database: str, tmp_path: Path) -> Iterator[MlflowServ
 
 
 def test_train_register_promote_and_serve_through_a_postgres_tracking_server(
-        mlflow_server: MlflowServer, tiny_world: Path, tmp_path: Path) -> None:
+        mlflow_server: MlflowServer, tiny_world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from sharerank.config import Settings
     from sharerank.registry import promote, resolve_alias
     from sharerank.serving.online_store import InMemoryOnlineStore
@@ -141,6 +141,8 @@ def test_train_register_promote_and_serve_through_a_postgres_tracking_server(
     trainer = Settings(home=tmp_path / "trainer-home", reload_poll_seconds=0, metrics_port=0, **team)
     report = run_training([tiny_world], trainer, model="lightgcn", params=SMALL_LIGHTGCN)
     assert report["version"] == "1"
+    # MLflow prints run links to stdout for an http:// store; the commands keep stdout for their JSON.
+    assert "View run" not in capsys.readouterr().out
 
     promoted = promote(trainer, report["version"])
     assert promoted["promoted"] and promoted["previous"] is None and resolve_alias(trainer) == "1"
