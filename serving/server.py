@@ -31,6 +31,7 @@ from sharerank.serving.model_holder import ModelHolder, ModelLoadError  # noqa: 
 from sharerank.serving.observability import MetricsInterceptor, ServerMetrics  # noqa: E402
 from sharerank.serving.online_store import OnlineStore  # noqa: E402
 from sharerank.serving.online_store.breaker import CircuitBreaker, GuardedOnlineStore  # noqa: E402
+from sharerank.serving.tls import check_transport, server_credentials  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -73,25 +74,30 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
     """Builds and starts the server on ``address`` (default ``host:port`` from settings; port 0 picks one).
 
     Prometheus metrics go to ``metrics_address`` (default ``host:metrics_port``; port 0 there picks one),
-    unless ``metrics_port`` is 0 and no address is given. Auth is on when ``auth_tokens`` is set.
+    unless ``metrics_port`` is 0 and no address is given. Auth is on when ``auth_tokens`` is set; TLS when
+    ``tls_cert_file`` and ``tls_key_file`` are (see :mod:`~sharerank.serving.tls`), checked before anything starts.
     The model is loaded before returning when the alias is set; otherwise health stays NOT_SERVING and
     the alias poller (or ReloadModel) loads it later. RecordEvents appends to the event log in
     ``event_log_dir``, which this server holds until :meth:`Server.stop`.
 
     Raises:
+        TLSSettingsError: a TLS file cannot be used, or auth tokens without TLS on a non-loopback address.
         EventLogError: another process writes that event log.
         OSError: the address cannot be bound.
     """
+    address = address or f"{settings.host}:{settings.port}"
+    check_transport(settings, address)
+    credentials = server_credentials(settings)
     event_log = EventLog(settings.resolved_event_log_dir)
     try:
-        return _start(settings, store, holder, address, metrics_address, event_log)
+        return _start(settings, store, holder, address, metrics_address, event_log, credentials)
     except BaseException:
         event_log.close()
         raise
 
 
-def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, address: str | None,
-           metrics_address: str | None, event_log: EventLog) -> Server:
+def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, address: str,
+           metrics_address: str | None, event_log: EventLog, credentials: grpc.ServerCredentials | None) -> Server:
     holder = holder or ModelHolder(settings)
     sys.setswitchinterval(GIL_SWITCH_S)  # process-wide: feeds wait less for a GIL that heavy calls hold
     metrics = ServerMetrics() if metrics_address is not None or settings.metrics_port else None
@@ -117,9 +123,13 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
     health_servicer = health.HealthServicer(experimental_non_blocking=True)
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, grpc_server)
     reflection.enable_server_reflection((*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME), grpc_server)
-    port = grpc_server.add_insecure_port(address or f"{settings.host}:{settings.port}")
+    try:
+        port = (grpc_server.add_insecure_port(address) if credentials is None
+                else grpc_server.add_secure_port(address, credentials))
+    except RuntimeError:  # gRPC's "Failed to bind", e.g. a taken port
+        port = 0
     if port == 0:
-        raise OSError(f"cannot listen on {address or f'{settings.host}:{settings.port}'}")
+        raise OSError(f"cannot listen on {address}{' with TLS' if credentials is not None else ''}")
     metrics_port = None
     if metrics is not None:
         metrics_host, metrics_port = _split_address(metrics_address) if metrics_address else \

@@ -579,10 +579,10 @@ def serve(
                               settings=RedisSettings(fatigue_window_s=settings.fatigue_window_seconds))
     try:
         server = create_server(settings, store)
-    except (EventLogError, OSError) as exc:  # the log folder or the port is taken: say which, in one line
+    except (EventLogError, OSError) as exc:  # the log folder or the port is taken, or TLS refused: in one line
         store.close()
         raise UsageError(str(exc)) from None
-    stderr.print(f"sharerank serving on {settings.host}:{server.port} "
+    stderr.print(f"sharerank serving on {settings.host}:{server.port}{' with TLS' if settings.tls_cert_file else ''} "
                  f"(model {server.holder.current.version if server.holder.current else 'none'}, store {store!r})")
     serve_forever(server)
 

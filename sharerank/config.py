@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, get_args
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Role = Literal["storefront", "growth", "admin"]
@@ -121,9 +121,26 @@ class Settings(BaseSettings):
         description="Prometheus /metrics HTTP port, on `host`; 0 disables metrics. If the port is taken the "
         "server logs an error and serves without metrics.",
     )
+    tls_cert_file: Path | None = Field(
+        None,
+        description="PEM certificate chain the gRPC server presents (its own certificate first); with tls_key_file "
+        "the server listens with TLS. Unset (the default): plaintext, which auth_tokens allow on loopback only.",
+    )
+    tls_key_file: Path | None = Field(
+        None, description="PEM private key (unencrypted) of tls_cert_file; set both or neither. Unset: no TLS.")
+    tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA certificates that must have signed a client's certificate (mutual TLS; needs "
+        "tls_cert_file and tls_key_file). Unset (the default): clients need no certificate.",
+    )
 
     grpc_target: str = Field(
         "127.0.0.1:50051", description="Where the growth console (`sharerank console`) finds the gRPC service.")
+    grpc_ca_file: Path | None = Field(
+        None,
+        description="PEM CA certificates the growth console trusts for grpc_target; set: it connects with TLS. "
+        "Unset (the default): plaintext.",
+    )
     console_token: str | None = Field(
         None,
         repr=False,  # a secret
@@ -143,6 +160,15 @@ class Settings(BaseSettings):
                 if role not in roles:
                     raise ValueError(f"unknown role {role!r} in auth_tokens; roles are {', '.join(roles)}")
         return tokens
+
+    @model_validator(mode="after")
+    def _check_tls(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set tls_cert_file and tls_key_file together (the server's certificate and its key), "
+                             "or neither")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError("tls_client_ca_file (mutual TLS) needs tls_cert_file and tls_key_file")
+        return self
 
     @property
     def resolved_tracking_uri(self) -> str:

@@ -54,7 +54,7 @@ def create_app(settings: Settings, demand_report: dict[str, Any] | None = None,
     printed (the demand page says how to make one when None)."""
     app = FastAPI(title="sharerank growth console", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(files("sharerank.console") / "templates"))
-    client = GrowthClient(settings.grpc_target, settings.console_token)
+    client = GrowthClient(settings.grpc_target, settings.console_token, settings.grpc_ca_file)
     results = Results()
     app.router.on_shutdown.append(client.close)
 

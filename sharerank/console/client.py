@@ -1,9 +1,10 @@
-"""The console's gRPC side: one channel to ``grpc_target``, the console token on every call, errors turned
-into one readable line (code, reason, message) for the page."""
+"""The console's gRPC side: one channel to ``grpc_target`` (TLS when ``grpc_ca_file`` is set), the console token
+on every call, errors turned into one readable line (code, reason, message) for the page."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from google.rpc import error_details_pb2
@@ -36,13 +37,16 @@ def _problem(error: grpc.RpcError) -> ServiceProblem:
 
 @dataclass
 class GrowthClient:
-    """Calls SeedingService (and AdminService's GetModelInfo, which only an admin token may read)."""
+    """Calls SeedingService (and AdminService's GetModelInfo, which only an admin token may read); over TLS,
+    trusting the PEM CA certificates in ``ca_file``, when that is set."""
 
     target: str
     token: str | None = None
+    ca_file: Path | None = None
 
     def __post_init__(self) -> None:
-        self.channel = grpc.insecure_channel(self.target)
+        self.channel = (grpc.insecure_channel(self.target) if self.ca_file is None else grpc.secure_channel(
+            self.target, grpc.ssl_channel_credentials(root_certificates=Path(self.ca_file).read_bytes())))
         self.seeding = seeding_service_pb2_grpc.SeedingServiceStub(self.channel)
         self.admin = admin_service_pb2_grpc.AdminServiceStub(self.channel)
 
