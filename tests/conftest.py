@@ -96,6 +96,7 @@ class RedisProcess:
         self.binary = binary
         self.workdir = workdir
         self.port = port or free_port()
+        self.extra_args: list[str] = []
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
@@ -123,6 +124,7 @@ class RedisProcess:
             "no",
             "--dir",
             str(self.workdir),
+            *self.extra_args,
         ]
         with log_path.open("ab") as log:
             self._proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -262,3 +264,157 @@ def registry(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path):
     report = run_training([tiny_world], settings, model="lightgcn", params=SMALL_LIGHTGCN)
     promote(settings, report["version"])
     return settings, report
+
+
+def _free_cluster_port() -> int:
+    """A free loopback port whose cluster bus port (+10000) is free too; a node's port must be <= 55535."""
+    for _ in range(1000):
+        port = free_port()
+        if port > 55535:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10000))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
+class RedisClusterProcess:
+    """A private Redis Cluster: ``masters`` primaries with one replica each, every node its own non-persistent
+    ``redis-server --cluster-enabled yes`` on a loopback port, joined by ``redis-cli --cluster create``.
+
+    Args:
+        binary: path to ``redis-server``.
+        cli: path to ``redis-cli``.
+        workdir: folder for each node's log, ``nodes.conf`` and working directory.
+        masters: number of primaries (>= 3, as ``redis-cli --cluster create`` requires). (default: ``3``)
+    """
+
+    def __init__(self, binary: str, cli: str, workdir: Path, masters: int = 3) -> None:
+        self.cli = cli
+        self.nodes: list[RedisProcess] = []
+        for _ in range(2 * masters):
+            port = _free_cluster_port()
+            node_dir = workdir / f"node-{port}"
+            node_dir.mkdir()
+            node = RedisProcess(binary, node_dir, port)
+            node.extra_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                               "--cluster-node-timeout", "1000"]
+            self.nodes.append(node)
+
+    @property
+    def url(self) -> str:
+        """The store URL: ``redis+cluster://`` and one node; the client discovers the others."""
+        return f"redis+cluster://127.0.0.1:{self.nodes[0].port}"
+
+    def start(self, timeout_s: float = 30.0) -> RedisClusterProcess:
+        """Start every node, create the cluster, and wait until every node says ``cluster_state:ok``."""
+        for node in self.nodes:
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run([self.cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
+                       check=True, capture_output=True, timeout=timeout_s)
+        self.wait_until_ok(timeout_s)
+        # Every replica in sync with its primary, and every node's slot map listing it, before any test runs.
+        deadline = time.monotonic() + timeout_s
+        while not self._replicas_ready():
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"redis cluster replicas not in sync after {timeout_s} s")
+            time.sleep(0.05)
+        return self
+
+    def _replicas_ready(self) -> bool:
+        for node in self.nodes:
+            client = redis.Redis(port=node.port, socket_timeout=0.5, decode_responses=True)
+            try:
+                role = client.role()
+                if role[0] == "slave" and role[3] != "connected":
+                    return False
+                if any(len(entry) < 4 for entry in client.execute_command("CLUSTER SLOTS")):
+                    return False  # [start, end, primary, replica, ...]: a primary without a known replica
+            except redis.RedisError:
+                return False
+            finally:
+                client.close()
+        return True
+
+    def cluster_info(self, node: RedisProcess) -> dict[str, str]:
+        """``CLUSTER INFO`` of one node as a dict; empty when it does not answer."""
+        client = redis.Redis(port=node.port, socket_timeout=0.5, socket_connect_timeout=0.5, decode_responses=True)
+        try:
+            return {k: str(v) for k, v in client.cluster("INFO").items()}
+        except redis.RedisError:
+            return {}
+        finally:
+            client.close()
+
+    def masters(self) -> list[RedisProcess]:
+        """The running nodes that are primaries now (by ``ROLE``)."""
+        found = []
+        for node in self.nodes:
+            if not node.running:
+                continue
+            client = redis.Redis(port=node.port, socket_timeout=0.5, decode_responses=True)
+            try:
+                if client.role()[0] == "master":
+                    found.append(node)
+            except redis.RedisError:
+                pass
+            finally:
+                client.close()
+        return found
+
+    def wait_until_ok(self, timeout_s: float = 30.0) -> None:
+        """Wait until every running node reports ``cluster_state:ok`` with all 16384 slots served by a live
+        primary; raise past ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            infos = [self.cluster_info(node) for node in self.nodes if node.running]
+            if all(i.get("cluster_state") == "ok" and i.get("cluster_slots_ok") == "16384"
+                   and i.get("cluster_slots_pfail") == "0" and i.get("cluster_slots_fail") == "0" for i in infos):
+                return
+            time.sleep(0.05)
+        raise RuntimeError(f"redis cluster not ok after {timeout_s} s: {infos}")
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.kill()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterProcess]:
+    """A private Redis Cluster (3 primaries, 3 replicas) for the session. Shared: isolate with a key prefix;
+    a test that kills a node must leave the cluster ok again (see ``wait_until_ok``) or use its own."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        unavailable("redis-server or redis-cli is not on PATH; the cluster tests start their own cluster")
+    cluster = RedisClusterProcess(binary, cli, tmp_path_factory.mktemp("redis-cluster"))
+    try:
+        cluster.start()
+    except BaseException:
+        cluster.stop()
+        raise
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_cluster_url(redis_cluster: RedisClusterProcess) -> str:
+    """``redis+cluster://`` URL of the session's Redis Cluster."""
+    return redis_cluster.url
+
+
+@pytest.fixture
+def private_redis_cluster(tmp_path: Path) -> Iterator[RedisClusterProcess]:
+    """A Redis Cluster of this test's own (3 primaries, 3 replicas), which it may kill nodes of; all stopped
+    at teardown."""
+    binary, cli = shutil.which("redis-server"), shutil.which("redis-cli")
+    if binary is None or cli is None:
+        unavailable("redis-server or redis-cli is not on PATH; the cluster tests start their own cluster")
+    cluster = RedisClusterProcess(binary, cli, tmp_path)
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()

@@ -47,7 +47,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+_REDIS_SCHEMES = frozenset({"redis", "rediss", "unix", "redis+cluster", "rediss+cluster"})
 
 
 def open_online_store(
@@ -60,7 +60,8 @@ def open_online_store(
 
     ``memory://``, ``None`` or ``""`` give an :class:`InMemoryOnlineStore` (with the per-key cap and fatigue
     window of ``settings``, when given); ``redis://``, ``rediss://`` and ``unix://`` give a
-    :class:`RedisOnlineStore` with ``settings``. A Redis store is returned even while
+    :class:`RedisOnlineStore` with ``settings``, and ``redis+cluster://`` / ``rediss+cluster://`` one on
+    Redis Cluster (the URL names one node). A Redis store is returned even while
     Redis is down (it connects lazily and callers fail open on :class:`OnlineStoreError`), unless
     ``fallback_to_memory`` is set: then a Redis that does not answer one ping (bounded by the connect
     timeout, ~0.2-0.4 s with the defaults) is logged as a warning and replaced by an in-memory store, which
@@ -76,8 +77,8 @@ def open_online_store(
         return _memory(settings)
     if scheme not in _REDIS_SCHEMES:
         raise ValueError(
-            f"unsupported online store URL {redact_url(url)!r}: expected memory://, redis://, rediss:// "
-            "or unix://"
+            f"unsupported online store URL {redact_url(url)!r}: expected memory://, redis://, rediss://, "
+            "unix://, redis+cluster:// or rediss+cluster://"
         )
     store = RedisOnlineStore(url, settings)
     if fallback_to_memory and not store.ping():

@@ -15,8 +15,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 import redis
 from redis.backoff import NoBackoff
 from redis.client import Pipeline
+from redis.cluster import RedisCluster
 from redis.connection import parse_url
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 
 from sharerank.serving.online_store.base import (
@@ -38,6 +39,8 @@ from sharerank.serving.online_store.base import (
 _NINETY_DAYS_S = 90 * 24 * 3600
 # SCAN/UNLINK page size for clear(): large enough to be quick, small enough not to stall Redis.
 _CLEAR_BATCH = 1000
+# URL schemes that select Redis Cluster: the same URL without "+cluster" names one node to discover it from.
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,7 +105,7 @@ def _backend_errors(action: str) -> Iterator[None]:
     """
     try:
         yield
-    except redis.RedisError as exc:
+    except (redis.RedisError, RedisClusterException) as exc:  # the latter: no cluster node answers at all
         raise OnlineStoreError(f"redis {action} failed: {type(exc).__name__}: {exc}") from exc
 
 
@@ -294,6 +297,15 @@ _READ_LIVE_STATE = _Script.of(_READ_LIVE_STATE_LUA)
 _SCRIPTS = (_RECORD_SHARES, _RECORD_FRIEND_PURCHASES, _READ_LIVE_STATE)
 
 
+def _evalsha(pipe: Pipeline, script: _Script, keys: Sequence[str], *args: object) -> None:
+    """Queue ``EVALSHA`` of ``script`` on ``keys`` in ``pipe``, a plain or a cluster pipeline.
+
+    Through ``execute_command``: redis-py's ``ClusterPipeline`` blocks its ``evalsha`` method but routes the
+    command itself by the slot of its keys (all in one slot, by their hash tag, or it raises CROSSSLOT).
+    """
+    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+
+
 def _score(ts: float) -> str:
     """``ts`` as text that Redis and Lua parse back to the same double (repr is the shortest exact form)."""
     return repr(float(ts))
@@ -312,8 +324,15 @@ class RedisOnlineStore(OnlineStore):
     these keys directly. The client is created on first use, so constructing the store never touches the
     network and a server can start while Redis is down. redis-py parses replies with hiredis when installed.
 
+    Redis Cluster: a ``redis+cluster://`` (or ``rediss+cluster://``) URL names one node; redis-py's
+    ``RedisCluster`` discovers the rest and routes each command by its key's slot. Every key is hash-tagged by
+    the user (or product) id, so each script's keys share one slot, and pipelines are split per node by
+    redis-py. A primary's failure fails only the commands for its slots (callers fail open) until its replica
+    is promoted and the client refreshes the slot map.
+
     Args:
-        url: ``redis://``, ``rediss://`` or ``unix://`` URL, as redis-py accepts it.
+        url: ``redis://``, ``rediss://`` or ``unix://`` URL, as redis-py accepts it, or
+            ``redis+cluster://`` / ``rediss+cluster://`` for Redis Cluster.
         settings: see :class:`RedisSettings`. (default: ``RedisSettings()``)
         clock: the time the fatigue window ends at, unix seconds; the scripts get it as an argument.
             (default: ``time.time``)
@@ -324,12 +343,15 @@ class RedisOnlineStore(OnlineStore):
 
     def __init__(self, url: str, settings: RedisSettings | None = None, clock: Callable[[], float] = time.time
                  ) -> None:
-        parse_url(url)  # a malformed URL fails here, at start-up, not as an outage on every request
+        scheme, sep, rest = url.partition("://")
+        self.cluster = scheme.lower() in CLUSTER_SCHEMES
+        self._node_url = f"{CLUSTER_SCHEMES[scheme.lower()]}{sep}{rest}" if self.cluster else url
+        parse_url(self._node_url)  # a malformed URL fails here, at start-up, not as an outage on every request
         self.url = url
         self.settings = settings or RedisSettings()
         self.clock = clock
         self._lock = threading.Lock()
-        self._redis: redis.Redis | None = None
+        self._redis: redis.Redis | RedisCluster | None = None
 
     def purchases_key(self, user_id: str) -> str:
         """The key of ``user_id``'s purchase set: ``{prefix}purchases:{<user_id>}`` (braces literal)."""
@@ -424,8 +446,8 @@ class RedisOnlineStore(OnlineStore):
 
         def fill(pipe: Pipeline) -> None:
             for user_id, args in by_recipient.items():
-                pipe.evalsha(_RECORD_SHARES.sha, 4, self.shared_to_key(user_id), self.shared_to_by_key(user_id),
-                             self.share_events_key(user_id), self.share_events_by_key(user_id), *head, *args)
+                _evalsha(pipe, _RECORD_SHARES, (self.shared_to_key(user_id), self.shared_to_by_key(user_id),
+                         self.share_events_key(user_id), self.share_events_by_key(user_id)), *head, *args)
 
         self._execute("record_shares", fill)
 
@@ -441,8 +463,8 @@ class RedisOnlineStore(OnlineStore):
 
         def fill(pipe: Pipeline) -> None:
             for user_id, args in by_follower.items():
-                pipe.evalsha(_RECORD_FRIEND_PURCHASES.sha, 2, self.friends_bought_key(user_id),
-                             self.friends_bought_by_key(user_id), *head, *args)
+                _evalsha(pipe, _RECORD_FRIEND_PURCHASES,
+                         (self.friends_bought_key(user_id), self.friends_bought_by_key(user_id)), *head, *args)
 
         self._execute("record_friend_purchases", fill)
 
@@ -457,7 +479,7 @@ class RedisOnlineStore(OnlineStore):
                 self.share_events_key(user_id), self.share_events_by_key(user_id))
         since = self._fatigue_since()
         (reply,) = self._execute(
-            "get_live_state", lambda pipe: pipe.evalsha(_READ_LIVE_STATE.sha, len(keys), *keys, limit, since))
+            "get_live_state", lambda pipe: _evalsha(pipe, _READ_LIVE_STATE, keys, limit, since))
         purchases, shares, sharers, friends, buyers, fatigue = reply
         by_sharer = {sharer: int(count) for sharer, count in zip(fatigue[::2], fatigue[1::2], strict=True)}
         shares_received = [
@@ -488,8 +510,8 @@ class RedisOnlineStore(OnlineStore):
         Redis forgets scripts on a restart or ``SCRIPT FLUSH``: EVALSHA then fails with NOSCRIPT, and the
         whole pipeline is resent after ``SCRIPT LOAD`` (every command here is idempotent).
         """
-        client = self._client()
         with _backend_errors(action):
+            client = self._client()
             for attempt in range(2):
                 try:
                     with client.pipeline(transaction=False) as pipe:
@@ -513,13 +535,13 @@ class RedisOnlineStore(OnlineStore):
     def ping(self) -> bool:
         try:
             return bool(self._client().ping())
-        except redis.RedisError:
+        except (redis.RedisError, RedisClusterException):
             return False
 
     def clear(self) -> None:
-        client = self._client()
         pattern = _escape_glob(self.settings.key_prefix) + "*"
         with _backend_errors("clear"):
+            client = self._client()  # on a cluster, SCAN visits every primary and UNLINK splits by slot
             batch: list[str] = []
             for key in client.scan_iter(match=pattern, count=_CLEAR_BATCH):
                 batch.append(key)
@@ -535,11 +557,22 @@ class RedisOnlineStore(OnlineStore):
         if client is not None:
             client.close()
 
-    def _client(self) -> redis.Redis:
+    def _client(self) -> redis.Redis | RedisCluster:
         client = self._redis
         if client is None:
             with self._lock:
-                if self._redis is None:
+                if self._redis is None and self.cluster:
+                    s = self.settings
+                    # Connects to discover the slot map, so it may raise: callers run it under _backend_errors.
+                    self._redis = RedisCluster.from_url(
+                        self._node_url,
+                        decode_responses=True,
+                        socket_timeout=s.socket_timeout_s,
+                        socket_connect_timeout=s.connect_timeout_s,
+                        max_connections=s.max_connections,
+                        retry=Retry(NoBackoff(), s.retries),
+                    )
+                elif self._redis is None:
                     s = self.settings
                     pool = redis.BlockingConnectionPool.from_url(
                         self.url,

@@ -44,10 +44,11 @@ def _unique_prefix() -> str:
     return f"test:{uuid.uuid4().hex[:12]}:"
 
 
-@pytest.fixture(params=["memory", "redis", "guarded-redis"])
+@pytest.fixture(params=["memory", "redis", "guarded-redis", "redis-cluster"])
 def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
     """Factory of fresh, empty stores of one backend; each call is a separate namespace. ``guarded-redis`` is
     Redis behind the circuit breaker the server puts in front of its store: the same contract.
+    ``redis-cluster`` is Redis on a real local Redis Cluster (3 primaries, 3 replicas).
 
     ``max_items_per_key`` sets the per-collection cap and ``fatigue_window_s`` the fatigue window (default: each
     backend's default); ``clock`` is the store's clock (default: ``time.time``).
@@ -66,7 +67,7 @@ def make_store(request: pytest.FixtureRequest) -> Iterator[StoreFactory]:
                                      RedisSettings(key_prefix=_unique_prefix(), **cap), clock=clock)
             store = GuardedOnlineStore(inner, CircuitBreaker(inner.ping))
         else:
-            url = request.getfixturevalue("redis_url")
+            url = request.getfixturevalue("redis_cluster_url" if request.param == "redis-cluster" else "redis_url")
             store = RedisOnlineStore(url, RedisSettings(key_prefix=_unique_prefix(), **cap), clock=clock)
         stores.append(store)
         return store
