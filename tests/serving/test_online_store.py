@@ -17,6 +17,7 @@ import pytest
 import redis
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from redis.cluster import RedisCluster
 
 from sharerank.serving.online_store import (
     DEFAULT_FATIGUE_WINDOW_S,
@@ -741,11 +742,20 @@ def test_factory_opens_memory(url: str | None) -> None:
     assert isinstance(open_online_store(url), InMemoryOnlineStore)
 
 
-@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "rediss://127.0.0.1:1/0", "unix:///tmp/none.sock"])
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "rediss://127.0.0.1:1/0", "unix:///tmp/none.sock",
+                                 "redis+cluster://127.0.0.1:1", "REDISS+CLUSTER://127.0.0.1:1"])
 def test_factory_returns_redis_even_when_down(url: str) -> None:
     store = open_online_store(url)
-    assert isinstance(store, RedisOnlineStore)
+    assert isinstance(store, RedisOnlineStore) and store.cluster == ("+cluster" in url.lower())
     assert store.ping() is False
+    with pytest.raises(OnlineStoreError):  # a cluster with no reachable node is an outage like any other
+        store.get_live_state("u1")
+
+
+def test_cluster_url_is_redacted_like_any_other() -> None:
+    assert "secret" not in repr(RedisOnlineStore("rediss+cluster://u:secret@h:7000"))
+    with pytest.raises(ValueError):
+        RedisOnlineStore("redis+cluster://h:notaport")
 
 
 def test_factory_passes_settings(redis_url: str) -> None:
@@ -776,6 +786,33 @@ def test_factory_falls_back_to_memory_when_redis_is_down(
 def test_factory_rejects_unknown_schemes(url: str) -> None:
     with pytest.raises(ValueError, match="unsupported online store URL"):
         open_online_store(url)
+
+
+def test_redis_cluster_keeps_a_users_keys_in_one_slot(redis_cluster_url: str) -> None:
+    """On a cluster the KEYS.md names are unchanged and a user's seven keys hash to one slot (one-round-trip
+    hydration); a fan-out write reaches users on every primary."""
+    store = RedisOnlineStore(redis_cluster_url, RedisSettings(key_prefix=_unique_prefix()))
+    raw = RedisCluster.from_url(redis_cluster_url.replace("redis+cluster", "redis", 1), decode_responses=True)
+    try:
+        now = time.time()
+        store.record_purchases([Purchase("u42", "p9", now)])
+        store.record_shares([Share("u2", "u42", "p7", now, "e1")])
+        store.record_friend_purchases([("u42", Purchase("u3", "p9", now))])
+        keys = [store.purchases_key("u42"), store.shared_to_key("u42"), store.shared_to_by_key("u42"),
+                store.friends_bought_key("u42"), store.friends_bought_by_key("u42"),
+                store.share_events_key("u42"), store.share_events_by_key("u42")]
+        assert keys[0] == f"{store.settings.key_prefix}purchases:{{u42}}"
+        assert len({raw.keyslot(key) for key in keys}) == 1
+        assert all(raw.exists(key) for key in keys)
+        followers = [f"f{i}" for i in range(60)]
+        store.record_friend_purchases([(f, Purchase("u3", "p1", now)) for f in followers])
+        owners = {raw.get_node_from_key(store.friends_bought_key(f)).name for f in followers}
+        assert len(owners) == 3  # spread over every primary, written by one call
+        assert all(store.get_live_state(f).friends_bought for f in followers)
+    finally:
+        store.clear()
+        store.close()
+        raw.close()
 
 
 # --- contract: buyers per product (seeding leaves them out)
