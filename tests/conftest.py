@@ -1,5 +1,5 @@
-"""Shared fixtures: a private Redis for the session, throwaway Redis servers tests may kill, and an isolated
-environment.
+"""Shared fixtures: a private Redis for the session, throwaway Redis servers tests may kill, private Redis
+Clusters (one for the session, one per test that kills nodes), and an isolated environment.
 
 Tests run against a real redis-server, never a fake, so latency-free mocks cannot hide protocol bugs; fakes
 are only for injecting faults. Each test namespaces its keys with its own prefix.
