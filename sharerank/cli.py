@@ -199,14 +199,29 @@ def train(
     as_json: JsonOption = False,
 ) -> None:
     """Train on the folders (a validation split carved from them; a test.csv is never read), log to MLflow and
-    register a model version."""
-    from sharerank.training.jobs import run_training
+    register a model version. Under `torchrun --nproc-per-node N` a graph model trains data-parallel (gloo):
+    rank 0 logs, registers and prints the report, the other ranks exit quietly."""
+    import os
 
     params = _parse_settings(settings_, [model.value] if model.value != "auto" else [])
-    with progress_bar("train", None) as advance:
-        report = run_training(data, Settings(), model=model.value, params=params.get(model.value),
-                              budget_seconds=budget, seed=seed, on_trial=_trial_progress(advance),
-                              on_epoch=lambda e, f: advance(description=f"refit epoch {e} loss={f['loss']:.4f}"))
+    if "WORLD_SIZE" in os.environ and model.value == "auto":  # torchrun: before any rank joins a group
+        raise UsageError("--model auto is not trained data-parallel; name one graph model (lightgcn, sharegnn) "
+                         "under torchrun")
+    from sharerank.training.feed import distributed
+    from sharerank.training.jobs import run_training
+
+    distributed.init_from_env()
+    try:
+        if not distributed.is_main():
+            run_training(data, Settings(), model=model.value, params=params.get(model.value), budget_seconds=budget,
+                         seed=seed)
+            return
+        with progress_bar("train", None) as advance:
+            report = run_training(data, Settings(), model=model.value, params=params.get(model.value),
+                                  budget_seconds=budget, seed=seed, on_trial=_trial_progress(advance),
+                                  on_epoch=lambda e, f: advance(description=f"refit epoch {e} loss={f['loss']:.4f}"))
+    finally:
+        distributed.finish()
     emit(report, as_json)
 
 

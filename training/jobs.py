@@ -31,6 +31,7 @@ from sharerank.dataset.writer import write_rows
 from sharerank.models.artifact import pyfunc
 from sharerank.models.recommenders.registry import spec
 from sharerank.training.bundle import build_bundle
+from sharerank.training.feed import distributed
 from sharerank.training.feed.auto import (
     DEFAULT_BUDGET_SECONDS,
     Trial,
@@ -75,11 +76,22 @@ def training_split(dataset: Dataset, seed: int = 0) -> Split:
 def run_training(data_dirs: Sequence[str | Path], settings: Settings, *, model: str = "auto",
                  params: dict[str, Any] | None = None, budget_seconds: float = DEFAULT_BUDGET_SECONDS,
                  seed: int = 0, on_epoch: EpochCallback | None = None,
-                 on_trial: TrialCallback | None = None) -> dict[str, Any]:
+                 on_trial: TrialCallback | None = None) -> dict[str, Any] | None:
     """Trains on the folders, logs everything to MLflow and registers a version; returns a report.
 
     ``model`` is ``auto`` (every family tuned within ``budget_seconds``, the validation winner served) or one
-    model of the registry (run once, with ``params`` or its defaults)."""
+    model of the registry (run once, with ``params`` or its defaults).
+
+    Inside a torch.distributed process group (torchrun) a graph model trains data-parallel: every rank runs the
+    same steps on its shard of each batch, rank 0 alone logs, registers and returns the report, the other ranks
+    return ``None``.
+
+    Raises:
+        ValueError: ``auto`` inside a process group (its search reads the clock on every rank), or bad input.
+    """
+    if distributed.active() and model == "auto":
+        raise ValueError("--model auto is not trained data-parallel; name one graph model (lightgcn, sharegnn) "
+                         "under torchrun")
     with tempfile.TemporaryDirectory() as scratch:
         dataset = training_data(data_dirs, Path(scratch) / "merged")
         return _train(dataset, training_split(dataset, seed), data_dirs, settings, model=model, params=params,
@@ -89,9 +101,14 @@ def run_training(data_dirs: Sequence[str | Path], settings: Settings, *, model: 
 
 def _train(dataset: Dataset, split: Split, data_dirs: Sequence[str | Path], settings: Settings, *, model: str,
            params: dict[str, Any] | None, budget_seconds: float, seed: int, on_epoch: EpochCallback | None,
-           on_trial: TrialCallback | None, scratch: Path) -> dict[str, Any]:
+           on_trial: TrialCallback | None, scratch: Path) -> dict[str, Any] | None:
     import mlflow
 
+    if not distributed.is_main():  # a follower rank: the same training in lockstep, nothing logged or registered
+        choice = choose(dataset, split, budget_seconds=budget_seconds, seed=seed, families=[model],
+                        fixed=dict(params or {}))
+        fit_choice(dataset, split, choice)
+        return None
     started = time.perf_counter()
     experiment_id = registry.connect(settings)
     summary = dataset.summary()
@@ -101,6 +118,8 @@ def _train(dataset: Dataset, split: Split, data_dirs: Sequence[str | Path], sett
                            "data_dirs": ",".join(str(Path(d).resolve()) for d in data_dirs),
                            "train_pairs": len(split.train), "valid_pairs": len(split.valid),
                            **{f"data_{k}": v for k, v in summary.items()}})
+        if distributed.active():
+            mlflow.log_param("world_size", distributed.world_size())
         mlflow.set_tags({"data_fingerprint": dataset.fingerprint})
         choice = choose(dataset, split, budget_seconds=budget_seconds, seed=seed,
                         families=None if model == "auto" else [model],
@@ -137,7 +156,8 @@ def _train(dataset: Dataset, split: Split, data_dirs: Sequence[str | Path], sett
     return {"run_id": run.info.run_id, "model_name": settings.model_name, "version": registered.version,
             "model_uri": registered.model_uri, "data_fingerprint": dataset.fingerprint, "model": choice.name,
             "params": choice.params, "choice": choice.to_json(), "metrics": metrics,
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, **({"world_size": distributed.world_size()}
+                                                         if distributed.active() else {})}
 
 
 def run_retrain(data_dirs: Sequence[str | Path], settings: Settings, *, budget_seconds: float = DEFAULT_BUDGET_SECONDS,

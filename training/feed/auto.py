@@ -24,6 +24,7 @@ import scipy.sparse as sp
 from sharerank.dataset.reader import Dataset
 from sharerank.models.recommenders.graph import interaction_matrix
 from sharerank.models.recommenders.registry import model_names, spec
+from sharerank.training.feed import distributed
 from sharerank.training.feed.evaluate import rank
 from sharerank.training.feed.fit import Fitted, SkippedModel, fit_model, known_interactions, train_config
 from sharerank.training.feed.metrics import evaluate_ranking
@@ -188,7 +189,7 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     cut_short = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items()
                  if "skipped" not in r and not r.get("converged", True)]
     room = max(deadline - time.monotonic(), (1.0 - search_share) * budget_seconds)  # kept even if the search overran
-    if cut_short and room > 1.0:
+    if cut_short and distributed.agree([float(room > 1.0)])[0]:  # read off the clock: rank 0 decides for all
         name = max(cut_short)[2]
         _train_on(name, results[name], room, fixed, validation, on_trial)
     ranked = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if "skipped" not in r]

@@ -4,6 +4,12 @@ Every optimisation step propagates the whole graph once (a sparse CSR matmul per
 mini-batch of (user, bought product, random product) triples. The loop is model-agnostic through
 :class:`EmbeddingModel`; callbacks receive each epoch's figures so MLflow (or a progress bar) sees
 them as they happen.
+
+Under torchrun (a process group from :mod:`~sharerank.training.feed.distributed`) every rank runs the same loop
+with the same seed, so the same shuffles and negatives; each global batch of ``batch_size`` rows is split into
+one shard per rank, and :class:`~torch.nn.parallel.DistributedDataParallel` averages the shards' gradients,
+which is the gradient of the whole batch's mean loss: the optimisation single-process training runs. Rank 0
+alone validates and decides when to stop; the others follow its broadcast decision.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from torch_geometric.data import HeteroData
 from sharerank.dataset.reader import Dataset
 from sharerank.models.recommenders.graph import PURCHASED, build_graph, interaction_matrix
 from sharerank.models.recommenders.registry import model_names, spec
+from sharerank.training.feed import distributed
 from sharerank.training.feed.metrics import evaluate_ranking, rank_top_k
 from sharerank.training.feed.split import Split
 
@@ -163,13 +170,30 @@ def train_model(dataset: Dataset, split: Split, config: TrainConfig,
     model = build_model(num_users, num_products, config)
     inputs = model.prepare(graph)
     optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    step = _data_parallel(model) if distributed.active() else model.loss
     best = (-1.0, 0, copy.deepcopy(model.state_dict()))
     history: list[dict[str, float]] = []
     started = time.perf_counter()
     for epoch in range(1, config.epochs + 1):
         t0 = time.perf_counter()
-        loss = _train_epoch(model, optimizer, inputs, users, products, bought, config, rng)
-        figures = {"loss": loss, "epoch_seconds": time.perf_counter() - t0}
+        loss = _train_epoch(model, step, optimizer, inputs, users, products, bought, config, rng)
+        figures = {"loss": distributed.mean(loss), "epoch_seconds": time.perf_counter() - t0}
+        if distributed.active():  # rank 0 validates and decides; the others follow
+            stop = _validate_and_decide(model, inputs, epoch, figures, best, started, config, valid_users,
+                                        valid_matrix, bought, num_products) if distributed.is_main() else None
+            keys = ("val_recall_20", "val_ndcg_20", "validation_seconds")
+            *shared, stop_now = distributed.agree([*(figures.get(key, -1.0) for key in keys), float(bool(stop))])
+            if len(valid_users):  # rank 0's figures on every rank: their histories pick the same best epoch
+                figures.update(zip(keys, shared, strict=True))
+            recall = shared[0]
+            if recall > best[0] or not len(valid_users):
+                best = (recall, epoch, copy.deepcopy(model.state_dict()))
+            history.append(figures)
+            if on_epoch is not None:
+                on_epoch(epoch, figures)
+            if stop_now:
+                break
+            continue
         if len(valid_users):
             user_emb, product_emb = _embeddings(model, inputs)
             top = rank_top_k(user_emb, product_emb, torch.from_numpy(valid_users), bought, 20)
@@ -198,19 +222,73 @@ def train_model(dataset: Dataset, split: Split, config: TrainConfig,
                        batch_size=config.batch_size)
 
 
-def _train_epoch(model: GraphModel, optimizer: torch.optim.Optimizer, inputs: Any, users: np.ndarray,
-                 products: np.ndarray, bought: sp.csr_matrix, config: TrainConfig,
+def _validate_and_decide(model: GraphModel, inputs: Any, epoch: int, figures: dict[str, float],
+                         best: tuple[float, int, Any], started: float, config: TrainConfig, valid_users: np.ndarray,
+                         valid_matrix: sp.csr_matrix, bought: sp.csr_matrix, num_products: int) -> bool:
+    """Rank 0's part of a distributed epoch: validation figures into ``figures``, and whether to stop (patience
+    counted from the best epoch so far, this one included, or the time budget spent)."""
+    best_epoch = best[1]
+    if len(valid_users):
+        t0 = time.perf_counter()
+        user_emb, product_emb = _embeddings(model, inputs)
+        top = rank_top_k(user_emb, product_emb, torch.from_numpy(valid_users), bought, 20)
+        scores = evaluate_ranking(top, valid_matrix, valid_users, num_products,
+                                  np.asarray(bought.sum(axis=0)).ravel(), ks=(20,))
+        figures.update(val_recall_20=scores["Recall@20"], val_ndcg_20=scores["NDCG@20"],
+                       validation_seconds=time.perf_counter() - t0)
+        if scores["Recall@20"] > best[0]:
+            best_epoch = epoch
+    else:
+        best_epoch = epoch
+    log.info("epoch %d %s", epoch, {k: round(v, 5) for k, v in figures.items()})
+    if epoch - best_epoch >= config.patience:
+        log.info("early stop at epoch %d (best %d)", epoch, best_epoch)
+        return True
+    if config.max_seconds is not None and time.perf_counter() - started > config.max_seconds:
+        log.info("time budget of %.0f s spent at epoch %d", config.max_seconds, epoch)
+        return True
+    return False
+
+
+class _LossOf(torch.nn.Module):
+    """A graph model's ``loss`` as a module's ``forward``: what DistributedDataParallel hooks its gradient
+    averaging into (it wraps ``forward`` only)."""
+
+    def __init__(self, model: GraphModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: Any, users: Tensor, pos: Tensor, neg: Tensor) -> Tensor:
+        return self.model.loss(inputs, users, pos, neg)
+
+
+def _data_parallel(model: GraphModel) -> Callable[..., Tensor]:
+    """The loss of ``model`` through DistributedDataParallel; rank 0's initial weights are broadcast to every
+    rank. A parameter may take no part in the loss (ShareGNN's gate on data without social links), but the same
+    ones every step: ``static_graph`` finds them in the first step only, where ``find_unused_parameters`` would
+    walk the autograd graph on every step."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(_LossOf(model), static_graph=True)
+
+
+def _train_epoch(model: GraphModel, step: Callable[..., Tensor], optimizer: torch.optim.Optimizer, inputs: Any,
+                 users: np.ndarray, products: np.ndarray, bought: sp.csr_matrix, config: TrainConfig,
                  rng: np.random.Generator) -> float:
     model.train()
     order = rng.permutation(len(users))
     negatives = sample_negatives(users[order], bought, rng, config.num_negatives)
+    ranks, me = distributed.world_size(), distributed.rank()
     total, batches = 0.0, 0
     for start in range(0, len(order), config.batch_size):
-        idx = order[start:start + config.batch_size]
+        rows = np.arange(start, min(start + config.batch_size, len(order)))
+        if ranks > 1 and len(rows) >= ranks:  # this rank's shard of the global batch (a tiny last one: all)
+            rows = np.array_split(rows, ranks)[me]
+        idx = order[rows]
         u = torch.from_numpy(users[idx])
         pos = torch.from_numpy(products[idx])
-        neg = torch.from_numpy(negatives[start:start + config.batch_size])
-        loss = model.loss(inputs, u, pos, neg)
+        neg = torch.from_numpy(negatives[rows])
+        loss = step(inputs, u, pos, neg)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
