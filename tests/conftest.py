@@ -69,6 +69,14 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
+    """Polls ``condition`` until it holds; fails naming ``what`` after ``timeout_s`` (a deadline, not a sleep)."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting until {what}"
+        time.sleep(0.01)
+
+
 def redis_answers(url: str, timeout_s: float = 0.5) -> bool:
     """True when a Redis at ``url`` answers PING within ``timeout_s``."""
     client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)

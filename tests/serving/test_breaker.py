@@ -10,23 +10,16 @@ from __future__ import annotations
 import statistics
 import threading
 import time
-from collections.abc import Callable
 
 import grpc
 import pytest
+from conftest import wait_for
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sharerank.serving.online_store import OnlineStoreError, Purchase, RedisSettings, open_online_store
 from sharerank.serving.online_store.breaker import CircuitBreaker
 from sharerank.serving.server import Server, create_server
 from sharerank.v1 import event_service_pb2, event_service_pb2_grpc, feed_service_pb2, feed_service_pb2_grpc
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.01)
 
 
 def test_opens_after_consecutive_failures_skips_calls_and_a_probe_closes_it() -> None:

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
 
 import grpc
+from conftest import wait_for
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from sharerank.serving.events.healer import CHECKPOINT_FILE, LiveStateHealer
@@ -18,13 +18,6 @@ from sharerank.serving.events.log import EventLog, PurchaseRecord, ShareRecord, 
 from sharerank.serving.online_store import InMemoryOnlineStore, RedisSettings, ShareFatigue, open_online_store
 from sharerank.serving.server import Server, create_server
 from sharerank.v1 import event_service_pb2, event_service_pb2_grpc, feed_service_pb2, feed_service_pb2_grpc
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)
 
 
 def purchase(event_id: str, user: str, product: str) -> event_service_pb2.Event:

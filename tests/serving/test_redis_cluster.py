@@ -9,22 +9,15 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 
 import grpc
 import redis
+from conftest import wait_for
 from redis.cluster import RedisCluster
 
 from sharerank.serving.online_store import OnlineStoreError, Purchase, RedisSettings, open_online_store
 from sharerank.serving.server import Server, create_server
 from sharerank.v1 import feed_service_pb2, feed_service_pb2_grpc
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting until {what}"
-        time.sleep(0.02)
 
 
 def test_a_primary_killed_during_a_feed_loop_fails_no_feed_and_state_returns_after_failover(
