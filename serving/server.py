@@ -26,7 +26,7 @@ from sharerank.serving.api.spec import ServingContext  # noqa: E402
 from sharerank.serving.auth import BearerAuthInterceptor  # noqa: E402
 from sharerank.serving.bulkhead import GIL_SWITCH_S, Bulkhead  # noqa: E402
 from sharerank.serving.events.healer import LiveStateHealer  # noqa: E402
-from sharerank.serving.events.log import EventLog  # noqa: E402
+from sharerank.serving.events.journal import EventJournal, open_event_journal  # noqa: E402
 from sharerank.serving.model_holder import ModelHolder, ModelLoadError  # noqa: E402
 from sharerank.serving.observability import MetricsInterceptor, ServerMetrics  # noqa: E402
 from sharerank.serving.online_store import OnlineStore  # noqa: E402
@@ -70,25 +70,27 @@ class Server:
 
 
 def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | None = None,
-                  address: str | None = None, metrics_address: str | None = None) -> Server:
+                  address: str | None = None, metrics_address: str | None = None, replica: int = 0) -> Server:
     """Builds and starts the server on ``address`` (default ``host:port`` from settings; port 0 picks one).
 
     Prometheus metrics go to ``metrics_address`` (default ``host:metrics_port``; port 0 there picks one),
     unless ``metrics_port`` is 0 and no address is given. Auth is on when ``auth_tokens`` is set; TLS when
     ``tls_cert_file`` and ``tls_key_file`` are (see :mod:`~sharerank.serving.tls`), checked before anything starts.
     The model is loaded before returning when the alias is set; otherwise health stays NOT_SERVING and
-    the alias poller (or ReloadModel) loads it later. RecordEvents appends to the event log in
-    ``event_log_dir``, which this server holds until :meth:`Server.stop`.
+    the alias poller (or ReloadModel) loads it later. RecordEvents appends to the event journal settings name
+    (:func:`~sharerank.serving.events.journal.open_event_journal`): the shared stream, or the file log in
+    ``event_log_dir``, which this server holds until :meth:`Server.stop`. ``replica`` numbers the processes of
+    one ``serve --processes N``.
 
     Raises:
         TLSSettingsError: a TLS file cannot be used, or auth tokens without TLS on a non-loopback address.
-        EventLogError: another process writes that event log.
+        EventLogError: another process writes that event log, or the event stream cannot be used.
         OSError: the address cannot be bound.
     """
     address = address or f"{settings.host}:{settings.port}"
     check_transport(settings, address)
     credentials = server_credentials(settings)
-    event_log = EventLog(settings.resolved_event_log_dir)
+    event_log = open_event_journal(settings, replica)
     try:
         return _start(settings, store, holder, address, metrics_address, event_log, credentials)
     except BaseException:
@@ -97,7 +99,7 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
 
 
 def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, address: str,
-           metrics_address: str | None, event_log: EventLog, credentials: grpc.ServerCredentials | None) -> Server:
+           metrics_address: str | None, event_log: EventJournal, credentials: grpc.ServerCredentials | None) -> Server:
     holder = holder or ModelHolder(settings)
     sys.setswitchinterval(GIL_SWITCH_S)  # process-wide: feeds wait less for a GIL that heavy calls hold
     metrics = ServerMetrics() if metrics_address is not None or settings.metrics_port else None

@@ -60,6 +60,20 @@ class Settings(BaseSettings):
         "purchases.csv, shares.csv, views.csv; train on it with `sharerank train --data`); default <home>/events. "
         "One server process writes a folder at a time: a second one fails to start (it holds a lock file).",
     )
+    event_stream_url: str | None = Field(
+        None,
+        description="Shared event stream, nats://host:port (NATS JetStream): RecordEvents acknowledges a batch once "
+        "the stream stored it, any number of server processes write it, and `sharerank ingest` drains it into a "
+        "dataset folder. Unset (the default): the file log in event_log_dir. `serve --processes N` needs it.",
+    )
+    event_stream_name: str = Field(
+        "SHARERANK_EVENTS", pattern=r"^[A-Za-z0-9_-]+$",
+        description="JetStream stream of the events (subjects <name>.>), created at first use.")
+    event_stream_dedup_seconds: float = Field(
+        3600.0, gt=0,
+        description="How long the stream remembers event ids to drop a resent event (its duplicate window, set when "
+        "the stream is created). A resend after that is stored again; `ingest` still logs each event id once.",
+    )
     page_token_key: str | None = Field(
         None,
         repr=False,  # a secret

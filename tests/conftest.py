@@ -1,5 +1,6 @@
 """Shared fixtures: a private Redis for the session, throwaway Redis servers tests may kill, private Redis
-Clusters (one for the session, one per test that kills nodes), and an isolated environment.
+Clusters (one for the session, one per test that kills nodes), a private NATS JetStream server for the session
+(and throwaway ones tests may kill), and an isolated environment.
 
 Tests run against a real redis-server, never a fake, so latency-free mocks cannot hide protocol bugs; fakes
 are only for injecting faults. Each test namespaces its keys with its own prefix.
@@ -426,3 +427,76 @@ def private_redis_cluster(tmp_path: Path) -> Iterator[RedisClusterProcess]:
         yield cluster.start()
     finally:
         cluster.stop()
+
+
+class NatsProcess:
+    """A private ``nats-server`` with JetStream (its storage under ``workdir``) on a loopback port: the event
+    stream's broker, one per session, or one a test may kill (the stream's file storage outlives a kill)."""
+
+    def __init__(self, binary: str, workdir: Path) -> None:
+        self.binary, self.workdir, self.port = binary, workdir, free_port()
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 20.0) -> NatsProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            [self.binary, "-js", "-a", "127.0.0.1", "-p", str(self.port), "-sd", str(self.workdir / "jetstream")],
+            stdout=subprocess.DEVNULL, stderr=(self.workdir / "nats.log").open("ab"))
+        wait_for(lambda: self._answers() or self._process.poll() is not None, f"nats-server on {self.port} answers",
+                 timeout_s)
+        assert self._process.poll() is None, (self.workdir / "nats.log").read_text()[-2000:]
+        return self
+
+    def _answers(self) -> bool:
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as sock:
+                return sock.recv(4).startswith(b"INFO")
+        except OSError:
+            return False
+
+    def kill(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.send_signal(signal.SIGKILL)
+            self._process.wait()
+
+
+@pytest.fixture(scope="session")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """URL of a private NATS server with JetStream for this session (``nats-server`` on PATH); tests isolate
+    with their own stream (``event_stream``). Skips (fails under ``CI=true``) without ``nats-server``."""
+    binary = shutil.which("nats-server")
+    if binary is None:
+        unavailable("nats-server is not on PATH (the event-stream tests need a JetStream server)")
+    server = NatsProcess(binary, tmp_path_factory.mktemp("nats")).start()
+    yield server.url
+    server.kill()
+
+
+@pytest.fixture
+def nats_process_factory(tmp_path: Path) -> Iterator[Callable[[], NatsProcess]]:
+    """Factory of started private nats-servers a test may kill; all killed at teardown."""
+    binary = shutil.which("nats-server")
+    if binary is None:
+        unavailable("nats-server is not on PATH; fault tests need their own server to kill")
+    servers: list[NatsProcess] = []
+
+    def start() -> NatsProcess:
+        server = NatsProcess(binary, tmp_path / f"nats{len(servers)}")
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.kill()
+
+
+@pytest.fixture
+def event_stream(nats_url: str) -> str:
+    """A JetStream stream name of this test's own on the session's NATS server (created at first use)."""
+    import uuid
+
+    return f"T{uuid.uuid4().hex[:12].upper()}"

@@ -20,7 +20,8 @@ Errors (all INVALID_ARGUMENT unless noted; ``ErrorInfo.reason``, with ``index`` 
 ``INVALID_ID``            such an id is too long or has control characters
 ``SELF_SHARE``            a share's ``sharer_id`` equals its ``recipient_id``
 ``UNKNOWN_SHARE``         a purchase's ``share_id`` is not a share already recorded or in the same batch
-``EVENT_LOG_UNAVAILABLE`` UNAVAILABLE: the log could not take the append; nothing new was acknowledged and
+``EVENT_LOG_UNAVAILABLE`` UNAVAILABLE: the event journal could not take the append (or, a shared stream,
+                          answer whether a cited share exists); nothing new was acknowledged and
                           resending the batch is safe
 ========================  =======================================================================
 """
@@ -101,7 +102,7 @@ class EventService(event_service_pb2_grpc.EventServiceServicer):
         check_deadline(context)
         model = self.holder.current
         try:
-            records = parse_record_events_request(request, self.recorder.event_log.is_share, self.clock())
+            records = parse_record_events_request(request, self.recorder.is_share, self.clock())
             result = self.recorder.record(records, model.bundle if model is not None else None)
         except ServiceError as error:
             abort(context, error)

@@ -14,7 +14,7 @@ from sharerank.config import Role
 from sharerank.serving.bulkhead import Bulkhead
 from sharerank.serving.errors import abort, deadline_exceeded, unavailable
 from sharerank.serving.events.healer import LiveStateHealer
-from sharerank.serving.events.log import EventLog
+from sharerank.serving.events.journal import EventJournal
 from sharerank.serving.model_holder import LoadedModel, ModelHolder
 from sharerank.serving.online_store import OnlineStore
 
@@ -27,7 +27,7 @@ class ServingContext:
 
     holder: ModelHolder
     store: OnlineStore
-    event_log: EventLog
+    event_log: EventJournal
     healer: LiveStateHealer
     seeding: Bulkhead
     reloads: Bulkhead

@@ -4,8 +4,9 @@ RecordEvents logs first and writes the store after; a write that fails (Redis do
 open) used to be lost for good: the event was acknowledged, a resend is a duplicate, and a Redis that
 restarts empty loses all live state. The healer closes that gap from the log itself:
 
-- **A checkpoint kept with the log** (``<log>/.live-state.json``): byte offsets in ``shares.csv`` and
-  ``purchases.csv`` before which every event is known applied, and the log's id.
+- **A checkpoint** (``EventJournal.checkpoint_path``: ``<log>/.live-state.json`` for the file log, one per
+  replica under ``<home>/live-state/`` for the stream): the journal position (byte offsets in ``shares.csv``
+  and ``purchases.csv``, or the stream sequence) before which every event is known applied, and the journal's id.
 - **Missed writes**: the recorder reports where a failed batch began; the next cycle re-applies the log from
   there. At start-up, the tail after the checkpoint is re-applied the same way.
 - **Lost state**: the store keeps a marker (``OnlineStore.set_marker``) once the whole log was applied. A
@@ -28,7 +29,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sharerank.models.artifact.bundle import ModelBundle
-from sharerank.serving.events.log import EventLog
+from sharerank.serving.events.journal import EventJournal, Offsets
+from sharerank.serving.events.log import CHECKPOINT_FILE
 from sharerank.serving.events.recorder import live_writes
 from sharerank.serving.online_store import OnlineStore, OnlineStoreError
 from sharerank.serving.ratelog import RateLimitedLog
@@ -36,27 +38,26 @@ from sharerank.serving.ratelog import RateLimitedLog
 log = logging.getLogger(__name__)
 _outage_log = RateLimitedLog(log)
 
-CHECKPOINT_FILE = ".live-state.json"
 APPLIED = "applied"
 
-Offsets = dict[str, int]
+__all__ = ["APPLIED", "CHECKPOINT_FILE", "LiveStateHealer"]
 
 
 class LiveStateHealer:
     """Keeps ``store`` holding the effect of every event in ``event_log``; see the module.
 
     Args:
-        event_log: the server's event log (the source of truth).
+        event_log: the server's event journal (the source of truth).
         store: the online store to heal (behind the circuit breaker, so an outage costs a cycle nothing).
         bundle: the serving model now, or None (its friendships drive the fan-out of purchases).
         interval_s: seconds between cycles. (default: ``5.0``)
     """
 
-    def __init__(self, event_log: EventLog, store: OnlineStore, bundle: Callable[[], ModelBundle | None],
+    def __init__(self, event_log: EventJournal, store: OnlineStore, bundle: Callable[[], ModelBundle | None],
                  interval_s: float = 5.0):
         self.event_log, self.store, self.bundle, self.interval_s = event_log, store, bundle, interval_s
         self.on_replayed: Callable[[int], None] = lambda count: None
-        self.path = event_log.root / CHECKPOINT_FILE
+        self.path = event_log.checkpoint_path
         self.log_id, checkpoint = _read_checkpoint(self.path)
         self.marker = f"events-{self.log_id}"
         self._lock = threading.Lock()
@@ -159,6 +160,7 @@ def _read_checkpoint(path: Path) -> tuple[str, Offsets]:
 
 def _write_checkpoint(path: Path, log_id: str, applied: Offsets) -> None:
     """Replaces the checkpoint file atomically (a torn one would cost a full replay, not a wrong state)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_suffix(".tmp")
     temporary.write_text(json.dumps({"log_id": log_id, "applied": applied}))
     os.replace(temporary, path)

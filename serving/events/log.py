@@ -51,6 +51,8 @@ from sharerank.serving.ids import id_problem, quote
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".lock"
+CHECKPOINT_FILE = ".live-state.json"
+"""The healer's checkpoint, kept with the log it describes."""
 READ_BATCH = 5000
 """Records per batch :meth:`EventLog.read` yields."""
 
@@ -118,7 +120,7 @@ LogRecord = PurchaseRecord | ShareRecord | ViewRecord
 
 
 @dataclass(frozen=True)
-class _File:
+class LogFile:
     """A file of the log: its dataset-folder spec, the columns the log writes, and the event id's column."""
 
     spec: FileSpec
@@ -136,11 +138,18 @@ class _File:
 
 # Write order matters: shares before the purchases that cite them, so a crash between files never leaves a
 # purchase pointing at a share the reader cannot find.
-_SHARES = _File(FILES["shares"], FILES["shares"].columns(), "share_id")
-_PURCHASES = _File(FILES["purchases"], FILES["purchases"].columns("ts", "share_id", "event_id"), "event_id")
-_VIEWS = _File(FILES["views"], FILES["views"].columns("event_id"), "event_id")
+_SHARES = LogFile(FILES["shares"], FILES["shares"].columns(), "share_id")
+_PURCHASES = LogFile(FILES["purchases"], FILES["purchases"].columns("ts", "share_id", "event_id"), "event_id")
+_VIEWS = LogFile(FILES["views"], FILES["views"].columns("event_id"), "event_id")
 _FILES = (_SHARES, _PURCHASES, _VIEWS)
-_FILE_OF: dict[type, _File] = {ShareRecord: _SHARES, PurchaseRecord: _PURCHASES, ViewRecord: _VIEWS}
+_FILE_OF: dict[type, LogFile] = {ShareRecord: _SHARES, PurchaseRecord: _PURCHASES, ViewRecord: _VIEWS}
+LOG_FILES = _FILES
+"""The log's files in write order (shares first), for other writers of the same format (``sharerank ingest``)."""
+
+
+def file_of(record: LogRecord) -> LogFile:
+    """The log file a record belongs to."""
+    return _FILE_OF[type(record)]
 
 
 class EventLog:
@@ -175,6 +184,11 @@ class EventLog:
             self._release()
             raise
         log.info("event log %s open: %d events", self.root, len(self._ids))
+
+    @property
+    def checkpoint_path(self) -> Path:
+        """Where the healer keeps its checkpoint of this log (with the log: a copied folder keeps both)."""
+        return self.root / CHECKPOINT_FILE
 
     def __len__(self) -> int:
         """Events logged (all kinds)."""
@@ -267,7 +281,7 @@ class EventLog:
 
     # --- internals
 
-    def _open_file(self, f: _File) -> int:
+    def _open_file(self, f: LogFile) -> int:
         """Repair, check and index an existing file; returns its size (0 when absent)."""
         path = self.root / f.name
         if not path.exists():
@@ -293,7 +307,7 @@ class EventLog:
             self._share_ids.update(ids)
         return size
 
-    def _write(self, f: _File, rows: Sequence[LogRecord]) -> None:
+    def _write(self, f: LogFile, rows: Sequence[LogRecord]) -> None:
         size = self._sizes[f.name]
         data = csv_text(f.header, (f.row(r) for r in rows), header=size == 0).encode("utf-8")
         path = self.root / f.name
@@ -313,7 +327,7 @@ class EventLog:
             raise EventLogError(f"cannot append to {path}: {exc}") from exc
         self._sizes[f.name] = size + len(data)
 
-    def _roll_back(self, f: _File, fd: int | None, size: int, exc: OSError) -> None:
+    def _roll_back(self, f: LogFile, fd: int | None, size: int, exc: OSError) -> None:
         """Cut ``f`` back to ``size`` after a failed append; if even that fails, refuse further appends."""
         try:
             if fd is not None:
@@ -330,7 +344,7 @@ class EventLog:
         os.close(self._lock_fd)  # closing the last descriptor releases the flock
 
 
-def _records(f: _File, path: Path, start: int, end: int) -> Iterator[LogRecord]:
+def _records(f: LogFile, path: Path, start: int, end: int) -> Iterator[LogRecord]:
     """The records of ``f``'s lines in bytes ``[start, end)`` (both at line ends; 0 is before the header)."""
     make = ShareRecord if f is _SHARES else PurchaseRecord
     names = f.header

@@ -23,7 +23,8 @@ import grpc
 from sharerank.models.artifact.bundle import ModelBundle
 from sharerank.serving import observability
 from sharerank.serving.errors import ServiceError
-from sharerank.serving.events.log import EventLog, EventLogError, LogRecord, PurchaseRecord, ShareRecord
+from sharerank.serving.events.journal import EventJournal
+from sharerank.serving.events.log import EventLogError, LogRecord, PurchaseRecord, ShareRecord
 from sharerank.serving.online_store import OnlineStore, OnlineStoreError, Purchase, Share
 
 log = logging.getLogger(__name__)
@@ -43,15 +44,27 @@ class EventRecorder:
     Thread-safe (the log serialises appends; the store is thread-safe).
 
     Args:
-        event_log: where accepted events go first; the source of truth for training.
+        event_log: the journal accepted events go to first (file log or shared stream); the source of truth.
         store: the online store that gets live state after the log has the events.
     """
 
-    def __init__(self, event_log: EventLog, store: OnlineStore,
+    def __init__(self, event_log: EventJournal, store: OnlineStore,
                  on_missed: Callable[[dict[str, int]], None] = lambda offsets: None):
         self.event_log, self.store, self.on_missed = event_log, store, on_missed
         self._store_failing = False  # logs the outage's start and end, not every failed write
         self._state_lock = threading.Lock()
+
+    def is_share(self, event_id: str) -> bool:
+        """Whether the journal holds a share with this id.
+
+        Raises:
+            ServiceError: UNAVAILABLE when the journal (a shared stream) does not answer.
+        """
+        try:
+            return self.event_log.is_share(event_id)
+        except EventLogError as exc:
+            log.error("RecordEvents: event journal lookup failed: %s", exc)
+            raise _unavailable() from exc
 
     def record(self, records: Sequence[LogRecord], bundle: ModelBundle | None) -> RecordResult:
         """Log and apply one validated batch; ``bundle`` (the serving model, if any) gives buyers' friends.
@@ -64,9 +77,7 @@ class EventRecorder:
             fresh = self.event_log.append(records)
         except EventLogError as exc:
             log.error("RecordEvents: event log append failed: %s", exc)
-            raise ServiceError(grpc.StatusCode.UNAVAILABLE,
-                               "cannot record events now: the event log could not take them; retry (replays are "
-                               "deduplicated by event_id)", "EVENT_LOG_UNAVAILABLE") from exc
+            raise _unavailable() from exc
         self._apply_online(fresh, bundle, start)
         return RecordResult(accepted=len(fresh), duplicates=len(records) - len(fresh))
 
@@ -96,6 +107,11 @@ class EventRecorder:
             log.debug("online store still failing (%s: %s)", ", ".join(failed), last_error)
         elif was_failing:
             log.info("online store recovered: recording live features again")
+
+
+def _unavailable() -> ServiceError:
+    return ServiceError(grpc.StatusCode.UNAVAILABLE, "cannot record events now: the event journal could not take "
+                        "them; retry (replays are deduplicated by event_id)", "EVENT_LOG_UNAVAILABLE")
 
 
 def live_writes(store: OnlineStore, records: Sequence[LogRecord], bundle: ModelBundle | None

@@ -294,7 +294,8 @@ def _read(root: Path, name: str) -> _Table | None:
     if csv_path.exists():
         t = _Table(csv_path.name, _read_csv(csv_path), 2)
     elif parquet_path.exists():
-        table = pq.read_table(parquet_path)
+        # A folder of parts (`sharerank ingest` partitions by day): its day=... folder names are not a column.
+        table = pq.read_table(parquet_path, partitioning=None)
         table = pa.table({c: pc.cast(table.column(c), pa.string()) for c in table.column_names})
         t = _Table(parquet_path.name, table, 1)
     else:

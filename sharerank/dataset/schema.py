@@ -1,6 +1,7 @@
 """The dataset folder's files, columns and column kinds: the one declaration of the format.
 
-A dataset folder holds CSV files with a header (or the same names with ``.parquet``); ids are strings::
+A dataset folder holds CSV files with a header (or the same names with ``.parquet``: a file, or a folder of
+Parquet parts in any sub-folders, as ``sharerank ingest`` writes); ids are strings::
 
     products.csv   product_id,category[,price,seller_id,in_stock]
     purchases.csv  user_id,product_id[,ts][,share_id][,event_id]   (ts may be absent only with test.csv)
