@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -581,25 +582,72 @@ def promote(
 def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on (default from settings).")] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
+    processes: Annotated[int, typer.Option(min=1, max=64, help="Server processes on the one port (SO_REUSEPORT), "
+                                           "kept running by this one; more than 1 needs Redis and the event "
+                                           "stream.")] = 1,
+    replica: Annotated[int, typer.Option(hidden=True, help="Set by the supervisor of --processes.")] = 0,
 ) -> None:
     """Serve the champion model over gRPC until interrupted."""
     from sharerank.serving.events.log import EventLogError
     from sharerank.serving.online_store import RedisSettings, open_online_store
+    from sharerank.serving.replicas import ReplicaSettingsError, Supervisor
     from sharerank.serving.server import create_server, serve_forever
 
     settings = Settings()
     updates = {k: v for k, v in {"port": port, "host": host}.items() if v is not None}
     settings = settings.model_copy(update=updates)
+    if processes > 1:
+        try:
+            supervisor = Supervisor(settings, processes)
+        except (ReplicaSettingsError, OSError) as exc:
+            raise UsageError(str(exc)) from None
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: supervisor.stop())
+        stderr.print(f"sharerank serving on {settings.host}:{supervisor.port} with {processes} processes")
+        raise typer.Exit(supervisor.run())
     store = open_online_store(settings.resolved_redis_url, fallback_to_memory=settings.redis_url is None,
                               settings=RedisSettings(fatigue_window_s=settings.fatigue_window_seconds))
     try:
-        server = create_server(settings, store)
+        server = create_server(settings, store, replica=replica)
     except (EventLogError, OSError) as exc:  # the log folder or the port is taken, or TLS refused: in one line
         store.close()
         raise UsageError(str(exc)) from None
     stderr.print(f"sharerank serving on {settings.host}:{server.port}{' with TLS' if settings.tls_cert_file else ''} "
-                 f"(model {server.holder.current.version if server.holder.current else 'none'}, store {store!r})")
+                 f"(model {server.holder.current.version if server.holder.current else 'none'}, store {store!r}, "
+                 f"events {server.event_log!r})")
     serve_forever(server)
+
+
+@command
+def ingest(
+    out: Annotated[Path, typer.Option(help="Dataset folder to drain the stream into (Parquet, partitioned by day); "
+                                           "made if missing.")],
+    follow: Annotated[bool, typer.Option("--follow", help="Keep draining new events until interrupted "
+                                                          "(default: stop once nothing is pending).")] = False,
+    consumer: Annotated[str, typer.Option(help="Durable consumer that remembers how far the folder is; one per "
+                                               "folder.")] = "sharerank-ingest",
+    batch: Annotated[int, typer.Option(min=1, max=100_000, help="Events per Parquet part at most.")] = 1000,
+    ack_wait: Annotated[float, typer.Option(min=0.5, help="Seconds after which events a crashed run took are "
+                                                          "delivered again (set when the consumer is made).")] = 30.0,
+    as_json: JsonOption = False,
+) -> None:
+    """Drain the shared event stream (SHARERANK_EVENT_STREAM_URL) into a dataset folder, each event id exactly
+    once; resumable after a crash. Train on the folder with `sharerank train --data`."""
+    from sharerank.serving.events.ingest import IngestError
+    from sharerank.serving.events.ingest import ingest as drain
+
+    settings = Settings()
+    if not settings.event_stream_url:
+        raise UsageError("no event stream: set SHARERANK_EVENT_STREAM_URL=nats://host:4222")
+    with progress_bar(f"ingest {settings.event_stream_name} → {out}", None) as advance:
+        try:
+            report = drain(settings.event_stream_url, settings.event_stream_name, out, consumer=consumer, batch=batch,
+                           follow=follow, ack_wait_s=ack_wait,
+                           progress=lambda done, pending: advance(description=f"ingest: {done:,} read, "
+                                                                              f"{pending:,} pending"))
+        except IngestError as exc:
+            raise UsageError(str(exc)) from None
+    emit(report.as_dict(), as_json)
 
 
 @command

@@ -55,6 +55,7 @@ def open_online_store(
     *,
     fallback_to_memory: bool = False,
     settings: RedisSettings | None = None,
+    processes: int = 1,
 ) -> OnlineStore:
     """Open the online store named by ``url``.
 
@@ -65,14 +66,17 @@ def open_online_store(
     Redis is down (it connects lazily and callers fail open on :class:`OnlineStoreError`), unless
     ``fallback_to_memory`` is set: then a Redis that does not answer one ping (bounded by the connect
     timeout, ~0.2-0.4 s with the defaults) is logged as a warning and replaced by an in-memory store, which
-    suits the demo and a laptop without Redis, not a multi-process deployment.
+    suits the demo and a laptop without Redis, not a multi-process deployment: with ``processes`` > 1 (the
+    servers that will share this store) the in-process store is refused, and there is no fallback.
 
     Raises:
-        ValueError: the URL's scheme names no backend.
+        ValueError: the URL's scheme names no backend, or the in-process store for several processes.
     """
-    if not url:
-        return _memory(settings)
-    scheme = urlsplit(url).scheme.lower()
+    scheme = urlsplit(url).scheme.lower() if url else "memory"
+    if scheme == "memory" and processes > 1:
+        raise ValueError(f"the in-process online store (memory://) is per process: {processes} processes would "
+                         "each keep their own live state; set SHARERANK_REDIS_URL to a Redis (or redis+cluster://) "
+                         "they share")
     if scheme == "memory":
         return _memory(settings)
     if scheme not in _REDIS_SCHEMES:
@@ -81,7 +85,7 @@ def open_online_store(
             "unix://, redis+cluster:// or rediss+cluster://"
         )
     store = RedisOnlineStore(url, settings)
-    if fallback_to_memory and not store.ping():
+    if fallback_to_memory and processes == 1 and not store.ping():
         store.close()
         logger.warning("online store %s does not answer; using an in-memory store instead", redact_url(url))
         return _memory(settings)
