@@ -48,8 +48,9 @@ def ids_in(out: Path) -> list[str]:
     """Every event id in the folder's parts, repeats included."""
     ids: list[str] = []
     for name, column in (("shares", "share_id"), ("purchases", "event_id"), ("views", "event_id")):
-        if (out / f"{name}.parquet").exists():
-            ids += pq.read_table(out / f"{name}.parquet", columns=[column], partitioning=None).column(column).to_pylist()
+        parts = out / f"{name}.parquet"
+        if parts.exists():
+            ids += pq.read_table(parts, columns=[column], partitioning=None).column(column).to_pylist()
     return ids
 
 
