@@ -34,8 +34,10 @@ Measured per configuration (online store × server processes), ``--repeats`` tim
   edge); plus server CPU per call (utime+stime of the server processes from /proc) and client CPU per call.
 
 Reported: every repeat, and per figure the median with min and max over repeats. Targets:
-server p50 ≤ 1 ms, loopback p99 ≤ 5 ms (one in flight), ≥ 2,000 feeds/s. Progress goes to stderr, JSON to
-stdout (and ``--out-json``).
+server p50 ≤ 1 ms, loopback p99 ≤ 5 ms (one in flight), ≥ 2,000 feeds/s. ``ratios`` compares within the run,
+repeat by repeat (median [min–max]): Redis minus in-process server mean per feed at each process count, feed
+p50 over GetModelInfo p50 per configuration, and feeds/s with Redis at the largest process count, against
+:data:`RATIO_TARGETS`. Progress goes to stderr, JSON to stdout (and ``--out-json``).
 """
 
 from __future__ import annotations
@@ -67,6 +69,10 @@ FEED_METHOD = "sharerank.v1.FeedService/GetFeed"
 INFO_METHOD = "sharerank.v1.AdminService/GetModelInfo"
 KEY_PREFIX = "sr:bench-feed-grpc:"
 TARGETS = {"server_p50_ms": 1.0, "loopback_p99_ms": 5.0, "feeds_per_s": 2000.0}
+RATIO_TARGETS = {"redis_extra_server_ms": 0.2, "feed_over_info_p50": 1.5, "redis_feeds_per_s": 2000.0}
+"""Issue 16's targets, as comparisons inside one run (the machine is noisy; absolute figures drift between runs):
+the Redis path's server mean per feed above the in-process store's, the loopback feed p50 over GetModelInfo's,
+and feeds/s with Redis at the largest process count."""
 
 
 # ---------------------------------------------------------------------------------------------- the model
@@ -509,6 +515,30 @@ def targets_met(summary: dict[str, Any]) -> dict[str, Any]:
             "feeds_per_s_ge_2000": rate >= TARGETS["feeds_per_s"], "feeds_per_s": rate}
 
 
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(float(np.median(values)), 3), "min": round(min(values), 3), "max": round(max(values), 3)}
+
+
+def ratios(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """:data:`RATIO_TARGETS`' figures, each computed per repeat from configurations of this run."""
+    by = {(r["store"], r["processes"]): r["runs"] for r in results}
+    out: dict[str, Any] = {"targets": RATIO_TARGETS, "feed_over_info_p50": {}, "redis_extra_server_ms": {}}
+    for (store, processes), runs in by.items():
+        out["feed_over_info_p50"][f"{store} x{processes}"] = spread(
+            [r["feed_latency"]["client"]["p50_ms"] / r["info_latency"]["client"]["p50_ms"] for r in runs])
+        memory = by.get(("memory", processes))
+        if store == "redis" and memory:
+            out["redis_extra_server_ms"][f"x{processes}"] = spread(
+                [r["feed_latency"]["server"]["mean_ms"] - m["feed_latency"]["server"]["mean_ms"]
+                 for r, m in zip(runs, memory, strict=True)])
+    redis_runs = [(p, runs) for (store, p), runs in by.items() if store == "redis"]
+    if redis_runs:
+        processes, runs = max(redis_runs, key=lambda item: item[0])
+        out["redis_feeds_per_s"] = {"processes": processes, **spread(
+            [r["feed_throughput"]["client"]["calls_per_s"] for r in runs])}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--products", type=int, default=1_000_000)
@@ -566,6 +596,8 @@ def main() -> None:
             if redis_proc is not None:
                 redis_proc.kill()
                 redis_proc.wait()
+    compared = ratios(results)
+    log(f"ratios: {json.dumps(compared)}")
     report = {
         "benchmark": "GetFeed over loopback gRPC",
         "products": args.products, "users": args.users, "dim": args.dim, "clusters": args.clusters,
@@ -575,7 +607,7 @@ def main() -> None:
         "repeats": args.repeats, "targets": TARGETS, "machine": {
             "cpus": os.cpu_count(), "load_average_at_end": os.getloadavg(), "python": platform.python_version(),
             "platform": platform.platform()},
-        "pipeline_in_process": baseline, "configs": results,
+        "pipeline_in_process": baseline, "ratios": compared, "configs": results,
         "seconds": round(time.perf_counter() - started, 1),
     }
     text = json.dumps(report, indent=2)

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import math
+import os
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -64,10 +64,12 @@ class RedisSettings:
         fatigue_window_s: seconds a share received counts towards the recipient's fatigue; the share-event keys
             expire when their newest event leaves it. (default: 7 days)
         max_connections: connections in the pool; a caller waits up to ``socket_timeout_s`` for a free one,
-            so size it to the server's worker threads. (default: ``64``)
+            so size it to the server's worker threads. :meth:`RedisOnlineStore.get_live_state` on one node
+            reads over one more connection per calling thread, outside the pool. (default: ``64``)
         retries: immediate retries of a command whose connection broke or timed out mid-call (a restart,
             a failover); every write is idempotent, so resending a pipeline is safe. Connections found dead
-            when taken from the pool are replaced without counting as a retry. (default: ``1``)
+            when taken from the pool are replaced without counting as a retry; a reading thread's own
+            connection found dead counts as one. (default: ``1``)
     """
 
     key_prefix: str = "sr:"
@@ -246,38 +248,46 @@ return 0
 
 # KEYS: purchases, shared_to, shared_to_by, friends_bought, friends_bought_by, share_events, share_events_by.
 # ARGV: limit (>= 1), since (the fatigue window's start, exclusive).
-# Returns {purchases rows, shares rows, sharers, friends rows, buyer lists, [sharer, count, ...] of the window's
-# share events}; rows are ZREVRANGE WITHSCORES. Counted here, so the reply grows with the sharers, not the shares.
+# Returns {purchases rows, shares rows, sharers, friends rows, {count, last buyer} per friends row, [sharer, count,
+# ...] of the window's share events}; rows are ZREVRANGE WITHSCORES, and a member without its hash field reads
+# false. Buyer lists are decoded and share events counted here: the reply stays small, and the feed's Python
+# builds no object it would drop.
 _READ_LIVE_STATE_LUA = """
 local limit = tonumber(ARGV[1])
-local out = {redis.call('ZREVRANGE', KEYS[1], 0, limit - 1, 'WITHSCORES')}
-for k = 2, 4, 2 do
+local function newest(k)
   local rows = redis.call('ZREVRANGE', KEYS[k], 0, limit - 1, 'WITHSCORES')
   local members = {}
   for i = 1, #rows, 2 do members[#members + 1] = rows[i] end
-  local details = {}
-  if #members > 0 then details = redis.call('HMGET', KEYS[k + 1], unpack(members)) end
-  out[#out + 1] = rows
-  out[#out + 1] = details
+  if #members == 0 then return rows, {} end
+  return rows, redis.call('HMGET', KEYS[k + 1], unpack(members))
+end
+local shares, sharers = newest(2)
+local friends, raw = newest(4)
+local buyers = {}
+for i, list in ipairs(raw) do
+  if list then
+    local kept = cjson.decode(list)
+    buyers[i] = {#kept, kept[1][1]}
+  else
+    buyers[i] = false
+  end
 end
 local events = redis.call('ZRANGEBYSCORE', KEYS[6], '(' .. ARGV[2], '+inf')
 local counts, order = {}, {}
 if #events > 0 then
-  local sharers = redis.call('HMGET', KEYS[7], unpack(events))
-  for _, sharer in ipairs(sharers) do
+  for _, sharer in ipairs(redis.call('HMGET', KEYS[7], unpack(events))) do
     if sharer then
       if not counts[sharer] then order[#order + 1] = sharer; counts[sharer] = 0 end
       counts[sharer] = counts[sharer] + 1
     end
   end
 end
-local pairs_out = {}
+local fatigue = {}
 for _, sharer in ipairs(order) do
-  pairs_out[#pairs_out + 1] = sharer
-  pairs_out[#pairs_out + 1] = counts[sharer]
+  fatigue[#fatigue + 1] = sharer
+  fatigue[#fatigue + 1] = counts[sharer]
 end
-out[#out + 1] = pairs_out
-return out
+return {redis.call('ZREVRANGE', KEYS[1], 0, limit - 1, 'WITHSCORES'), shares, sharers, friends, buyers, fatigue}
 """
 
 
@@ -351,6 +361,7 @@ class RedisOnlineStore(OnlineStore):
         self.settings = settings or RedisSettings()
         self.clock = clock
         self._lock = threading.Lock()
+        self._local = threading.local()
         self._redis: redis.Redis | RedisCluster | None = None
 
     def purchases_key(self, user_id: str) -> str:
@@ -477,32 +488,52 @@ class RedisOnlineStore(OnlineStore):
         keys = (self.purchases_key(user_id), self.shared_to_key(user_id), self.shared_to_by_key(user_id),
                 self.friends_bought_key(user_id), self.friends_bought_by_key(user_id),
                 self.share_events_key(user_id), self.share_events_by_key(user_id))
-        since = self._fatigue_since()
-        (reply,) = self._execute(
-            "get_live_state", lambda pipe: _evalsha(pipe, _READ_LIVE_STATE, keys, limit, since))
-        purchases, shares, sharers, friends, buyers, fatigue = reply
-        by_sharer = {sharer: int(count) for sharer, count in zip(fatigue[::2], fatigue[1::2], strict=True)}
-        shares_received = [
-            ReceivedShare(product_id, sharer, float(ts))
-            for product_id, ts, sharer in zip(shares[::2], shares[1::2], sharers, strict=True)
-            if sharer is not None  # a member without its hash field was not written by this store's scripts
-        ]
-        friends_bought = []
-        for product_id, ts, raw in zip(friends[::2], friends[1::2], buyers, strict=True):
-            if raw is None:
-                continue
-            kept = json.loads(raw)
-            friends_bought.append(FriendsBought(product_id, len(kept), kept[0][0], float(ts)))
-        return LiveState(
-            purchases={product_id: float(ts) for product_id, ts in zip(purchases[::2], purchases[1::2], strict=True)},
-            shares_received=shares_received,
-            friends_bought=friends_bought,
-            fatigue=ShareFatigue(sum(by_sharer.values()), dict(by_sharer)),
-        )
+        reply = self._call("get_live_state", _READ_LIVE_STATE, keys, limit, self._fatigue_since())
+        return _live_state(*reply)
 
     def _fatigue_since(self) -> str:
         """The fatigue window's start (exclusive) on the store's clock, as a score argument."""
         return _score(self.clock() - self.settings.fatigue_window_s)
+
+    def _call(self, action: str, script: _Script, keys: Sequence[str], *args: object) -> list:
+        """One ``EVALSHA`` of ``script`` on ``keys`` (one slot), loading the script if Redis lost it (NOSCRIPT).
+
+        The feed's read runs on every request, so on one node it goes over the calling thread's own connection
+        (:meth:`_own_connection`): no pool queue and lock, no pipeline object, no readiness poll, and so two
+        socket calls, each a point where a busy server's thread waits for the GIL again. A connection that broke
+        or timed out is dropped and the command resent up to ``retries`` times (it only reads). On a cluster it is
+        a plain command that redis-py routes by the keys' slot.
+        """
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
+        with _backend_errors(action):
+            client = self._client()
+            try:
+                return self._send(client, command)
+            except NoScriptError:
+                client.script_load(script.source)
+                return self._send(client, command)
+
+    def _send(self, client: redis.Redis | RedisCluster, command: tuple) -> list:
+        if self.cluster:
+            return client.execute_command(*command)
+        connection = self._own_connection(client)
+        for attempt in range(self.settings.retries + 1):
+            try:
+                connection.send_command(*command, check_health=False)
+                return connection.read_response()
+            except (redis.ConnectionError, redis.TimeoutError):  # redis-py disconnected it: the next send reconnects
+                if attempt == self.settings.retries:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _own_connection(self, client: redis.Redis) -> redis.Connection:
+        """This thread's connection to ``client``'s server, made on its first read (one per request thread, beside
+        the pool's ``max_connections``; the pool closes it with the others)."""
+        local = self._local
+        if getattr(local, "client", None) is not client or local.pid != os.getpid():
+            local.connection = client.connection_pool.make_connection()
+            local.client, local.pid = client, os.getpid()
+        return local.connection
 
     def _execute(self, action: str, fill: Callable[[Pipeline], object]) -> list:
         """Run the commands ``fill`` queues as one pipeline, loading the scripts once if Redis lost them.
@@ -589,6 +620,24 @@ class RedisOnlineStore(OnlineStore):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(url={redact_url(self.url)!r}, key_prefix={self.settings.key_prefix!r})"
+
+
+def _live_state(purchases: list[str], shares: list[str], sharers: list[str | None], friends: list[str],
+                buyers: list[list | None], fatigue: list) -> LiveState:
+    """The read script's reply as a :class:`LiveState`; rows are flat ``[member, score, ...]`` lists, and a member
+    whose hash field is missing (not written by this store's scripts) is skipped."""
+    rows = iter(purchases)
+    found = iter(shares)
+    shares_received = [ReceivedShare(product_id, sharer, float(ts))
+                       for product_id, ts, sharer in zip(found, found, sharers, strict=True) if sharer is not None]
+    found = iter(friends)
+    friends_bought = [FriendsBought(product_id, entry[0], entry[1], float(ts))
+                      for product_id, ts, entry in zip(found, found, buyers, strict=True) if entry is not None]
+    counts = iter(fatigue)
+    by_sharer = {sharer: int(count) for sharer, count in zip(counts, counts, strict=True)}
+    return LiveState(purchases={product_id: float(ts) for product_id, ts in zip(rows, rows, strict=True)},
+                     shares_received=shares_received, friends_bought=friends_bought,
+                     fatigue=ShareFatigue(sum(by_sharer.values()), by_sharer))
 
 
 def redact_url(url: str) -> str:

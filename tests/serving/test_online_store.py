@@ -734,6 +734,22 @@ def test_redis_recovers_after_a_restart(redis_process_factory: Callable[[], Any]
         assert store.get_live_state("u1") == LiveState({"p2": 2.0}, [ReceivedShare("p3", "u2", 3.0)], [])
 
 
+def test_redis_live_state_resends_over_a_connection_the_server_dropped(
+        redis_process_factory: Callable[[], Any]) -> None:
+    server = redis_process_factory()
+    with RedisOnlineStore(server.url, RedisSettings(key_prefix=_unique_prefix(), retries=1)) as store:
+        store.record_purchases([Purchase("u1", "p1", 1.0)])
+        assert store.get_live_state("u1").purchases == {"p1": 1.0}  # the reading thread's connection is open now
+        # What an idle timeout, a proxy or `CLIENT KILL` does: the next read finds its connection closed.
+        assert redis.Redis.from_url(server.url).client_kill_filter(_type="normal", skipme=True) >= 1
+        assert store.get_live_state("u1").purchases == {"p1": 1.0}
+        with RedisOnlineStore(server.url, RedisSettings(key_prefix=store.settings.key_prefix, retries=0)) as once:
+            assert once.get_live_state("u1").purchases == {"p1": 1.0}
+            redis.Redis.from_url(server.url).client_kill_filter(_type="normal", skipme=True)
+            with pytest.raises(OnlineStoreError, match="get_live_state"):  # no retry allowed: the drop shows
+                once.get_live_state("u1")
+
+
 # --- the factory
 
 
