@@ -101,6 +101,13 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
 def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, address: str,
            metrics_address: str | None, event_log: EventJournal, credentials: grpc.ServerCredentials | None) -> Server:
     holder = holder or ModelHolder(settings)
+    # Loaded before the port is bound: with replicas on one port (SO_REUSEPORT) the kernel hands this process
+    # connections from the moment it listens, and a call there must not find it still loading.
+    if holder.current is None:
+        try:
+            holder.follow()
+        except ModelLoadError as exc:
+            log.error("no model to serve yet: %s", exc)
     sys.setswitchinterval(GIL_SWITCH_S)  # process-wide: feeds wait less for a GIL that heavy calls hold
     metrics = ServerMetrics() if metrics_address is not None or settings.metrics_port else None
     # Metrics outermost, so the calls auth rejects are counted (by code) like any other.
@@ -108,7 +115,7 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
     if settings.auth_tokens:
         interceptors.append(BearerAuthInterceptor(settings.auth_tokens))
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"),
-                              interceptors=interceptors)
+                              interceptors=interceptors, options=_connection_options(settings))
     if settings.heavy_workers + settings.heavy_queue >= settings.workers:
         log.warning("heavy_workers + heavy_queue (%d) leave no gRPC worker of %d for feeds while heavy calls wait",
                     settings.heavy_workers + settings.heavy_queue, settings.workers)
@@ -151,15 +158,19 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
     server = Server(grpc_server, port, parts, breaker, health_servicer, metrics, metrics_port)
     server.mark_serving(False)
     holder.add_listener(lambda _: server.mark_serving(True))
-    if holder.current is None:
-        try:
-            holder.follow()
-        except ModelLoadError as exc:
-            log.error("no model to serve yet: %s", exc)
     server.mark_serving(holder.current is not None)
     holder.start_polling(settings.reload_poll_seconds)
     healer.start()  # after the model loaded: replayed purchases fan out to the buyers' friends
     return server
+
+
+def _connection_options(settings: Settings) -> list[tuple[str, int]]:
+    """Connection ageing (see ``max_connection_age_seconds``): GOAWAY after the age, in-flight calls get as long
+    again to finish."""
+    if not settings.max_connection_age_seconds:
+        return []
+    age_ms = int(settings.max_connection_age_seconds * 1000)
+    return [("grpc.max_connection_age_ms", age_ms), ("grpc.max_connection_age_grace_ms", age_ms)]
 
 
 def _split_address(address: str) -> tuple[str, int]:

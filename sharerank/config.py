@@ -44,6 +44,12 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="gRPC listen address.")
     port: int = Field(50051, ge=0, le=65535, description="gRPC port; 0 picks a free one.")
     workers: int = Field(8, ge=1, le=256, description="gRPC worker threads (a small pool keeps p99 low).")
+    max_connection_age_seconds: float = Field(
+        60.0, ge=0,
+        description="Clients are asked (HTTP/2 GOAWAY) to reconnect after a connection is this old, calls in flight "
+        "finishing first: with several server processes on one port the kernel spreads connections, not calls, so "
+        "this is what brings load back to a restarted or added replica. 0: connections live for ever.",
+    )
     reload_poll_seconds: float = Field(30.0, ge=0, description="Champion alias poll period; 0 disables polling.")
     auth_tokens: dict[str, Role] = Field(
         default_factory=dict,

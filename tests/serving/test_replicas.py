@@ -86,7 +86,8 @@ def test_two_replicas_share_one_port_the_store_the_stream_and_page_tokens(regist
         metrics = free_port()
     env = {**os.environ, "SHARERANK_HOME": str(settings.home), "SHARERANK_REDIS_URL": store_url,
            "SHARERANK_EVENT_STREAM_URL": nats_url, "SHARERANK_EVENT_STREAM_NAME": event_stream,
-           "SHARERANK_METRICS_PORT": str(metrics), "SHARERANK_RELOAD_POLL_SECONDS": "0"}
+           "SHARERANK_METRICS_PORT": str(metrics), "SHARERANK_RELOAD_POLL_SECONDS": "0",
+           "SHARERANK_MAX_CONNECTION_AGE_SECONDS": "2"}
     supervisor = subprocess.Popen([sys.executable, "-m", "sharerank.cli", "serve", "--processes", "2", "--port",
                                    str(port)], env=env, stderr=(tmp_path / "serve.log").open("w"))
     channels = [grpc.insecure_channel(f"127.0.0.1:{port}", options=[("sharerank.test.channel", i)])
@@ -123,14 +124,19 @@ def test_two_replicas_share_one_port_the_store_the_stream_and_page_tokens(regist
             journal.close()
         assert sorted(stored) == sorted(["s1", *(f"b{i}" for i in range(CHANNELS))])
 
-        # kill -9 one replica: new connections reach the other at once; the supervisor starts a new one.
-        victim = children(supervisor.pid)[0]
+        # kill -9 replica 0: new connections reach the other at once; the supervisor starts a new one, and the
+        # old connections, aged out (GOAWAY after 2 s here), reconnect and bring it load again.
+        victim = next(pid for pid in children(supervisor.pid)
+                      if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[-2] == b"0")
         os.kill(victim, signal.SIGKILL)
         with grpc.insecure_channel(f"127.0.0.1:{port}", options=[("sharerank.test.channel", "after")]) as fresh:
             wait_for(lambda: serving(fresh), "the surviving replica answers a new connection", timeout_s=10)
         wait_for(lambda: victim not in children(supervisor.pid) and len(children(supervisor.pid)) == 2
-                 and answers(metrics) and answers(metrics + 1), "the supervisor replaced the killed replica",
-                 timeout_s=120)
+                 and answers(metrics), "the supervisor replaced the killed replica", timeout_s=120)
+        stubs = [feed_service_pb2_grpc.FeedServiceStub(c) for c in channels]
+        wait_for(lambda: all(stub.GetFeed(feed_service_pb2.GetFeedRequest(user_id="anyone", page_size=3), timeout=10)
+                             for stub in stubs) and feeds_served(metrics) > 0,
+                 "the replacement serves feeds on the test's old connections", timeout_s=60)
     finally:
         for channel in channels:
             channel.close()
