@@ -21,7 +21,9 @@ Who runs where (read the figures knowing the machine: 2 cores here, shared by se
   to back. N in flight: N channels (distinct channel arguments, so N TCP connections that SO_REUSEPORT can
   spread), each re-issuing a call from its completion callback (``future()`` + ``add_done_callback``).
 
-Measured per configuration (online store × server processes), ``--repeats`` times each:
+Measured per configuration (online store × server processes), ``--repeats`` times each; every configuration's
+servers stay up for the whole run and each repeat measures them one after another, so the machine's drift
+hits the compared configurations alike:
 
 - ``feed_latency``: GetFeed (page_size 20, explain on) with one request in flight: client p50/p99.
 - ``feed_throughput``: GetFeed with ``--in-flight`` (16) requests in flight for ``--seconds``: calls/s and
@@ -469,40 +471,72 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def run_config(bundle, store_url: str, processes: int, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    label = f"{'memory' if store_url == 'memory://' else 'redis'} x{processes}"
-    log(f"[{label}] starting {processes} server process(es)")
-    started = time.perf_counter()
-    servers = Servers(processes, bundle, store_url, workdir, args.workers)
-    client = Client(servers.port, workdir / "users.json", args.page_size)
-    log(f"[{label}] servers up in {time.perf_counter() - started:.1f}s on port {servers.port}")
+class Config:
+    """One configuration's servers and client, up for the whole run, so each repeat measures every configuration
+    one after another (the machine's noise then hits the compared figures alike)."""
+
+    def __init__(self, bundle, store_url: str, processes: int, args: argparse.Namespace, workdir: Path):
+        self.store, self.processes = ("memory" if store_url == "memory://" else "redis"), processes
+        self.label = f"{self.store} x{processes}"
+        log(f"[{self.label}] starting {processes} server process(es)")
+        started = time.perf_counter()
+        self.servers = Servers(processes, bundle, store_url, workdir, args.workers)
+        self.client: Client | None = None
+        self.runs: list[dict[str, Any]] = []
+        log(f"[{self.label}] servers up in {time.perf_counter() - started:.1f}s on port {self.servers.port}")
+
+    def warm_up(self, args: argparse.Namespace, workdir: Path) -> None:
+        """Starts the client (after every server is forked: a server forked later would hold the client's stdin
+        open, and the client would never see it end) and warms connections, caches and code paths."""
+        self.client = Client(self.servers.port, workdir / "users.json", args.page_size)
+        self.client.ask(op="latency", method="feed", calls=args.warmup)
+        self.client.ask(op="throughput", in_flight=args.in_flight, seconds=1.0)
+
+    def measure(self, args: argparse.Namespace) -> None:
+        run: dict[str, Any] = {}
+        for phase, command, method in (
+                ("info_latency", {"op": "latency", "method": "info", "calls": args.calls}, INFO_METHOD),
+                ("feed_latency", {"op": "latency", "method": "feed", "calls": args.calls}, FEED_METHOD),
+                ("feed_throughput", {"op": "throughput", "in_flight": args.in_flight,
+                                     "seconds": args.seconds}, FEED_METHOD)):
+            before = self.servers.snapshot()
+            answer = self.client.ask(**command)
+            run[phase] = {"client": answer, "server": server_side(before, self.servers.snapshot(), method)}
+        self.runs.append(run)
+        log(f"[{self.label}] repeat {len(self.runs)}: feed p50 {run['feed_latency']['client']['p50_ms']} ms "
+            f"p99 {run['feed_latency']['client']['p99_ms']} ms, server mean "
+            f"{run['feed_latency']['server'].get('mean_ms')} ms; "
+            f"{run['feed_throughput']['client']['calls_per_s']} feeds/s at {args.in_flight} in flight "
+            f"(errors {run['feed_throughput']['client']['errors']}); info p50 "
+            f"{run['info_latency']['client']['p50_ms']} ms")
+
+    def stop(self) -> None:
+        if self.client is not None:
+            self.client.close()
+        self.servers.stop()
+
+    def result(self) -> dict[str, Any]:
+        summary = summarise(self.runs)
+        return {"store": self.store, "processes": self.processes, "summary": summary,
+                "targets_met": targets_met(summary), "runs": self.runs}
+
+
+def run_configs(bundle, urls: list[str], args: argparse.Namespace, workdir: Path) -> list[dict[str, Any]]:
+    """Every (store, processes) configuration, its repeats interleaved with the others'."""
+    configs: list[Config] = []
     try:
-        client.ask(op="latency", method="feed", calls=args.warmup)  # warm-up: connections, caches, code paths
-        client.ask(op="throughput", in_flight=args.in_flight, seconds=1.0)
-        runs = []
-        for repeat in range(args.repeats):
-            run: dict[str, Any] = {}
-            for phase, command, method in (
-                    ("info_latency", {"op": "latency", "method": "info", "calls": args.calls}, INFO_METHOD),
-                    ("feed_latency", {"op": "latency", "method": "feed", "calls": args.calls}, FEED_METHOD),
-                    ("feed_throughput", {"op": "throughput", "in_flight": args.in_flight,
-                                         "seconds": args.seconds}, FEED_METHOD)):
-                before = servers.snapshot()
-                answer = client.ask(**command)
-                run[phase] = {"client": answer, "server": server_side(before, servers.snapshot(), method)}
-            runs.append(run)
-            log(f"[{label}] repeat {repeat + 1}: feed p50 {run['feed_latency']['client']['p50_ms']} ms "
-                f"p99 {run['feed_latency']['client']['p99_ms']} ms, server mean "
-                f"{run['feed_latency']['server'].get('mean_ms')} ms; "
-                f"{run['feed_throughput']['client']['calls_per_s']} feeds/s at {args.in_flight} in flight "
-                f"(errors {run['feed_throughput']['client']['errors']}); info p50 "
-                f"{run['info_latency']['client']['p50_ms']} ms")
+        for url in urls:
+            for processes in (int(p) for p in args.processes.split(",")):
+                configs.append(Config(bundle, url, processes, args, workdir))
+        for config in configs:
+            config.warm_up(args, workdir)
+        for _ in range(args.repeats):
+            for config in configs:
+                config.measure(args)
     finally:
-        client.close()
-        servers.stop()
-    summary = summarise(runs)
-    return {"store": "memory" if store_url == "memory://" else "redis", "processes": processes,
-            "summary": summary, "targets_met": targets_met(summary), "runs": runs}
+        for config in configs:
+            config.stop()
+    return [config.result() for config in configs]
 
 
 def targets_met(summary: dict[str, Any]) -> dict[str, Any]:
@@ -575,21 +609,16 @@ def main() -> None:
     users = request_users(bundle, args.request_users, args.seed)
     baseline = pipeline_baseline(bundle, users, args.page_size, min(args.calls, 1000), 1)
     log(f"pipeline in-process (no gRPC): {baseline}")
-    results = []
     with tempfile.TemporaryDirectory(prefix="bench-feed-grpc-") as tmp:
         workdir = Path(tmp)
         (workdir / "users.json").write_text(json.dumps(users))
         stores = [s.strip() for s in args.stores.split(",") if s.strip()]
         redis_url, redis_proc = redis_for_bench(args, workdir) if "redis" in stores else (None, None)
         try:
-            for store in stores:
-                if store == "redis":
-                    if redis_url is None:
-                        continue
-                    fill_redis(redis_url, bundle, users)
-                url = "memory://" if store == "memory" else redis_url
-                for processes in (int(p) for p in args.processes.split(",")):
-                    results.append(run_config(bundle, url, processes, args, workdir))
+            if redis_url is not None:
+                fill_redis(redis_url, bundle, users)
+            urls = [url for url in ("memory://" if store == "memory" else redis_url for store in stores) if url]
+            results = run_configs(bundle, urls, args, workdir)
         finally:
             if redis_url is not None:
                 clear_redis(redis_url)
