@@ -498,6 +498,31 @@ def test_pipeline_serves_a_cold_user_from_the_people_who_shared_to_them(bundle) 
     assert products_of(nobody.items)[0] == 1  # nothing known: most popular
 
 
+class CountingStore(InMemoryOnlineStore):
+    """Counts reads: each is one Redis round trip on the production store."""
+
+    reads = 0
+
+    def get_live_state(self, user_id, limit=100):
+        self.reads += 1
+        return super().get_live_state(user_id, limit)
+
+    def get_purchases_many(self, user_ids):
+        self.reads += 1
+        return super().get_purchases_many(user_ids)
+
+
+def test_pipeline_reads_the_online_store_once_per_feed(bundle) -> None:
+    store = CountingStore()
+    store.record_purchases([Purchase("u0", "p3", NOW)])
+    store.record_friend_purchases([("u0", Purchase("u1", "p5", NOW))])
+    store.record_shares([Share("u1", "u0", "p4", NOW)])
+    pipeline = FeedPipeline(store)
+    for user_id in ("u0", "newcomer"):
+        pipeline.run(model=bundle, user_id=user_id, page_size=4, explain=True)
+    assert store.reads == 2
+
+
 def test_pipeline_fails_open_without_the_online_store(bundle) -> None:
     page = FeedPipeline(BrokenStore()).run(model=bundle, user_id="u0", page_size=2)
     assert products_of(page.items) == [1, 2] and page.degraded == ("LiveState",)
