@@ -222,10 +222,12 @@ def percentile(values: list[float], q: float) -> float | None:
 def logged_ids(out: Path) -> list[str]:
     import pyarrow.parquet as pq
 
+    from sharerank.dataset.reader import parquet_exists
+
     ids: list[str] = []
     for name, column in (("shares", "share_id"), ("purchases", "event_id"), ("views", "event_id")):
         parts = out / f"{name}.parquet"
-        if parts.exists():
+        if parquet_exists(parts):
             ids += pq.read_table(parts, columns=[column], partitioning=None).column(column).to_pylist()
     return ids
 

@@ -10,6 +10,7 @@ import json
 import logging
 import signal
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -639,10 +640,13 @@ def ingest(
     settings = Settings()
     if not settings.event_stream_url:
         raise UsageError("no event stream: set SHARERANK_EVENT_STREAM_URL=nats://host:4222")
+    stop = threading.Event()  # SIGINT/SIGTERM: finish the batch in hand, then report
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     with progress_bar(f"ingest {settings.event_stream_name} → {out}", None) as advance:
         try:
             report = drain(settings.event_stream_url, settings.event_stream_name, out, consumer=consumer, batch=batch,
-                           follow=follow, ack_wait_s=ack_wait,
+                           follow=follow, ack_wait_s=ack_wait, stop=stop,
                            progress=lambda done, pending: advance(description=f"ingest: {done:,} read, "
                                                                               f"{pending:,} pending"))
         except IngestError as exc:

@@ -113,6 +113,21 @@ def test_parquet_equals_csv(folder: Path, tmp_path_factory: pytest.TempPathFacto
     np.testing.assert_array_equal(a.purchases.share, b.purchases.share)
 
 
+def test_a_folder_of_parquet_parts_reads_as_one_file_and_skips_parts_in_flight(tmp_path: Path) -> None:
+    """As `sharerank ingest` writes: parts under day=... folders (not a column), a writer's hidden temporary file
+    skipped, and a file whose folder holds no visible part yet read as absent."""
+    parts = tmp_path / "purchases.parquet"
+    for day, users in (("2026-12-06", ["u1", "u2"]), ("2026-12-07", ["u3"])):
+        (parts / f"day={day}").mkdir(parents=True)
+        pq.write_table(pa.table({"user_id": users, "product_id": ["p1"] * len(users), "ts": [1.0] * len(users)}),
+                       parts / f"day={day}" / "part-1.parquet")
+    pq.write_table(pa.table({"user_id": ["in-flight"], "product_id": ["p9"], "ts": [2.0]}),
+                   parts / "day=2026-12-07" / ".part-2.parquet.tmp")
+    (tmp_path / "shares.parquet" / "day=2026-12-07").mkdir(parents=True)  # first part not renamed in yet
+    data = load_dataset(tmp_path)
+    assert sorted(data.users.tolist()) == ["u1", "u2", "u3"] and data.shares is None
+
+
 def test_parquet_row_errors_name_the_row(tmp_path: Path) -> None:
     pq.write_table(pa.table({"user_id": ["u1", "u2"], "product_id": ["p1", "p2"], "ts": ["1", "x"]}),
                    tmp_path / "purchases.parquet")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
@@ -36,6 +37,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
+from sharerank.dataset.reader import parquet_exists
 from sharerank.serving.events.log import LOG_FILES, LogFile, LogRecord, file_of
 from sharerank.serving.events.stream import LoopThread, connect, decode
 
@@ -69,10 +71,11 @@ class IngestReport:
 
 def ingest(url: str, stream: str, out: Path, *, consumer: str = DEFAULT_CONSUMER, batch: int = 1000,
            follow: bool = False, ack_wait_s: float = 30.0, max_events: int | None = None,
-           progress: Callable[[int, int], None] = lambda done, pending: None,
+           stop: threading.Event | None = None, progress: Callable[[int, int], None] = lambda done, pending: None,
            after_write: Callable[[], None] = lambda: None) -> IngestReport:
     """Drain ``stream`` into ``out`` (see the module): until nothing is pending, or, with ``follow``, until
-    interrupted; ``max_events`` stops after that many messages. ``progress(done, pending)`` follows each batch;
+    ``stop`` is set (checked between batches: a batch is written and acked whole); ``max_events`` stops after
+    that many messages. ``progress(done, pending)`` follows each batch;
     ``after_write`` runs between writing a batch and acking it (fault injection for the tests).
 
     Raises:
@@ -90,7 +93,7 @@ def ingest(url: str, stream: str, out: Path, *, consumer: str = DEFAULT_CONSUMER
             raise IngestError(f"cannot reach the event stream at {url}: {exc or type(exc).__name__}") from None
         try:
             _Drain(loop, nc, stream, out, consumer, batch, ack_wait_s, report).run(
-                follow, max_events, progress, after_write)
+                follow, max_events, stop or threading.Event(), progress, after_write)
         finally:
             loop.run(nc.close())
     finally:
@@ -115,9 +118,9 @@ class _Drain:
         self.ids = _logged_ids(out)
         log.info("ingest %s → %s: %d events already there", stream, out, len(self.ids))
 
-    def run(self, follow: bool, max_events: int | None, progress: Callable[[int, int], None],
+    def run(self, follow: bool, max_events: int | None, stop: threading.Event, progress: Callable[[int, int], None],
             after_write: Callable[[], None]) -> None:
-        while max_events is None or self.report.read < max_events:
+        while not stop.is_set() and (max_events is None or self.report.read < max_events):
             want = self.batch if max_events is None else min(self.batch, max_events - self.report.read)
             messages = self.loop.run(_fetch(self.subscription, want))
             if messages:
@@ -187,9 +190,9 @@ def _logged_ids(out: Path) -> set[str]:
     ids: set[str] = set()
     for f in LOG_FILES:
         path = _folder(out, f)
-        if path.exists():
-            for leftover in path.glob("day=*/.part-*.tmp"):
-                leftover.unlink()
+        for leftover in path.glob("day=*/.part-*.tmp"):
+            leftover.unlink()
+        if parquet_exists(path):
             table = pq.read_table(path, columns=[f.id_column], partitioning=None)
             ids.update(table.column(f.id_column).to_pylist())
     return ids

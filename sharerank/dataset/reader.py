@@ -289,11 +289,21 @@ class _Table:
         return DatasetError(self.name, message, None if row is None else self.line(row), column)
 
 
+def parquet_exists(path: Path) -> bool:
+    """A Parquet file, or a folder holding at least one Parquet part readers see (names starting with ``.`` or
+    ``_`` are hidden: a writer's temporary files). A folder of none yet (a writer's first part still in flight)
+    is absent, not an empty table without columns."""
+    if path.is_file():
+        return True
+    return path.is_dir() and any(not any(piece.startswith((".", "_")) for piece in part.relative_to(path).parts)
+                                 for part in path.rglob("*.parquet"))
+
+
 def _read(root: Path, name: str) -> _Table | None:
     csv_path, parquet_path = FILES[name].path(root), FILES[name].path(root, ".parquet")
     if csv_path.exists():
         t = _Table(csv_path.name, _read_csv(csv_path), 2)
-    elif parquet_path.exists():
+    elif parquet_exists(parquet_path):
         # A folder of parts (`sharerank ingest` partitions by day): its day=... folder names are not a column.
         table = pq.read_table(parquet_path, partitioning=None)
         table = pa.table({c: pc.cast(table.column(c), pa.string()) for c in table.column_names})

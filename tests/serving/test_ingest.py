@@ -16,7 +16,7 @@ from conftest import wait_for
 from typer.testing import CliRunner
 
 from sharerank.cli import app
-from sharerank.dataset.reader import load_dataset
+from sharerank.dataset.reader import load_dataset, parquet_exists
 from sharerank.serving.events.ingest import IngestError, ingest
 from sharerank.serving.events.log import PurchaseRecord, ShareRecord, ViewRecord
 from sharerank.serving.events.stream import JetStreamJournal
@@ -49,7 +49,7 @@ def ids_in(out: Path) -> list[str]:
     ids: list[str] = []
     for name, column in (("shares", "share_id"), ("purchases", "event_id"), ("views", "event_id")):
         parts = out / f"{name}.parquet"
-        if parts.exists():
+        if parquet_exists(parts):
             ids += pq.read_table(parts, columns=[column], partitioning=None).column(column).to_pylist()
     return ids
 
@@ -140,3 +140,26 @@ def test_cli_refuses_without_a_stream_or_into_a_file_log(tmp_path: Path, nats_ur
     assert result.exit_code == 2 and "file event log" in result.output
     with pytest.raises(IngestError, match="no event stream"):
         ingest(nats_url, "NEVER_CREATED", tmp_path / "log")
+
+
+def test_follow_keeps_draining_until_sigterm_then_reports(journal, nats_url, event_stream, tmp_path: Path) -> None:
+    import json
+
+    out = tmp_path / "log"
+    env = {**os.environ, "SHARERANK_EVENT_STREAM_URL": nats_url, "SHARERANK_EVENT_STREAM_NAME": event_stream}
+    journal.append(world(10))
+    follower = subprocess.Popen([sys.executable, "-m", "sharerank.cli", "ingest", "--out", str(out), "--follow",
+                                 "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(lambda: len(ids_in(out)) == 40, "the follower logged the first events", timeout_s=60)
+        later = [ShareRecord(f"late{i}", "a", "b", "p", T0) for i in range(5)]
+        journal.append(later)
+        wait_for(lambda: len(ids_in(out)) == 45, "the follower logged events published after it started")
+        follower.send_signal(signal.SIGTERM)
+        stdout, stderr = follower.communicate(timeout=30)
+    finally:
+        if follower.poll() is None:
+            follower.kill()
+    assert follower.returncode == 0, stderr
+    report = json.loads(stdout)
+    assert (report["read"], report["written"], report["pending"]) == (45, 45, 0)
