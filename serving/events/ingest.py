@@ -44,6 +44,9 @@ from sharerank.serving.events.stream import LoopThread, connect, decode
 log = logging.getLogger(__name__)
 
 DEFAULT_CONSUMER = "sharerank-ingest"
+TIMEOUT_S = 30.0
+"""Longest wait for the stream to answer one call: a batch job can wait for a broker busy with live traffic."""
+PROGRESS_EVERY_S = 2.0
 
 
 class IngestError(Exception):
@@ -106,26 +109,30 @@ class _Drain:
     def __init__(self, loop: LoopThread, nc, stream: str, out: Path, consumer: str, batch: int, ack_wait_s: float,
                  report: IngestReport) -> None:
         self.loop, self.nc, self.out, self.batch, self.report = loop, nc, out, batch, report
-        js = nc.jetstream()
+        js = nc.jetstream(timeout=TIMEOUT_S)
         try:
-            loop.run(js.stream_info(stream))
+            loop.run(js.stream_info(stream), TIMEOUT_S)
         except nats.js.errors.NotFoundError:
             raise IngestError(f"no event stream {stream!r} on this NATS server (a server with "
                               "SHARERANK_EVENT_STREAM_URL creates it)") from None
         config = ConsumerConfig(durable_name=consumer, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
                                 ack_wait=ack_wait_s, max_ack_pending=max(batch * 4, 1000))
-        self.subscription = loop.run(js.pull_subscribe(f"{stream}.>", durable=consumer, stream=stream, config=config))
+        self.subscription = loop.run(js.pull_subscribe(f"{stream}.>", durable=consumer, stream=stream, config=config),
+                                     TIMEOUT_S)
         self.ids = _logged_ids(out)
+        self._next_progress = 0.0
         log.info("ingest %s → %s: %d events already there", stream, out, len(self.ids))
 
     def run(self, follow: bool, max_events: int | None, stop: threading.Event, progress: Callable[[int, int], None],
             after_write: Callable[[], None]) -> None:
         while not stop.is_set() and (max_events is None or self.report.read < max_events):
             want = self.batch if max_events is None else min(self.batch, max_events - self.report.read)
-            messages = self.loop.run(_fetch(self.subscription, want))
+            messages = self.loop.run(_fetch(self.subscription, want), TIMEOUT_S)
             if messages:
                 self._take(messages, after_write)
-                progress(self.report.read, self._pending())
+                if time.monotonic() >= self._next_progress:
+                    self._next_progress = time.monotonic() + PROGRESS_EVERY_S
+                    progress(self.report.read, self._pending())
             elif not follow and self._drained():
                 break
         self.report.pending = self._pending()
@@ -154,10 +161,10 @@ class _Drain:
         self.report.written += len(fresh)
         self.report.unreadable += len(bad)
         after_write()
-        self.loop.run(_settle(self.nc, messages, bad))
+        self.loop.run(_settle(self.nc, messages, bad), TIMEOUT_S)
 
     def _pending(self) -> int:
-        info = self.loop.run(self.subscription.consumer_info())
+        info = self.loop.run(self.subscription.consumer_info(), TIMEOUT_S)
         return info.num_pending + info.num_ack_pending
 
     def _drained(self) -> bool:
