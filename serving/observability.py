@@ -24,16 +24,14 @@ from __future__ import annotations
 
 import contextvars
 import logging
-import socket
 import threading
 from collections.abc import Callable, Iterator
 from time import perf_counter
 from typing import TYPE_CHECKING
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from wsgiref.simple_server import WSGIServer
 
 import grpc
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, make_wsgi_app
-from prometheus_client.exposition import ThreadingWSGIServer
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info, start_http_server
 
 if TYPE_CHECKING:
     from sharerank.serving.model_holder import LoadedModel
@@ -82,7 +80,7 @@ class ServerMetrics:
         self.replayed = Counter("sharerank_events_replayed", "Logged events re-applied to the online store.",
                                 registry=self.registry)
         self._codes: dict[str, dict[grpc.StatusCode, Callable[[], None]]] = {}
-        self._http: ThreadingWSGIServer | None = None
+        self._http: WSGIServer | None = None
         self._http_thread: threading.Thread | None = None
 
     def count(self, method: str, code: grpc.StatusCode) -> None:
@@ -105,14 +103,9 @@ class ServerMetrics:
         self.model.info({"name": model.name, "version": model.version})
 
     def start_http(self, host: str, port: int) -> int:
-        """Serves ``/metrics`` on ``host:port`` in a daemon thread; port 0 picks a free one. Returns the port."""
-        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
-        server_class = type("MetricsHTTPServer", (ThreadingWSGIServer,), {"address_family": family})
-        self._http = make_server(host, port, make_wsgi_app(self.registry), server_class, handler_class=_QuietHandler)
-        # A short poll interval: stop() waits for the serving loop to notice.
-        self._http_thread = threading.Thread(target=self._http.serve_forever, kwargs={"poll_interval": 0.05},
-                                             name="metrics-http", daemon=True)
-        self._http_thread.start()
+        """Serves ``/metrics`` on ``host:port`` (prometheus_client's server, a daemon thread); port 0 picks a
+        free one. Returns the port."""
+        self._http, self._http_thread = start_http_server(port, host, registry=self.registry)
         return self._http.server_port
 
     def stop_http(self) -> None:
@@ -124,11 +117,6 @@ class ServerMetrics:
         http.server_close()
         if self._http_thread is not None:
             self._http_thread.join(timeout=5)
-
-
-class _QuietHandler(WSGIRequestHandler):
-    def log_message(self, format, *args):
-        """Scrapes are not worth a log line each."""
 
 
 def record_feed_degraded(hydrators: tuple[str, ...]) -> None:
