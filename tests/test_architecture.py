@@ -47,9 +47,9 @@ def installed_layout(destination: Path, copied: tuple[str, ...] = ()) -> Path:
     return destination
 
 
-def lint_imports(layout: Path) -> subprocess.CompletedProcess:
+def lint_imports(layout: Path, config: Path = ROOT / "pyproject.toml") -> subprocess.CompletedProcess:
     script = Path(sys.executable).with_name("lint-imports")
-    return subprocess.run([str(script), "--config", str(ROOT / "pyproject.toml"), "--no-cache"], cwd=layout,
+    return subprocess.run([str(script), "--config", str(config), "--no-cache"], cwd=layout,
                           capture_output=True, text=True, timeout=300,
                           env={**os.environ, "PYTHONPATH": str(layout)})
 
@@ -74,3 +74,50 @@ def test_a_back_arrow_breaks_the_contract(tmp_path: Path, namespace: str, module
     assert result.returncode == 1, result.stdout[-4000:]
     broken = f"{namespace}.{module.removesuffix('.py').replace('/', '.')}"
     assert contract in result.stdout and "BROKEN" in result.stdout and broken in result.stdout, result.stdout[-3000:]
+
+
+CLIENT_CONTRACT = """[importlinter]
+root_package = sharerank
+include_external_packages = True
+
+[importlinter:contract:client]
+name = The client stands alone: the contract and the settings, none of the server or the ML stack
+type = forbidden
+source_modules = sharerank.client
+forbidden_modules =
+    sharerank.serving
+    sharerank.training
+    sharerank.models
+    sharerank.registry
+    sharerank.console
+    sharerank.cli
+    torch
+    mlflow
+"""
+"""sharerank.client runs in storefronts and growth tools: it may import sharerank.v1 and sharerank.config only."""
+
+
+def client_layout(tmp_path: Path, back_arrow: str | None = None) -> tuple[Path, Path]:
+    """The installed layout and the client contract's config; with ``back_arrow``, a copy of the client holding a
+    module that imports it (the layout links the real folder otherwise)."""
+    layout = installed_layout(tmp_path / "layout")
+    if back_arrow is not None:
+        client = layout / "sharerank" / "client"
+        client.unlink()
+        shutil.copytree(ROOT / "sharerank" / "client", client, ignore=shutil.ignore_patterns("__pycache__"))
+        (client / "_back_arrow.py").write_text(f'"""A back arrow."""\n{back_arrow}\n')
+    config = tmp_path / "client-contract.ini"
+    config.write_text(CLIENT_CONTRACT)
+    return layout, config
+
+
+def test_the_client_imports_none_of_the_server(tmp_path: Path) -> None:
+    result = lint_imports(*client_layout(tmp_path))
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "Contracts: 1 kept, 0 broken." in result.stdout
+
+
+def test_a_client_import_of_the_server_breaks_its_contract(tmp_path: Path) -> None:
+    result = lint_imports(*client_layout(tmp_path, "from sharerank.serving.errors import error_info"))
+    assert result.returncode == 1, result.stdout[-4000:]
+    assert "BROKEN" in result.stdout and "sharerank.client._back_arrow" in result.stdout, result.stdout[-3000:]
