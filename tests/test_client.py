@@ -16,6 +16,7 @@ from conftest import free_port
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from sharerank.client import (
+    DEADLINES_S,
     AsyncEventClient,
     AsyncFeedClient,
     DeadlineExceeded,
@@ -140,6 +141,17 @@ def test_a_read_is_retried_across_a_server_restart(registry, settings: Settings)
             assert len(call.result(timeout=30).items) == 3
         finally:
             second.stop(grace=None)
+
+
+def test_a_server_that_stays_down_is_unavailable_after_the_retries(settings: Settings) -> None:
+    with FeedClient(f"127.0.0.1:{free_port()}", settings=settings) as client:
+        began = time.monotonic()
+        with pytest.raises(Unavailable) as err:
+            client.get_feed("anyone")
+        waited = time.monotonic() - began
+    # Four backoffs of 0.1 + 0.2 + 0.4 + 0.5 s (±20%): retried, and ended inside GetFeed's 2 s deadline.
+    assert 0.9 < waited < DEADLINES_S["GetFeed"], waited
+    assert err.value.reason == ""  # gRPC's own error: no server sent an ErrorInfo
 
 
 def test_unavailable_carries_the_servers_retry_hint(registry, settings: Settings) -> None:

@@ -15,7 +15,7 @@ from sharerank.client.errors import from_rpc_error
 from sharerank.config import Settings
 
 DEADLINES_S: Mapping[str, float] = MappingProxyType({
-    "GetFeed": 2.0,  # a storefront page waits for it; retries across a quick restart fit inside
+    "GetFeed": 2.0,  # a storefront page waits for it; the default retries (1.2 s) fit inside
     "GetSimilarProducts": 2.0,
     "RecordEvents": 5.0,  # appended and fsynced before the answer
     "GetAudience": 60.0,  # scores every user
