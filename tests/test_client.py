@@ -4,15 +4,22 @@ retried across a server restart, deadlines that expire, and the asyncio clients.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import threading
 import time
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import grpc
 import pytest
 from conftest import free_port
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from sharerank.client import (
@@ -112,6 +119,37 @@ def test_the_token_comes_from_the_settings_or_an_argument(target: str, settings:
     with FeedClient(target, token=GROWTH, settings=settings) as client, pytest.raises(PermissionDenied) as err:
         client.get_feed("anyone")
     assert err.value.reason == "ROLE_NOT_ALLOWED" and err.value.metadata["role"] == "growth"
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A certificate for 127.0.0.1 that is its own CA, and its key: (certificate file, key file)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "sharerank client test")])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "server.pem", folder / "server.key"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_tls_and_the_token_from_the_settings(registry, settings: Settings, tmp_path: Path) -> None:
+    cert_file, key_file = self_signed(tmp_path)
+    server = start(registry, auth_tokens=TOKENS, tls_cert_file=cert_file, tls_key_file=key_file)
+    configured = settings.model_copy(update={"grpc_target": f"127.0.0.1:{server.port}", "grpc_ca_file": cert_file,
+                                             "console_token": STOREFRONT})
+    try:
+        with FeedClient(settings=configured) as client:
+            assert len(client.get_feed("anyone", page_size=3).items) == 3
+    finally:
+        server.stop(grace=None)
 
 
 def test_a_seeding_call_past_its_default_deadline_raises_deadline_exceeded(target: str, settings: Settings) -> None:
