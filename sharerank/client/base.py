@@ -24,7 +24,7 @@ DEADLINES_S: Mapping[str, float] = MappingProxyType({
 """Each method's deadline in seconds when a call gives no ``timeout``."""
 
 
-class _Client:
+class ClientBase:
     """Resolves the connection and deadlines; subclasses open the sync or asyncio channel.
 
     Args:
@@ -53,7 +53,7 @@ class _Client:
         return self.deadlines[method] if timeout is None else timeout
 
 
-class SyncClient(_Client):
+class SyncClient(ClientBase):
     """A client on a blocking channel; close it, or use it as a context manager."""
 
     def __init__(self, target: str | None = None, **kwargs: Any):
@@ -76,7 +76,7 @@ class SyncClient(_Client):
         self.close()
 
 
-class AsyncClient(_Client):
+class AsyncClient(ClientBase):
     """A client on a ``grpc.aio`` channel, made inside the event loop that uses it; ``await close()``, or use it
     as an async context manager."""
 

@@ -43,7 +43,7 @@ def view_event(event_id: str, user_id: str, product_id: str,
 
 class EventClient(SyncClient):
     """Records events (a ``storefront`` token when the server has auth on). Arguments as
-    :class:`~sharerank.client.base.SyncClient`."""
+    :class:`~sharerank.client.base.ClientBase`."""
 
     def __init__(self, target: str | None = None, **kwargs: Any):
         super().__init__(target, **kwargs)

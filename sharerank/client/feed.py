@@ -18,7 +18,7 @@ def feed_request(user_id: str, page_size: int, page_token: str, categories: Iter
 
 class FeedClient(SyncClient):
     """Feeds and similar products (a ``storefront`` token when the server has auth on). Arguments as
-    :class:`~sharerank.client.base.SyncClient`."""
+    :class:`~sharerank.client.base.ClientBase`."""
 
     def __init__(self, target: str | None = None, **kwargs: Any):
         super().__init__(target, **kwargs)

@@ -22,7 +22,7 @@ def seed_request(budget: int, product_id: str | None, category: str | None, excl
 
 class SeedingClient(SyncClient):
     """Seed targets and audiences (a ``growth`` token when the server has auth on). Arguments as
-    :class:`~sharerank.client.base.SyncClient`."""
+    :class:`~sharerank.client.base.ClientBase`."""
 
     def __init__(self, target: str | None = None, **kwargs: Any):
         super().__init__(target, **kwargs)
