@@ -37,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 from numba import njit
 
+from sharerank import progress
 from sharerank.models.seeding.baselines import top_k, weighted_degree_scores
 from sharerank.models.seeding.ic_graph import ICGraph
 from sharerank.models.seeding.rrsets import SAMPLERS, RRSampler, RRSets, first_hits, invert
@@ -269,20 +270,24 @@ def _opim_c(rr: RRSampler, feasible: _Feasible, picks: int, k: int, epsilon: flo
         stop = np.zeros(n, dtype=np.bool_)
         stop[preselected] = True
     r1 = r2 = RRSets.empty()
-    for _ in range(iterations):
-        r1 = r1.concat(rr.sample(theta - len(r1), stream=streams[0], first=len(r1), sentinels=stop))
-        r2 = r2.concat(rr.sample(theta - len(r2), stream=streams[1], first=len(r2), sentinels=stop))
-        inv_indptr, sets_of = invert(r1, n)
-        seeds, upper_cov = _greedy(r1.indptr, r1.nodes, inv_indptr, sets_of, picks, k, feasible.eligible,
-                                   feasible.community, feasible.cap, preselected)
-        rank = np.full(n, picks, dtype=np.int64)
-        rank[seeds] = np.arange(picks)
-        hits = np.bincount(first_hits(r2, rank), minlength=picks + 1)[:picks]
-        lower = _lower_bound(float(hits.sum()), a)
-        upper = _upper_bound(float(upper_cov), a)
-        if lower >= goal * upper:
-            break
-        theta *= 2
+    # Each round doubles the sets until the bounds certify the seeds: open-ended, counted in RR sets drawn.
+    with progress.stage(f"RR sets for {picks} seeds", each_step=True) as shown:
+        for _ in range(iterations):
+            r1 = r1.concat(rr.sample(theta - len(r1), stream=streams[0], first=len(r1), sentinels=stop))
+            r2 = r2.concat(rr.sample(theta - len(r2), stream=streams[1], first=len(r2), sentinels=stop))
+            inv_indptr, sets_of = invert(r1, n)
+            seeds, upper_cov = _greedy(r1.indptr, r1.nodes, inv_indptr, sets_of, picks, k, feasible.eligible,
+                                       feasible.community, feasible.cap, preselected)
+            rank = np.full(n, picks, dtype=np.int64)
+            rank[seeds] = np.arange(picks)
+            hits = np.bincount(first_hits(r2, rank), minlength=picks + 1)[:picks]
+            lower = _lower_bound(float(hits.sum()), a)
+            upper = _upper_bound(float(upper_cov), a)
+            shown.advance(2 * theta - shown.completed, note=f"bound ratio {lower / max(upper, 1e-12):.3f} of "
+                                                            f"{goal:.3f} needed")
+            if lower >= goal * upper:
+                break
+            theta *= 2
     return _Run(
         seeds=seeds,
         marginal=hits * (n / theta),

@@ -30,6 +30,7 @@ from scipy.optimize import minimize_scalar
 from scipy.special import betaln
 from scipy.stats import beta as beta_distribution
 
+from sharerank import progress
 from sharerank.models.rings import DEFAULT_THRESHOLD as RING_THRESHOLD
 from sharerank.models.rings import dataset_ring_scores
 from sharerank.models.seeding.communities import communities_of
@@ -329,7 +330,8 @@ def plan_seeds(context: SeedingContext, k: int, *, category: str | None = None,
     users, selection = pick_asked(asked, k, epsilon=epsilon, candidates=candidates,
                                   community=context.community if max_per_community else None,
                                   max_per_community=max_per_community, seed=seed)
-    mean, low, high = asked_reach(asked, users, runs=mc_runs, seed=seed + 1)
+    with progress.stage(f"reach by {mc_runs:,} Monte Carlo runs"):
+        mean, low, high = asked_reach(asked, users, runs=mc_runs, seed=seed + 1)
     marginal = np.diff(mean, prepend=0.0)
     sent, converted, spam, spam_low, spam_high = context.spammer_scores(users)
     seeds = [

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from sharerank import progress
 from sharerank.dataset.reader import Dataset
 from sharerank.models.recommenders.graph import interaction_matrix
 from sharerank.models.recommenders.registry import model_names, spec
@@ -159,6 +160,7 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
                 params = {**params, "max_seconds": room}
             figures, settings, history = score_trial(name, params, validation)
             trials.append((figures["val_recall_20"], figures["val_ndcg_20"], settings, figures))
+            progress.note(f"{name} trial {index}: val_recall@20 {figures['val_recall_20']:.4f}")
             if on_trial is not None:
                 on_trial(Trial(name, index, params, figures, history))
             log.info("auto: %s trial %d %s -> %s", name, index, params, figures)
@@ -205,6 +207,7 @@ def _train_on(name: str, family: dict[str, Any], room: float, fixed: dict[str, A
     params = {key: value for key, value in family["params"].items() if key != "epochs"}
     params.update({key: value for key, value in (fixed or {}).items() if key == "epochs"})
     figures, settings, history = score_trial(name, {**params, "max_seconds": room}, validation)
+    progress.note(f"{name} trained on to its early stop: val_recall@20 {figures['val_recall_20']:.4f}")
     if on_trial is not None:
         on_trial(Trial(name, family["trials"], {**params, "max_seconds": room}, figures, history))
     log.info("auto: %s trained on to its early stop -> %s", name, figures)
@@ -224,7 +227,8 @@ def fit_choice(dataset: Dataset, split: Split, choice: Choice,
         params.pop("max_seconds", None)
         known = known_interactions(split)
         split = Split(train=known, valid=known.take(np.zeros(len(known), dtype=bool)), test=split.test)
-        fitted = fit_model(choice.name, dataset, split, params, refit=False, on_epoch=on_epoch)
+        with progress.stage(f"{choice.name} refit on train + validation"):
+            fitted = fit_model(choice.name, dataset, split, params, refit=False, on_epoch=on_epoch)
     else:
         fitted = fit_model(choice.name, dataset, split, params, refit=True)
     fitted.info["choice"] = choice.to_json()

@@ -19,6 +19,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from sharerank import progress
 from sharerank.dataset.reader import Dataset
 from sharerank.models.recommenders.graph import interaction_matrix
 from sharerank.training.feed.fit import Fitted, SkippedModel, fit_model, known_interactions
@@ -46,14 +47,16 @@ def rank(scorer: Scorer, users: np.ndarray, seen: sp.csr_matrix, k: int,
          batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` products and scores per user over the whole catalogue, ``seen`` products excluded."""
     tops, scores = [], []
-    for batch in _batches(users, batch_size):
-        s = scorer.score(batch).float()
-        rows = seen[batch]
-        s[torch.from_numpy(np.repeat(np.arange(len(batch)), np.diff(rows.indptr))),
-          torch.from_numpy(rows.indices.astype(np.int64))] = -torch.inf
-        value, index = torch.topk(s, k, dim=1)
-        tops.append(index.numpy())
-        scores.append(value.numpy())
+    with progress.stage("rank users", len(users)) as shown:
+        for batch in _batches(users, batch_size):
+            s = scorer.score(batch).float()
+            rows = seen[batch]
+            s[torch.from_numpy(np.repeat(np.arange(len(batch)), np.diff(rows.indptr))),
+              torch.from_numpy(rows.indices.astype(np.int64))] = -torch.inf
+            value, index = torch.topk(s, k, dim=1)
+            tops.append(index.numpy())
+            scores.append(value.numpy())
+            shown.advance(len(batch))
     if not tops:
         return np.empty((0, k), dtype=np.int64), np.empty((0, k), dtype=np.float32)
     return np.concatenate(tops), np.concatenate(scores)

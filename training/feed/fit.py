@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from sharerank import progress
 from sharerank.dataset.reader import Dataset, Interactions
 from sharerank.models.recommenders.factors import Factors, FactorScorer
 from sharerank.models.recommenders.graph import interaction_matrix
@@ -109,7 +110,8 @@ def fit_model(name: str, dataset: Dataset, split: Split, params: dict[str, Any] 
         part = known_interactions(split) if refit else split.train
         matrix = interaction_matrix(part, dataset.num_users, dataset.num_products)
         try:
-            model = entry.load()(**params).fit(matrix)
+            with progress.stage(f"{name} fit"):  # one step (EASE's inversion): its elapsed time shows
+                model = entry.load()(**params).fit(matrix)
         except MemoryError as exc:
             raise SkippedModel(str(exc)) from exc
         factors = model.factors() if served else None
@@ -126,8 +128,9 @@ def fit_model(name: str, dataset: Dataset, split: Split, params: dict[str, Any] 
         everything = Split(train=known, valid=known.take(np.zeros(len(known), dtype=bool)), test=split.test)
         refit_epoch = None if on_epoch is None else (
             lambda epoch, figures: on_epoch(epoch, {f"refit_{key}": v for key, v in figures.items()}))
-        result = train_model(dataset, everything, replace(config, epochs=max(result.best_epoch, 1)),
-                             on_epoch=refit_epoch)
+        with progress.stage(f"{name} refit on train + validation"):
+            result = train_model(dataset, everything, replace(config, epochs=max(result.best_epoch, 1)),
+                                 on_epoch=refit_epoch)
         info["refit_epochs"] = len(result.history)
     factors = Factors(result.user_embedding, result.product_embedding)
     return Fitted(name, factors, FactorScorer(factors, interaction_matrix(split.train, dataset.num_users,

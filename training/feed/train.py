@@ -28,6 +28,7 @@ import torch
 from torch import Tensor
 from torch_geometric.data import HeteroData
 
+from sharerank import progress
 from sharerank.dataset.reader import Dataset
 from sharerank.models.recommenders.graph import PURCHASED, build_graph, interaction_matrix
 from sharerank.models.recommenders.registry import model_names, spec
@@ -154,8 +155,26 @@ def train_model(dataset: Dataset, split: Split, config: TrainConfig,
                 on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> TrainResult:
     """Trains ``config.model`` on ``split.train``; keeps the epoch with the best validation Recall@20.
 
-    Without validation interactions the last epoch is kept.
+    Without validation interactions the last epoch is kept. Each epoch is a step of a progress stage, with its
+    loss and validation Recall@20.
     """
+    with progress.stage(f"{config.model} epochs", config.epochs, each_step=True) as shown:
+
+        def epoch_done(epoch: int, figures: dict[str, float]) -> None:
+            shown.advance(note=_epoch_note(figures))
+            if on_epoch is not None:
+                on_epoch(epoch, figures)
+
+        return _train_model(dataset, split, config, epoch_done)
+
+
+def _epoch_note(figures: dict[str, float]) -> str:
+    recall = f" val_recall@20 {figures['val_recall_20']:.4f}" if "val_recall_20" in figures else ""
+    return f"loss {figures['loss']:.4f}{recall}"
+
+
+def _train_model(dataset: Dataset, split: Split, config: TrainConfig,
+                 on_epoch: Callable[[int, dict[str, float]], None]) -> TrainResult:
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
     num_users, num_products = dataset.num_users, dataset.num_products
@@ -189,8 +208,7 @@ def train_model(dataset: Dataset, split: Split, config: TrainConfig,
             if recall > best[0] or not len(valid_users):
                 best = (recall, epoch, copy.deepcopy(model.state_dict()))
             history.append(figures)
-            if on_epoch is not None:
-                on_epoch(epoch, figures)
+            on_epoch(epoch, figures)
             if stop_now:
                 break
             continue
@@ -207,8 +225,7 @@ def train_model(dataset: Dataset, split: Split, config: TrainConfig,
         else:
             best = (-1.0, epoch, copy.deepcopy(model.state_dict()))
         history.append(figures)
-        if on_epoch is not None:
-            on_epoch(epoch, figures)
+        on_epoch(epoch, figures)
         log.info("epoch %d %s", epoch, {k: round(v, 5) for k, v in figures.items()})
         if epoch - best[1] >= config.patience:
             log.info("early stop at epoch %d (best %d)", epoch, best[1])

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from sharerank import progress
 from sharerank.dataset.reader import Dataset, load_dataset
 from sharerank.models.seeding.plan import DEFAULT_EPSILON, DEFAULT_MC_RUNS, SeedingContext, plan_seeds
 
@@ -49,7 +50,8 @@ def run_seed(data_dir: str | Path, k: int, *, product: str | None = None, catego
     if product is not None and category is not None:
         raise ValueError("give --product or --category, not both")
     started = time.perf_counter()
-    dataset = load_for_seeding(data_dir)
+    with progress.stage("read the dataset"):
+        dataset = load_for_seeding(data_dir)
     if not has_influence_data(dataset):
         raise ValueError(f"{data_dir}: no shares.csv or influence.csv to learn influence from")
     rows = {u: i for i, u in enumerate(dataset.users.tolist())}
@@ -60,7 +62,8 @@ def run_seed(data_dir: str | Path, k: int, *, product: str | None = None, catego
             raise LookupError(f"unknown product {product!r} in {data_dir}")
         category = str(dataset.category[matches[0]]) or None
         excluded.extend(dataset.purchases.user[dataset.purchases.product == matches[0]].tolist())
-    context = SeedingContext.from_dataset(dataset, seed=seed)
+    with progress.stage("learn influence"):
+        context = SeedingContext.from_dataset(dataset, seed=seed)
     learned = time.perf_counter()
     plan = plan_seeds(context, k, category=category, exclude=np.asarray(excluded, dtype=np.int64),
                       min_activity=min_activity, max_per_community=max_per_community, max_fatigue=max_fatigue,

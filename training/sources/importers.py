@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import csv
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TextIO
 
 import numpy as np
 
+from sharerank import progress
 from sharerank.dataset.reader import DatasetError
 from sharerank.dataset.schema import FILES
 from sharerank.dataset.writer import write_rows
@@ -156,7 +159,7 @@ def import_beibei(src: str | Path, out: str | Path) -> dict[str, int]:
     for split in BEIBEI_SPLITS:
         path = src / f"{split}.txt"
         n_lines = 0
-        with path.open() as f:
+        with _read(path) as f:
             for line_no, line in enumerate(f, start=1):
                 fields = line.rstrip("\r\n").split("\t")
                 _check_fields(path, line_no, fields, "initiator<TAB>item<TAB>participant...", minimum=2)
@@ -203,7 +206,7 @@ def import_nethept(src: str | Path, out: str | Path) -> dict[str, int]:
     self_loops = 0
     arcs: set[tuple[str, str]] = set()
     repeated = 0
-    with path.open() as f:
+    with _read(path) as f:
         header = f.readline().split()
         _check_fields(path, 1, header, "nodes arcs", minimum=2, maximum=2)
         for column, value in enumerate(header, start=1):
@@ -260,7 +263,7 @@ def import_cascade_log(src: str | Path, out: str | Path) -> dict[str, int]:
     out.mkdir(parents=True, exist_ok=True)
     edges_path, cascades_path = src / "edges.txt", src / "cascades.txt"
     given: list[tuple[str, str]] = []
-    with edges_path.open() as f:
+    with _read(edges_path) as f:
         for line_no, line in enumerate(f, start=1):
             if not line.strip():
                 continue
@@ -280,7 +283,7 @@ def import_cascade_log(src: str | Path, out: str | Path) -> dict[str, int]:
 
     cascades: list[tuple[float, int, str, list[tuple[str, float]]]] = []
     repeated = 0
-    with cascades_path.open() as f:
+    with _read(cascades_path) as f:
         for line_no, line in enumerate(f, start=1):
             steps = [step.strip() for step in line.strip().split(",") if step.strip()]
             if not steps:
@@ -375,7 +378,7 @@ def _number(path: Path, line_no: int, column: int, text: str) -> float:
 
 def _ciao_catalog(path: Path) -> dict[int, str]:
     names: dict[int, str] = {}
-    with path.open(encoding="latin-1") as f:
+    with _read(path, encoding="latin-1") as f:
         for line_no, line in enumerate(f, start=1):
             line = line.strip()
             if not line:
@@ -398,7 +401,8 @@ def _mat_matrix(path: Path, key: str, min_columns: int) -> np.ndarray:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     try:
-        mat = loadmat(path)
+        with progress.stage(f"read {path.name}"):
+            mat = loadmat(path)
     except (MatReadError, ValueError, TypeError, OSError) as exc:
         raise DatasetError(str(path), f"not a readable MATLAB file: {exc}") from None
     if key not in mat:
@@ -419,6 +423,37 @@ def _mat_matrix(path: Path, key: str, min_columns: int) -> np.ndarray:
     return as_int
 
 
+PROGRESS_LINES = 1 << 14
+"""Lines read between two updates of a file's progress (cheap next to parsing them)."""
+
+
+class _Lines:
+    """A text file's lines, counted into a progress stage over the file's size."""
+
+    def __init__(self, file: TextIO, shown: progress.Stage) -> None:
+        self.file, self.shown, self.read = file, shown, 0
+
+    def readline(self) -> str:
+        line = self.file.readline()
+        self.read += len(line)
+        return line
+
+    def __iter__(self) -> Iterator[str]:
+        for count, line in enumerate(self.file, start=1):
+            self.read += len(line)
+            if count % PROGRESS_LINES == 0:
+                self.shown.update(completed=self.read)
+            yield line
+
+
+@contextmanager
+def _read(path: Path, **open_args: Any) -> Iterator[_Lines]:
+    """``path`` opened for reading as a progress stage ("read FILE", counted in characters of its size)."""
+    with path.open(**open_args) as file, progress.stage(f"read {path.name}", path.stat().st_size) as shown:
+        yield _Lines(file, shown)
+        shown.update(completed=shown.total)
+
+
 def _write(out: Path, name: str, rows: Iterable[Sequence], *optional: str) -> int:
     """Writes file ``name`` of the folder from rows holding its required columns and then ``optional``."""
     spec = FILES[name]
@@ -431,7 +466,7 @@ def _write_adjacency(src: Path, out: Path, name: str) -> tuple[int, int]:
 
     def pairs() -> Iterator[tuple[str, str]]:
         nonlocal empty
-        with src.open() as f:
+        with _read(src) as f:
             for line_no, line in enumerate(f, start=1):
                 fields = line.split()
                 if not fields:
@@ -449,7 +484,7 @@ def _write_adjacency(src: Path, out: Path, name: str) -> tuple[int, int]:
 
 
 def _pairs(path: Path) -> Iterator[tuple[str, str]]:
-    with path.open(newline="") as f:
+    with _read(path, newline="") as f:
         rows = csv.reader(f)
         header = next(rows, [])
         if len(header) != 2:
