@@ -11,26 +11,41 @@ import logging
 import signal
 import sys
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from enum import Enum
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from sharerank import progress
 from sharerank.config import Settings
 from sharerank.models.recommenders.registry import model_names
 
-if TYPE_CHECKING:
-    from sharerank.training.feed.auto import Trial
+
+class _OneLineUsageErrors(typer.core.TyperGroup):
+    """Typer's own refusals (a value out of range, a missing option) in one line with exit code 2, like ours,
+    instead of a usage panel; a bare ``sharerank`` still shows the help."""
+
+    def main(self, args: list[str] | None = None, *rest: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode or not (sys.argv[1:] if args is None else args):
+            return super().main(args, *rest, standalone_mode=standalone_mode, **kwargs)
+        try:
+            result = super().main(args, *rest, standalone_mode=False, **kwargs)
+        except typer.TyperException as exc:
+            _error_line(exc.format_message())
+            sys.exit(exc.exit_code)
+        except typer.Abort:
+            stderr.print("aborted", highlight=False)
+            sys.exit(1)
+        sys.exit(result if isinstance(result, int) else 0)
+
 
 app = typer.Typer(help="Feed ranking and KOC seeding for social e-commerce.", no_args_is_help=True,
-                  pretty_exceptions_enable=False, add_completion=False)
+                  pretty_exceptions_enable=False, add_completion=True, cls=_OneLineUsageErrors)
 stderr = Console(stderr=True)
 JsonOption = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 SeedOption = Annotated[int, typer.Option(help="Random seed (same seed and data, same result).")]
@@ -58,20 +73,24 @@ def command(func: Callable[..., Any] | None = None, *, name: str | None = None) 
     def register(func: Callable[..., Any]) -> Callable[..., Any]:
         @wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
-            from rich.markup import escape
-
             from sharerank.dataset.reader import DatasetError
 
             try:
                 return func(*args, **kwargs)
             except (UsageError, DatasetError, LookupError, ValueError, FileNotFoundError) as exc:
-                message = " ".join(str(exc).split())  # one line, whatever the exception held
-                stderr.print(f"[red]error:[/red] {escape(message)}", highlight=False, soft_wrap=True)
+                _error_line(str(exc))
                 raise typer.Exit(2) from None
 
         return app.command(name)(wrapper)
 
     return register(func) if func is not None else register
+
+
+def _error_line(message: str) -> None:
+    """``error: MESSAGE`` on stderr in one line, whatever the message held."""
+    from rich.markup import escape
+
+    stderr.print(f"[red]error:[/red] {escape(' '.join(message.split()))}", highlight=False, soft_wrap=True)
 
 
 def emit(result: dict[str, Any], as_json: bool) -> None:
@@ -81,24 +100,27 @@ def emit(result: dict[str, Any], as_json: bool) -> None:
         Console().print_json(json.dumps(result, default=str))
 
 
-@contextmanager
-def progress_bar(description: str, total: float | None) -> Iterator[Callable[..., None]]:
-    """A rich progress bar on stderr; yields ``advance(completed=..., description=...)``."""
-    counted = (BarColumn(), TextColumn("{task.completed:.0f}/{task.total:.0f}")) if total is not None else (
-        SpinnerColumn(),)  # open-ended work (a search within a budget): what it is doing, and for how long
-    with Progress(TextColumn("{task.description}"), *counted, TimeElapsedColumn(), console=stderr,
-                  transient=False) as bar:
-        task = bar.add_task(description, total=total)
+def _version(shown: bool) -> None:
+    if shown:
+        from importlib.metadata import version
 
-        def advance(**fields: Any) -> None:
-            bar.update(task, **fields)
-
-        yield advance
+        print(f"sharerank {version('sharerank')}")
+        raise typer.Exit()
 
 
 @app.callback()
-def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False) -> None:
+def main(
+    ctx: typer.Context,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress display or lines on stderr (errors "
+                                                              "and result tables still show).")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the installed version and exit.")] = False,
+) -> None:
     _setup_logging(verbose)
+    reporter = progress.for_console(stderr, quiet)  # live on a terminal, plain lines in a file or pipe
+    progress.use(reporter)
+    ctx.call_on_close(reporter.close)
 
 
 def _dataset_names() -> list[str]:
@@ -135,9 +157,9 @@ def simulate(
     given = {"mean_degree": mean_degree, "fatigue_window_days": fatigue_window_days, "rings": rings,
              "ring_size": ring_size}
     knobs = {name: value for name, value in given.items() if value is not None}
-    with progress_bar("simulate", 1.0) as advance:
+    with progress.stage("simulate", 100) as stage:  # percent done, the note says which part
         summary = simulate_world(out, users=users, seed=seed, log=log.value, **knobs,
-                                 progress=lambda stage, frac: advance(completed=frac, description=stage))
+                                 progress=lambda part, frac: stage.update(completed=100 * frac, note=part))
     emit({"out": str(out), **summary}, as_json)
 
 
@@ -153,7 +175,9 @@ def import_(
 
     if not src.is_dir():
         raise UsageError(f"{src}: no such directory")
-    emit({"name": name.value, "out": str(out), "rows": IMPORTERS[name.value](src, out)}, as_json)
+    with progress.stage(f"import {name.value}"):  # a stage per file read inside
+        rows = IMPORTERS[name.value](src, out)
+    emit({"name": name.value, "out": str(out), "rows": rows}, as_json)
 
 
 SetOption = Annotated[list[str] | None, typer.Option(
@@ -182,13 +206,6 @@ def _parse_settings(assignments: list[str] | None, models: list[str]) -> dict[st
     return settings
 
 
-def _trial_progress(advance: Callable[..., None]) -> Callable[..., None]:
-    def on_trial(trial: Trial) -> None:
-        advance(description=f"{trial.name} trial {trial.index}: val_recall@20={trial.figures['val_recall_20']:.4f}")
-
-    return on_trial
-
-
 @command
 def train(
     data: Annotated[list[Path], typer.Option(help="Dataset folder; repeat to merge several (the base data and the "
@@ -214,14 +231,14 @@ def train(
 
     distributed.init_from_env()
     try:
-        if not distributed.is_main():
+        if not distributed.is_main():  # rank 0 alone shows progress
+            progress.use(progress.Reporter())
             run_training(data, Settings(), model=model.value, params=params.get(model.value), budget_seconds=budget,
                          seed=seed)
             return
-        with progress_bar("train", None) as advance:
+        with progress.stage("train"):  # tuning, trials and epochs report inside
             report = run_training(data, Settings(), model=model.value, params=params.get(model.value),
-                                  budget_seconds=budget, seed=seed, on_trial=_trial_progress(advance),
-                                  on_epoch=lambda e, f: advance(description=f"refit epoch {e} loss={f['loss']:.4f}"))
+                                  budget_seconds=budget, seed=seed)
     finally:
         distributed.finish()
     emit(report, as_json)
@@ -242,9 +259,8 @@ def retrain(
 
     from sharerank.training.jobs import run_retrain
 
-    with progress_bar("retrain", None) as advance:
-        report = run_retrain(data, Settings(), budget_seconds=budget, seed=seed, force=force,
-                             on_trial=_trial_progress(advance))
+    with progress.stage("retrain"):
+        report = run_retrain(data, Settings(), budget_seconds=budget, seed=seed, force=force)
     if not report["promotion"]["promoted"]:  # the champion stays: an outcome, not an error
         stderr.print(f"[yellow]not promoted:[/yellow] {escape(report['promotion']['reason'])}", highlight=False,
                      soft_wrap=True)
@@ -302,18 +318,9 @@ def eval(  # noqa: A001 - the command is called eval
     for name in model_names(trainable=True):
         if name in names and overrides:
             params[name] = {**overrides, **params.get(name, {})}
-    with progress_bar("eval", len(names)) as advance:
-        done = []
-
-        def on_model(name: str, result: dict[str, Any]) -> None:
-            done.append(name)
-            advance(completed=len(done), description=f"eval: {name} done")
-
-        def on_epoch(name: str, epoch: int, figures: dict[str, float]) -> None:
-            advance(description=f"eval: {name} epoch {epoch} val_recall@20={figures.get('val_recall_20', 0):.4f}")
-
+    with progress.stage("eval", len(names)) as stage:  # a step per model; fits, epochs and ranking inside
         report = run_evaluation(data, Settings(), names, k=k, seed=seed, params=params, refit=refit,
-                                budget_seconds=budget, on_model=on_model, on_epoch=on_epoch)
+                                budget_seconds=budget, on_model=lambda name, _: stage.advance(note=f"{name} done"))
     stderr.print(_results_table(report, k))
     if out is not None:
         out.write_text(json.dumps(report, indent=2, default=str))
@@ -334,13 +341,19 @@ def recommend(
     """Write the top-K list of every test user, the same lists `eval` scores."""
     from sharerank.training.jobs import run_recommend
 
-    emit(run_recommend(data, model.value, k, out, seed=seed, budget_seconds=budget), as_json)
+    with progress.stage("recommend"):
+        report = run_recommend(data, model.value, k, out, seed=seed, budget_seconds=budget)
+    emit(report, as_json)
+
+
+RingPolicy = choices("RingPolicy", ("exclude", "discount", "ignore"))
+"""models.seeding.plan.RING_POLICIES, written here so --help needs no numba."""
 
 
 @command
 def seed(
     data: Annotated[Path, typer.Option(help="Dataset folder (shares.csv, or a given influence.csv).")],
-    k: Annotated[int, typer.Option(help="Number of seeds (1..1000).")] = 10,
+    k: Annotated[int, typer.Option(min=1, max=1000, help="Number of seeds.")] = 10,
     product: Annotated[str | None, typer.Option(help="Product to launch: its category's influence, buyers "
                                                      "excluded.")] = None,
     category: Annotated[str | None, typer.Option(help="Category to launch in.")] = None,
@@ -352,7 +365,7 @@ def seed(
     max_fatigue: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Only seeds whose audience fatigue "
                                                                              "is at most this (default: no "
                                                                              "limit).")] = None,
-    ring_policy: Annotated[str, typer.Option(help="Collusive-ring members: exclude (those at or above the "
+    ring_policy: Annotated[RingPolicy, typer.Option(help="Collusive-ring members: exclude (those at or above the "
                                                   "detector's threshold), discount or ignore.")] = "exclude",
     epsilon: Annotated[float, typer.Option(help="Slack of the (1 - 1/e - epsilon) guarantee.")] = 0.1,
     mc_runs: Annotated[int, typer.Option(min=100, help="Independent Monte Carlo runs for reach and its "
@@ -364,9 +377,11 @@ def seed(
     from sharerank.training.seeding.seed import run_seed
 
     ids = tuple(u.strip() for u in exclude.split(",") if u.strip())
-    emit(run_seed(data, k, product=product, category=category, exclude=ids, min_activity=min_activity,
-                  max_per_community=max_per_community, max_fatigue=max_fatigue, ring_policy=ring_policy,
-                  epsilon=epsilon, mc_runs=mc_runs, seed=seed), as_json)
+    with progress.stage("seed"):
+        report = run_seed(data, k, product=product, category=category, exclude=ids, min_activity=min_activity,
+                          max_per_community=max_per_community, max_fatigue=max_fatigue,
+                          ring_policy=ring_policy.value, epsilon=epsilon, mc_runs=mc_runs, seed=seed)
+    emit(report, as_json)
 
 
 @command
@@ -392,8 +407,9 @@ def eval_seeding(
         raise UsageError(f"--ks must be comma-separated integers (got {ks!r})") from None
     if not budgets or min(budgets) < 1:
         raise UsageError("--ks needs at least one budget, each at least 1")
-    report = run_eval_seeding(data, k=k, ks=budgets, epsilon=epsilon, mc_runs=mc_runs, category=category,
-                              seed=seed, progress=lambda message: stderr.print(message))
+    with progress.stage("eval-seeding"):
+        report = run_eval_seeding(data, k=k, ks=budgets, epsilon=epsilon, mc_runs=mc_runs, category=category,
+                                  seed=seed, progress=progress.note)
     for table in _seeding_tables(report):
         stderr.print(table)
     if out is not None:
@@ -425,9 +441,10 @@ def eval_feed_replay(
 
     if model.value == "auto":
         raise UsageError("--model auto is not available here; name one model (e.g. itemknn)")
-    report = run_feed_replay(data, Settings(), model=model.value, window_days=window_days,
-                             train_fraction=train_fraction, users=users, page_size=page_size,
-                             organic_days=organic_days, seed=seed, progress=lambda message: stderr.print(message))
+    with progress.stage("eval-feed-replay"):
+        report = run_feed_replay(data, Settings(), model=model.value, window_days=window_days,
+                                 train_fraction=train_fraction, users=users, page_size=page_size,
+                                 organic_days=organic_days, seed=seed, progress=progress.note)
     stderr.print(_replay_table(report))
     if out is not None:
         out.write_text(json.dumps(report, indent=2) + "\n")
@@ -471,8 +488,10 @@ def eval_audience(
         cutoffs = tuple(int(x) for x in ks.split(",") if x.strip())
     except ValueError:
         raise UsageError(f"--ks must be comma-separated integers (got {ks!r})") from None
-    emit(run_eval_audience(data, model=model.value, ks=cutoffs, max_products=max_products, seed=seed,
-                           progress=lambda message: stderr.print(message)), as_json)
+    with progress.stage("eval-audience"):
+        report = run_eval_audience(data, model=model.value, ks=cutoffs, max_products=max_products, seed=seed,
+                                   progress=progress.note)
+    emit(report, as_json)
 
 
 @command
@@ -486,7 +505,9 @@ def demand(
     (exponential smoothing) scored against the naive one on the last period, products converting more shares."""
     from sharerank.training.demand.signals import run_demand
 
-    emit(run_demand(data, period_days=period_days, seed=seed), as_json)
+    with progress.stage("demand"):
+        report = run_demand(data, period_days=period_days, seed=seed)
+    emit(report, as_json)
 
 
 @command
@@ -506,8 +527,10 @@ def rings(
     from sharerank.models.rings import DEFAULT_THRESHOLD
     from sharerank.training.rings.evaluate import run_rings
 
-    emit(run_rings(data, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, truth=truth, limit=limit),
-         as_json)
+    with progress.stage("rings"):
+        report = run_rings(data, threshold=DEFAULT_THRESHOLD if threshold is None else threshold, truth=truth,
+                           limit=limit)
+    emit(report, as_json)
 
 
 def _seeding_tables(report: dict[str, Any]) -> list[Any]:
@@ -581,7 +604,8 @@ def promote(
 
 @command
 def serve(
-    port: Annotated[int | None, typer.Option(help="Port to listen on (default from settings).")] = None,
+    port: Annotated[int | None, typer.Option(min=0, max=65535, help="Port to listen on (default from settings; "
+                                                                    "0: any free port).")] = None,
     host: Annotated[str | None, typer.Option(help="Address to listen on.")] = None,
     processes: Annotated[int, typer.Option(min=1, max=64, help="Server processes on the one port (SO_REUSEPORT), "
                                            "kept running by this one; more than 1 needs Redis and the event "
@@ -589,6 +613,7 @@ def serve(
     replica: Annotated[int, typer.Option(hidden=True, help="Set by the supervisor of --processes.")] = 0,
 ) -> None:
     """Serve the champion model over gRPC until interrupted."""
+    progress.use(progress.Reporter())  # requests run stages on many threads: a server shows no progress
     from sharerank.serving.events.log import EventLogError
     from sharerank.serving.online_store import RedisSettings, open_online_store
     from sharerank.serving.replicas import ReplicaSettingsError, Supervisor
@@ -643,12 +668,11 @@ def ingest(
     stop = threading.Event()  # SIGINT/SIGTERM: finish the batch in hand, then report
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with progress_bar(f"ingest {settings.event_stream_name} → {out}", None) as advance:
+    with progress.stage(f"ingest {settings.event_stream_name} -> {out}") as stage:
         try:
             report = drain(settings.event_stream_url, settings.event_stream_name, out, consumer=consumer, batch=batch,
                            follow=follow, ack_wait_s=ack_wait, stop=stop,
-                           progress=lambda done, pending: advance(description=f"ingest: {done:,} read, "
-                                                                              f"{pending:,} pending"))
+                           progress=lambda done, pending: stage.update(completed=done, note=f"{pending:,} pending"))
         except IngestError as exc:
             raise UsageError(str(exc)) from None
     emit(report.as_dict(), as_json)
@@ -663,6 +687,7 @@ def console(
 ) -> None:
     """The growth console: launch planner, audience, demand and model pages in a browser, over the gRPC service
     at SHARERANK_GRPC_TARGET with SHARERANK_CONSOLE_TOKEN."""
+    progress.use(progress.Reporter())  # a server shows no progress
     import socket
 
     import uvicorn
@@ -696,7 +721,7 @@ def demo(
     record live events, retrain on them through the gate, reload."""
     from sharerank.demo import run_demo
 
-    emit(run_demo(Settings(), users=users, budget=budget, seed=seed, progress=progress_bar), as_json=True)
+    emit(run_demo(Settings(), users=users, budget=budget, seed=seed), as_json=True)
 
 
 if __name__ == "__main__":

@@ -12,10 +12,10 @@ from __future__ import annotations
 import csv
 import shutil
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sharerank import progress
 from sharerank.config import Settings
 
 DEMO_PREFIX = "sr:demo:"
@@ -24,7 +24,7 @@ LIVE_FRACTION = 0.15
 BATCH = 500
 
 
-def run_demo(settings: Settings, *, users: int, budget: float, seed: int, progress: Callable) -> dict[str, Any]:
+def run_demo(settings: Settings, *, users: int, budget: float, seed: int) -> dict[str, Any]:
     import grpc
 
     from sharerank.dataset.reader import load_dataset
@@ -47,12 +47,12 @@ def run_demo(settings: Settings, *, users: int, budget: float, seed: int, progre
     simulated, data_dir, events_dir = (settings.home / name for name in ("demo-simulated", "demo-world", "demo-events"))
     for folder in (simulated, data_dir, events_dir):
         shutil.rmtree(folder, ignore_errors=True)
-    with progress("simulate", 1.0) as advance:
+    with progress.stage("simulate", 100) as stage:  # percent done, the note says which part
         world = simulate_world(simulated, users=users, seed=seed,
-                               progress=lambda stage, frac: advance(completed=frac, description=f"simulate: {stage}"))
+                               progress=lambda part, frac: stage.update(completed=100 * frac, note=part))
     live = _hold_back(simulated, data_dir, LIVE_FRACTION)
-    report = _train(progress, "train", lambda **cb: run_training([data_dir], settings, budget_seconds=budget,
-                                                                 seed=seed, **cb))
+    with progress.stage("train"):  # tuning, trials and epochs report inside
+        report = run_training([data_dir], settings, budget_seconds=budget, seed=seed)
     promoted = promote(settings, report["version"], force=True)  # the demo serves what it just trained
 
     store = open_online_store(settings.resolved_redis_url, fallback_to_memory=True,
@@ -92,8 +92,8 @@ def run_demo(settings: Settings, *, users: int, budget: float, seed: int, progre
                 response = events.RecordEvents(_request(live[start:start + BATCH]), timeout=30)
                 recorded["accepted"] += response.accepted_count
                 recorded["duplicates"] += response.duplicate_count
-            retrain = _train(progress, "retrain", lambda **cb: run_retrain([data_dir, events_dir], settings,
-                                                                           budget_seconds=budget, seed=seed, **cb))
+            with progress.stage("retrain"):
+                retrain = run_retrain([data_dir, events_dir], settings, budget_seconds=budget, seed=seed)
             reloaded = admin_service_pb2_grpc.AdminServiceStub(channel).ReloadModel(
                 admin_service_pb2.ReloadModelRequest(), timeout=60)
             after_retrain = feed(busiest[1])
@@ -148,15 +148,6 @@ def run_demo(settings: Settings, *, users: int, budget: float, seed: int, progre
                              f"{settings.home}/demand.json && sharerank console --demand {settings.home}/demand.json"},
         "seconds": round(time.perf_counter() - started, 1),
     }
-
-
-def _train(progress: Callable, stage: str, job: Callable[..., dict[str, Any]]) -> dict[str, Any]:
-    """Runs a training job with a progress line per trial (the automatic choice) and per refit epoch."""
-    with progress(stage, None) as advance:
-        return job(on_trial=lambda trial: advance(description=(
-                       f"{stage}: {trial.name} trial {trial.index} "
-                       f"val_recall@20={trial.figures['val_recall_20']:.4f}")),
-                   on_epoch=lambda epoch, figures: advance(description=f"{stage}: refit epoch {epoch}"))
 
 
 def _hold_back(simulated: Path, out: Path, fraction: float) -> list:

@@ -60,21 +60,59 @@ def test_train_on_a_malformed_folder_exits_2_naming_the_place(tmp_path: Path) ->
     assert "Traceback" not in result.stderr and result.stdout == ""
 
 
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["train", "--data", "/no/such/folder"], "no such directory"),
-        (["import", "nosuch", "--src", ".", "--out", "x"], "'nosuch' is not one of"),
-        (["import", "lastfm", "--src", "/no/such/folder", "--out", "x"], "no such directory"),
-        (["train", "--data", ".", "--model", "nope"], "'nope' is not one of"),
-        (["simulate", "--users", "5", "--out", "x"], "users"),
-    ],
-)
-def test_bad_input_exits_2(args: list[str], message: str, tmp_path: Path, monkeypatch) -> None:
+BAD_INPUT = [  # (arguments, what the one line says): at least one per command, then bad values of every kind
+    (["simulate", "--users", "5", "--out", "x"], "--users"),
+    (["import", "lastfm", "--src", "/no/such/folder", "--out", "x"], "no such directory"),
+    (["train", "--data", "/no/such/folder"], "no such directory"),
+    (["retrain", "--data", "/no/such/folder"], "no such directory"),
+    (["eval", "--data", "/no/such/folder"], "no such directory"),
+    (["recommend", "--data", "/no/such/folder"], "no such directory"),
+    (["seed", "--data", "/no/such/folder"], "no such directory"),
+    (["eval-seeding", "--data", "/no/such/folder"], "no such directory"),
+    (["eval-feed-replay", "--data", "/no/such/folder"], "not a simulated world"),
+    (["eval-audience", "--data", "/no/such/folder"], "no such directory"),
+    (["demand", "--data", "/no/such/folder"], "no such directory"),
+    (["rings", "--data", "/no/such/folder"], "no such directory"),
+    (["promote", "--version", "99"], "sharerank train"),
+    (["serve", "--port", "-5"], "--port"),
+    (["ingest", "--out", "x"], "SHARERANK_EVENT_STREAM_URL"),
+    (["console", "--port", "0"], "--port"),
+    (["demo", "--users", "5"], "--users"),
+    (["import", "nosuch", "--src", ".", "--out", "x"], "'nosuch' is not one of"),
+    (["train", "--data", ".", "--model", "nope"], "'nope' is not one of"),
+    (["train", "--data", ".", "--model", "lightgcn", "--set", "lightgcn.nope=1"], "no setting 'nope'"),
+    (["eval", "--data", ".", "--models", "nope"], "unknown model(s) nope"),
+    (["seed", "--data", ".", "--k", "0"], "--k"),
+    (["seed", "--data", ".", "--ring-policy", "sometimes"], "'sometimes' is not one of"),
+    (["eval-seeding", "--data", ".", "--ks", "a,b"], "--ks"),
+    (["eval-audience", "--data", ".", "--ks", "x"], "--ks"),
+    (["demand", "--data", ".", "--period-days", "-1"], "--period-days"),
+    (["simulate"], "Missing option '--out'"),
+    (["nosuch"], "No such command 'nosuch'"),
+]
+
+
+def test_every_command_has_a_bad_input_case() -> None:
+    assert {args[0] for args, _ in BAD_INPUT} >= set(typer.main.get_command(app).commands)
+
+
+@pytest.mark.parametrize(("args", "message"), BAD_INPUT, ids=[" ".join(args) for args, _ in BAD_INPUT])
+def test_bad_input_exits_2_with_one_line(args: list[str], message: str, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SHARERANK_HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)  # "." is a folder without data
     result = runner.invoke(app, args)
-    assert result.exit_code == 2
-    assert message in result.output
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_version_and_completion() -> None:
+    from importlib.metadata import version
+
+    assert runner.invoke(app, ["--version"]).stdout == f"sharerank {version('sharerank')}\n"
+    shown = runner.invoke(app, ["--help"], env={"COLUMNS": "250"}).output
+    assert "--install-completion" in shown and "--show-completion" in shown
 
 
 def test_promote_with_an_empty_registry_exits_2(tmp_path: Path, monkeypatch) -> None:
@@ -106,7 +144,7 @@ def test_settings_read_json_and_none_and_reach_training_and_model_arguments() ->
 def test_every_option_has_help_and_model_options_list_their_choices() -> None:
     group = typer.main.get_command(app)
     missing = []
-    for name, command in group.commands.items():
+    for name, command in {"sharerank": group, **group.commands}.items():
         for param in command.params:
             if param.name != "help" and not (getattr(param, "help", None) or "").strip():
                 missing.append(f"{name} {param.opts[0]}")
