@@ -118,9 +118,8 @@ def main(
                                           help="Print the installed version and exit.")] = False,
 ) -> None:
     _setup_logging(verbose)
-    reporter = progress.for_console(stderr, quiet)  # live on a terminal, plain lines in a file or pipe
-    progress.use(reporter)
-    ctx.call_on_close(reporter.close)
+    # live on a terminal, plain lines in a file or pipe, for the command's run
+    ctx.with_resource(progress.reporting(progress.for_console(stderr, quiet)))
 
 
 def _dataset_names() -> list[str]:
@@ -346,14 +345,10 @@ def recommend(
     emit(report, as_json)
 
 
-RingPolicy = choices("RingPolicy", ("exclude", "discount", "ignore"))
-"""models.seeding.plan.RING_POLICIES, written here so --help needs no numba."""
-
-
 @command
 def seed(
     data: Annotated[Path, typer.Option(help="Dataset folder (shares.csv, or a given influence.csv).")],
-    k: Annotated[int, typer.Option(min=1, max=1000, help="Number of seeds.")] = 10,
+    k: Annotated[int, typer.Option(help="Number of seeds (1..1000).")] = 10,
     product: Annotated[str | None, typer.Option(help="Product to launch: its category's influence, buyers "
                                                      "excluded.")] = None,
     category: Annotated[str | None, typer.Option(help="Category to launch in.")] = None,
@@ -365,7 +360,7 @@ def seed(
     max_fatigue: Annotated[float | None, typer.Option(min=0.0, max=1.0, help="Only seeds whose audience fatigue "
                                                                              "is at most this (default: no "
                                                                              "limit).")] = None,
-    ring_policy: Annotated[RingPolicy, typer.Option(help="Collusive-ring members: exclude (those at or above the "
+    ring_policy: Annotated[str, typer.Option(help="Collusive-ring members: exclude (those at or above the "
                                                   "detector's threshold), discount or ignore.")] = "exclude",
     epsilon: Annotated[float, typer.Option(help="Slack of the (1 - 1/e - epsilon) guarantee.")] = 0.1,
     mc_runs: Annotated[int, typer.Option(min=100, help="Independent Monte Carlo runs for reach and its "
@@ -380,7 +375,7 @@ def seed(
     with progress.stage("seed"):
         report = run_seed(data, k, product=product, category=category, exclude=ids, min_activity=min_activity,
                           max_per_community=max_per_community, max_fatigue=max_fatigue,
-                          ring_policy=ring_policy.value, epsilon=epsilon, mc_runs=mc_runs, seed=seed)
+                          ring_policy=ring_policy, epsilon=epsilon, mc_runs=mc_runs, seed=seed)
     emit(report, as_json)
 
 

@@ -254,6 +254,17 @@ def use(reporter: Reporter) -> Reporter:
 
 
 @contextmanager
+def reporting(reporter: Reporter) -> Iterator[Reporter]:
+    """``reporter`` for the stages inside; then it is closed and the one before is back."""
+    previous = use(reporter)
+    try:
+        yield reporter
+    finally:
+        use(previous)
+        reporter.close()
+
+
+@contextmanager
 def stage(name: str, total: float | None = None, *, each_step: bool = False) -> Iterator[Stage]:
     """A stage of ``total`` steps (None: open-ended) for the installed reporter; ``each_step``: a plain line per
     step (epochs), not only a heartbeat."""

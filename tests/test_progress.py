@@ -29,31 +29,29 @@ def frames(raw: str) -> list[str]:
     return [text for part in re.split(r"\r|\x1b\[\d*A", raw) if (text := ESCAPE.sub("", part).strip())]
 
 
-def test_plain_lines_come_per_step_and_as_a_heartbeat_during_one_long_step() -> None:
+def test_plain_lines_come_per_epoch_and_as_a_heartbeat_during_one_long_step() -> None:
     stream = io.StringIO()
-    reporter = progress.LineReporter(stream, heartbeat=0.05, grace=0.0)
-    previous = progress.use(reporter)
-    try:
+    with progress.reporting(progress.LineReporter(stream, heartbeat=0.05, grace=0.0)):
         with progress.stage("fit", 3, each_step=True) as epochs:
             epochs.advance(note="loss 0.5")
             assert "fit: 1/3 loss 0.5" in stream.getvalue()
             with progress.stage("one long step"):
                 wait_for(lambda: "fit > one long step: running for" in stream.getvalue(), "a heartbeat line")
-        with progress.stage("rank", 100) as ranking:
+    assert "fit: done in" in stream.getvalue() and "\x1b" not in stream.getvalue()
+
+
+def test_plain_lines_of_other_steps_wait_for_the_heartbeat() -> None:
+    stream = io.StringIO()
+    with progress.reporting(progress.LineReporter(stream, heartbeat=60.0, grace=0.0)):
+        with progress.stage("rank users", 100) as ranking:
             ranking.advance(50)
-        assert "rank: 50/100" not in stream.getvalue()  # steps without each_step wait for the heartbeat
-    finally:
-        progress.use(previous)
-        reporter.close()
-    assert "fit: done in" in stream.getvalue() and "rank: done in" in stream.getvalue()
-    assert "\x1b" not in stream.getvalue()
+            assert "rank users: started (100 steps)" in stream.getvalue() and "50/100" not in stream.getvalue()
+    assert "rank users: done in" in stream.getvalue()
 
 
 def test_plain_lines_of_a_run_refused_at_once_are_dropped_and_of_a_quick_run_kept() -> None:
     stream = io.StringIO()
-    reporter = progress.LineReporter(stream, grace=60.0)
-    previous = progress.use(reporter)
-    try:
+    with progress.reporting(progress.LineReporter(stream, grace=60.0)):
         try:
             with progress.stage("seed"), progress.stage("read the dataset"):
                 raise FileNotFoundError("no such directory")
@@ -63,22 +61,16 @@ def test_plain_lines_of_a_run_refused_at_once_are_dropped_and_of_a_quick_run_kep
         with progress.stage("simulate", 2) as parts:
             parts.advance(2)
         assert "simulate: started" in stream.getvalue() and "simulate: done in" in stream.getvalue()
-    finally:
-        progress.use(previous)
-        reporter.close()
 
 
 def test_the_live_display_keeps_the_outer_stage_and_drops_finished_inner_ones() -> None:
     screen = io.StringIO()
-    previous = progress.use(progress.LiveReporter(Console(file=screen, force_terminal=True, width=120)))
-    try:
+    with progress.reporting(progress.LiveReporter(Console(file=screen, force_terminal=True, width=120))):
         with progress.stage("eval", 2) as models:
             for step in range(2):
                 with progress.stage("lightgcn epochs", 3) as epochs:
                     epochs.advance(3, note="loss 0.5")
                 models.advance(note=f"model {step} done")
-    finally:
-        progress.use(previous)
     last = frames(screen.getvalue())[-1]
     assert "eval" in last and "2/2" in last and "model 1 done" in last and "lightgcn" not in last, last
 
