@@ -7,6 +7,7 @@ import math
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -362,6 +363,7 @@ class RedisOnlineStore(OnlineStore):
         self.clock = clock
         self._lock = threading.Lock()
         self._local = threading.local()
+        self._own_connections: weakref.WeakSet[redis.Connection] = weakref.WeakSet()
         self._redis: redis.Redis | RedisCluster | None = None
 
     def purchases_key(self, user_id: str) -> str:
@@ -527,12 +529,16 @@ class RedisOnlineStore(OnlineStore):
         raise AssertionError("unreachable")
 
     def _own_connection(self, client: redis.Redis) -> redis.Connection:
-        """This thread's connection to ``client``'s server, made on its first read (one per request thread, beside
-        the pool's ``max_connections``; the pool closes it with the others)."""
+        """This thread's connection to ``client``'s server, made on its first read: one per reading thread, beside
+        the pool's ``max_connections``, closed by :meth:`close` or when its thread ends (so threads that come and
+        go leave no sockets behind)."""
         local = self._local
         if getattr(local, "client", None) is not client or local.pid != os.getpid():
-            local.connection = client.connection_pool.make_connection()
+            pool = client.connection_pool
+            local.connection = pool.connection_class(**pool.connection_kwargs)
             local.client, local.pid = client, os.getpid()
+            with self._lock:
+                self._own_connections.add(local.connection)
         return local.connection
 
     def _execute(self, action: str, fill: Callable[[Pipeline], object]) -> list:
@@ -585,8 +591,13 @@ class RedisOnlineStore(OnlineStore):
     def close(self) -> None:
         with self._lock:
             client, self._redis = self._redis, None
+            own = list(self._own_connections)
+        for connection in own:
+            connection.disconnect()
         if client is not None:
             client.close()
+            if not self.cluster:  # a client given its pool leaves the pool's connections open on close
+                client.connection_pool.disconnect()
 
     def _client(self) -> redis.Redis | RedisCluster:
         client = self._redis

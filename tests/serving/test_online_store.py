@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import redis
+from conftest import wait_for
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from redis.cluster import RedisCluster
@@ -748,6 +749,17 @@ def test_redis_live_state_resends_over_a_connection_the_server_dropped(
             redis.Redis.from_url(server.url).client_kill_filter(_type="normal", skipme=True)
             with pytest.raises(OnlineStoreError, match="get_live_state"):  # no retry allowed: the drop shows
                 once.get_live_state("u1")
+
+
+def test_redis_close_closes_its_connections(redis_process_factory: Callable[[], Any]) -> None:
+    server = redis_process_factory()
+    admin = redis.Redis.from_url(server.url)
+    store = RedisOnlineStore(server.url, RedisSettings(key_prefix=_unique_prefix()))
+    store.record_purchases([Purchase("u1", "p1", 1.0)])  # over a pooled connection
+    store.get_live_state("u1")  # over this thread's own connection, outside the pool
+    assert len(admin.client_list(_type="normal")) == 3
+    store.close()
+    wait_for(lambda: len(admin.client_list(_type="normal")) == 1, "only the admin's connection is left")
 
 
 # --- the factory
