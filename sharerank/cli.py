@@ -369,8 +369,13 @@ def seed(
     as_json: JsonOption = False,
 ) -> None:
     """Seed sharers for a launch: marginal and cumulative expected reach with 95% intervals, and reasons."""
+    from sharerank.models.seeding.plan import RING_POLICIES
     from sharerank.training.seeding.seed import run_seed
 
+    if not 1 <= k <= 1000:  # before the data is read: refused at once
+        raise UsageError(f"--k: budget must be between 1 and 1000 (got {k})")
+    if ring_policy not in RING_POLICIES:
+        raise UsageError(f"--ring-policy: ring_policy must be one of {', '.join(RING_POLICIES)} (got {ring_policy!r})")
     ids = tuple(u.strip() for u in exclude.split(",") if u.strip())
     with progress.stage("seed"):
         report = run_seed(data, k, product=product, category=category, exclude=ids, min_activity=min_activity,

@@ -32,7 +32,7 @@ from rich.progress import (
 HEARTBEAT_SECONDS = 10.0
 """Longest silence of the plain-lines reporter while a stage runs."""
 GRACE_SECONDS = 1.0
-"""Plain lines wait this long after the outermost stage starts: a run refused at once prints its error alone."""
+"""A stage shorter than this gets one plain line (its end); a run refused within it, none besides its error."""
 
 
 class Stage:
@@ -145,27 +145,26 @@ class LiveReporter(Reporter):
 
 
 class LineReporter(Reporter):
-    """Plain lines for a file or a pipe: each stage's start and end, each step of a stage that asks for it, and
-    a heartbeat line for the innermost stage after ``heartbeat`` seconds without one. Lines are held for the
-    first ``grace`` seconds of the outermost stage and dropped if it fails within them."""
+    """Plain lines for a file or a pipe: a stage's start (once it has run ``grace`` seconds or something inside
+    it prints, so a quick stage gets its end line alone), its end, each step of a stage that asks for it, and a
+    heartbeat line for the innermost stage after ``heartbeat`` seconds without a line. Lines wait for the
+    outermost stage's first ``grace`` seconds and are dropped if it fails within them (the error says it)."""
 
     def __init__(self, stream: TextIO, heartbeat: float = HEARTBEAT_SECONDS, grace: float = GRACE_SECONDS) -> None:
         super().__init__()
         self.stream, self.heartbeat, self.grace = stream, heartbeat, grace
         self.origin = self.last = time.monotonic()
+        self.announced: set[int] = set()  # ids of the open stages whose start line is out
         self.held: list[str] = []
-        self.outermost_started = self.origin
         self.lock = threading.Lock()
         self.stopped = threading.Event()
         self.ticker: threading.Thread | None = None
 
     def started(self, stage: Stage) -> None:
-        if stage.parent is None:
-            self.outermost_started = stage.started
-        total = "" if stage.total is None else f" ({_count(stage.total)} steps)"
-        self.write(f"{stage.path}: started{total}")
+        if stage.parent is None:  # a heartbeat counts from here, not from the imports before
+            self.last = stage.started
         if self.ticker is None:
-            self.ticker = threading.Thread(target=self._beat, name="progress-heartbeat", daemon=True)
+            self.ticker = threading.Thread(target=self._tick, name="progress-lines", daemon=True)
             self.ticker.start()
 
     def changed(self, stage: Stage, stepped: bool) -> None:
@@ -173,13 +172,17 @@ class LineReporter(Reporter):
             self.write(self.status(stage))
 
     def finished(self, stage: Stage, failed: bool) -> None:
-        ended = "failed after" if failed else "done in"
-        self.write(f"{stage.path}: {ended} {_duration(time.monotonic() - stage.started)}"
-                   + (f", {self.count(stage)}" if stage.completed else "") + (f"; {stage.note}" if stage.note else ""))
-        if stage.parent is None:
-            with self.lock:
-                if failed and self.held:  # refused at once: the error alone says it
-                    self.held.clear()
+        with self.lock:
+            announced = id(stage) in self.announced
+            self.announced.discard(id(stage))
+            if announced or not failed:  # a failure of a stage nobody saw start: the error says it
+                ended = "failed after" if failed else "done in"
+                self._line(f"{stage.path}: {ended} {_duration(time.monotonic() - stage.started)}"
+                           + (f", {self.count(stage)}" if stage.completed else "")
+                           + (f"; {stage.note}" if stage.note else ""))
+            if stage.parent is None:
+                if failed and time.monotonic() - stage.started < self.grace:
+                    self.held.clear()  # refused at once: the error line alone
                 self._flush()
 
     def note(self, message: str) -> None:
@@ -203,25 +206,41 @@ class LineReporter(Reporter):
 
     def write(self, line: str) -> None:
         with self.lock:
-            self.last = time.monotonic()
-            self.held.append(f"[{_duration(self.last - self.origin):>7}] {line}\n")
-            if self.last - self.outermost_started >= self.grace:
-                self._flush()
+            self._line(line)
+
+    def _line(self, line: str, announce_before: float | None = None) -> None:
+        """``line`` after the start lines of the open stages not yet announced (or, with ``announce_before``,
+        of those started before then); held during the outermost stage's first ``grace`` seconds."""
+        now = time.monotonic()
+        for stage in list(self.open):
+            if id(stage) not in self.announced and (announce_before is None or stage.started <= announce_before):
+                self.announced.add(id(stage))
+                total = "" if stage.total is None else f" ({_count(stage.total)} steps)"
+                self.held.append(f"[{_duration(now - self.origin):>7}] {stage.path}: started{total}\n")
+        if line:
+            self.held.append(f"[{_duration(now - self.origin):>7}] {line}\n")
+        if not self.open or now - self.open[0].started >= self.grace:
+            self._flush()
 
     def _flush(self) -> None:
         if self.held and not self.stopped.is_set():
+            self.last = time.monotonic()
             self.stream.write("".join(self.held))
             self.stream.flush()
         self.held.clear()
 
-    def _beat(self) -> None:
+    def _tick(self) -> None:
+        """Heartbeats, the start lines of stages that have run ``grace`` seconds, and held lines once due."""
         while not self.stopped.wait(min(self.heartbeat, self.grace or self.heartbeat) / 4):
-            stages = list(self.open)
-            if stages and time.monotonic() - self.last >= self.heartbeat:
-                self.write(self.status(stages[-1]))
-            elif stages and time.monotonic() - self.outermost_started >= self.grace:
-                with self.lock:
-                    self._flush()
+            with self.lock:
+                stages = list(self.open)
+                if not stages:
+                    continue
+                now = time.monotonic()
+                if now - self.last >= self.heartbeat:
+                    self._line(self.status(stages[-1]))
+                else:
+                    self._line("", announce_before=now - self.grace)
 
 
 def _count(value: float) -> str:
