@@ -13,6 +13,7 @@ import signal
 import sys
 import threading
 from concurrent import futures
+from typing import TYPE_CHECKING
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")  # before faiss is imported: set later, it misses gRPC's threads
 
@@ -28,10 +29,14 @@ from sharerank.serving.bulkhead import GIL_SWITCH_S, Bulkhead  # noqa: E402
 from sharerank.serving.events.healer import LiveStateHealer  # noqa: E402
 from sharerank.serving.events.journal import EventJournal, open_event_journal  # noqa: E402
 from sharerank.serving.model_holder import ModelHolder, ModelLoadError  # noqa: E402
-from sharerank.serving.observability import MetricsInterceptor, ServerMetrics  # noqa: E402
+from sharerank.serving.observability import MetricsInterceptor, RequestLogInterceptor, ServerMetrics  # noqa: E402
 from sharerank.serving.online_store import OnlineStore  # noqa: E402
 from sharerank.serving.online_store.breaker import CircuitBreaker, GuardedOnlineStore  # noqa: E402
 from sharerank.serving.tls import check_transport, server_credentials  # noqa: E402
+from sharerank.serving.tracing import otlp_provider, server_interceptors  # noqa: E402
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +55,7 @@ class Server:
         self.grpc_server, self.port, self.parts, self.breaker = grpc_server, port, parts, breaker
         self.holder, self.event_log, self.healer = parts.holder, parts.event_log, parts.healer
         self.health, self.metrics, self.metrics_port = health_servicer, metrics, metrics_port
+        self.tracer_provider: TracerProvider | None = None
 
     def mark_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
@@ -67,10 +73,13 @@ class Server:
         self.event_log.close()  # after the in-flight RecordEvents calls finished
         if self.metrics is not None:
             self.metrics.stop_http()
+        if self.tracer_provider is not None:
+            self.tracer_provider.force_flush(timeout_millis=2000)  # the last calls' spans reach the collector
 
 
 def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | None = None,
-                  address: str | None = None, metrics_address: str | None = None, replica: int = 0) -> Server:
+                  address: str | None = None, metrics_address: str | None = None, replica: int = 0,
+                  tracer_provider: TracerProvider | None = None) -> Server:
     """Builds and starts the server on ``address`` (default ``host:port`` from settings; port 0 picks one).
 
     Prometheus metrics go to ``metrics_address`` (default ``host:metrics_port``; port 0 there picks one),
@@ -80,7 +89,8 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
     the alias poller (or ReloadModel) loads it later. RecordEvents appends to the event journal settings name
     (:func:`~sharerank.serving.events.journal.open_event_journal`): the shared stream, or the file log in
     ``event_log_dir``, which this server holds until :meth:`Server.stop`. ``replica`` numbers the processes of
-    one ``serve --processes N``.
+    one ``serve --processes N``. Calls are traced with ``tracer_provider``, by default an OTLP exporter when
+    ``otlp_endpoint`` is set (:mod:`~sharerank.serving.tracing`).
 
     Raises:
         TLSSettingsError: a TLS file cannot be used, or auth tokens without TLS on a non-loopback address.
@@ -92,14 +102,17 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
     credentials = server_credentials(settings)
     event_log = open_event_journal(settings, replica)
     try:
-        return _start(settings, store, holder, address, metrics_address, event_log, credentials)
+        if tracer_provider is None and settings.otlp_endpoint:
+            tracer_provider = otlp_provider(settings.otlp_endpoint)
+        return _start(settings, store, holder, address, metrics_address, event_log, credentials, tracer_provider)
     except BaseException:
         event_log.close()
         raise
 
 
 def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, address: str,
-           metrics_address: str | None, event_log: EventJournal, credentials: grpc.ServerCredentials | None) -> Server:
+           metrics_address: str | None, event_log: EventJournal, credentials: grpc.ServerCredentials | None,
+           tracer_provider: TracerProvider | None) -> Server:
     holder = holder or ModelHolder(settings)
     # Loaded before the port is bound: with replicas on one port (SO_REUSEPORT) the kernel hands this process
     # connections from the moment it listens, and a call there must not find it still loading.
@@ -112,6 +125,8 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
     metrics = ServerMetrics() if metrics_address is not None or settings.metrics_port else None
     # Metrics outermost, so the calls auth rejects are counted (by code) like any other.
     interceptors = [MetricsInterceptor(metrics)] if metrics is not None else []
+    interceptors += server_interceptors(tracer_provider)  # rejected calls are traced too
+    interceptors.append(RequestLogInterceptor(lambda: holder.current.version if holder.current else ""))
     if settings.auth_tokens:
         interceptors.append(BearerAuthInterceptor(settings.auth_tokens))
     grpc_server = grpc.server(futures.ThreadPoolExecutor(max_workers=settings.workers, thread_name_prefix="grpc"),
@@ -156,6 +171,7 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
             metrics_port = None
     grpc_server.start()
     server = Server(grpc_server, port, parts, breaker, health_servicer, metrics, metrics_port)
+    server.tracer_provider = tracer_provider
     server.mark_serving(False)
     holder.add_listener(lambda _: server.mark_serving(True))
     server.mark_serving(holder.current is not None)

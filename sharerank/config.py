@@ -141,6 +141,12 @@ class Settings(BaseSettings):
         description="Prometheus /metrics HTTP port, on `host`; 0 disables metrics. If the port is taken the "
         "server logs an error and serves without metrics.",
     )
+    otlp_endpoint: str | None = Field(
+        None,
+        description="OpenTelemetry collector (OTLP over gRPC, e.g. http://127.0.0.1:4317) that gets a trace of every "
+        "call: a span per call, per feed stage and per online-store round trip; replies carry x-trace-id. Unset "
+        "(the default): tracing is off and costs nothing.",
+    )
     tls_cert_file: Path | None = Field(
         None,
         description="PEM certificate chain the gRPC server presents (its own certificate first); with tls_key_file "

@@ -7,8 +7,10 @@ Hydrators read live state once (the only I/O) and fail open; every later stage r
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from time import perf_counter
 
 import numpy as np
 
@@ -33,7 +35,9 @@ from sharerank.serving.feed.sources.friends_bought import FriendsBoughtSource
 from sharerank.serving.feed.sources.item_item import ItemItemSource
 from sharerank.serving.feed.sources.popular import PopularSource
 from sharerank.serving.feed.sources.shared_to_you import SharedToYouSource
+from sharerank.serving.observability import observe_stage
 from sharerank.serving.online_store import OnlineStore
+from sharerank.serving.tracing import span
 
 log = logging.getLogger(__name__)
 
@@ -87,33 +91,41 @@ class FeedPipeline:
                           exclude_products=exclude_products, explain=explain, model=model,
                           user_row=model.user_rows.get(user_id), served=served,
                           served_by_sharer=served_by_sharer or {})
-        for hydrator in self.hydrators:
-            query = hydrator.hydrate(query)
+        with _stage("hydrate"):
+            for hydrator in self.hydrators:
+                query = hydrator.hydrate(query)
         # Candidates travel as columns (a Candidates batch): no stage builds an object per candidate.
-        candidates = Candidates.concat([source.fetch(query) for source in self.sources if source.applies(query)])
-        for stage in self.filters:
-            result = stage.apply(query, candidates)
-            if result.removed:
-                log.debug("%s removed %d candidates", stage.name, len(result.removed))
-            candidates = result.kept
+        with _stage("sources"):
+            candidates = Candidates.concat([source.fetch(query) for source in self.sources if source.applies(query)])
+        with _stage("filters"):
+            for stage in self.filters:
+                result = stage.apply(query, candidates)
+                if result.removed:
+                    log.debug("%s removed %d candidates", stage.name, len(result.removed))
+                candidates = result.kept
         # Scores travel beside the candidates, so no stage rebuilds them; only the page is built again.
-        scores = candidates.scores
-        for scorer in self.scorers:
-            scores = scorer.score(query, candidates, scores)
-        for cap in self.caps:
-            capped = cap.apply(query, candidates, scores)
-            if len(capped.removed):
-                log.debug("%s held back %d candidates", cap.name, len(capped.removed))
-            candidates, scores = capped.kept, capped.scores
-        order = None
-        for reranker in self.rerankers:
-            if order is not None:
-                candidates = candidates.take(order)
-            order, scores = reranker.rerank(query, candidates, scores)
-        top = order[:page_size] if order is not None else np.arange(min(page_size, len(candidates)))
-        page = candidates.take(top)
-        return FeedPage(items=self._page(query, page, scores[:page_size]), has_more=len(candidates) > page_size,
-                        degraded=query.degraded, served_by_sharer=tally_served(query, page.row_list))
+        with _stage("scorers"):
+            scores = candidates.scores
+            for scorer in self.scorers:
+                scores = scorer.score(query, candidates, scores)
+        with _stage("caps"):
+            for cap in self.caps:
+                capped = cap.apply(query, candidates, scores)
+                if len(capped.removed):
+                    log.debug("%s held back %d candidates", cap.name, len(capped.removed))
+                candidates, scores = capped.kept, capped.scores
+        with _stage("rerankers"):
+            order = None
+            for reranker in self.rerankers:
+                if order is not None:
+                    candidates = candidates.take(order)
+                order, scores = reranker.rerank(query, candidates, scores)
+        with _stage("page"):
+            top = order[:page_size] if order is not None else np.arange(min(page_size, len(candidates)))
+            page = candidates.take(top)
+            items = self._page(query, page, scores[:page_size])
+        return FeedPage(items=items, has_more=len(candidates) > page_size, degraded=query.degraded,
+                        served_by_sharer=tally_served(query, page.row_list))
 
     def _page(self, query: FeedQuery, page: Candidates, scores: np.ndarray) -> list[Candidate]:
         """The page's candidates with their final scores; with ``explain``, scorers' reasons (social proof) go
@@ -129,3 +141,12 @@ class FeedPipeline:
 
 def _always(query: FeedQuery) -> bool:
     return True
+
+
+@contextmanager
+def _stage(name: str) -> Iterator[None]:
+    """Times a kind of stage into the per-stage histogram, inside a span of its own when the call is traced."""
+    start = perf_counter()
+    with span(f"feed.{name}"):
+        yield
+    observe_stage(name, perf_counter() - start)

@@ -36,7 +36,10 @@ from sharerank.serving.online_store.base import (
     Share,
     ShareFatigue,
 )
+from sharerank.serving.tracing import span
 
+_SPAN = {"db.system": "redis"}
+"""Attributes of a round trip's span (OpenTelemetry's database conventions)."""
 _NINETY_DAYS_S = 90 * 24 * 3600
 # SCAN/UNLINK page size for clear(): large enough to be quick, small enough not to stall Redis.
 _CLEAR_BATCH = 1000
@@ -414,7 +417,7 @@ class RedisOnlineStore(OnlineStore):
                 bought[p.product_id] = p.ts
                 by_product.setdefault(p.product_id, {})[p.user_id] = p.ts
         ttl = self.settings.purchase_ttl_s
-        with _backend_errors("record_purchases"):
+        with _backend_errors("record_purchases"), span("online_store.record_purchases", **_SPAN):
             with self._client().pipeline(transaction=False) as pipe:
                 for user_id, scores in newest.items():
                     key = self.purchases_key(user_id)
@@ -507,7 +510,7 @@ class RedisOnlineStore(OnlineStore):
         a plain command that redis-py routes by the keys' slot.
         """
         command = ("EVALSHA", script.sha, len(keys), *keys, *args)
-        with _backend_errors(action):
+        with _backend_errors(action), span(f"online_store.{action}", **_SPAN):
             client = self._client()
             try:
                 return self._send(client, command)
@@ -547,7 +550,7 @@ class RedisOnlineStore(OnlineStore):
         Redis forgets scripts on a restart or ``SCRIPT FLUSH``: EVALSHA then fails with NOSCRIPT, and the
         whole pipeline is resent after ``SCRIPT LOAD`` (every command here is idempotent).
         """
-        with _backend_errors(action):
+        with _backend_errors(action), span(f"online_store.{action}", **_SPAN):
             client = self._client()
             for attempt in range(2):
                 try:

@@ -1,0 +1,88 @@
+"""Traces: OpenTelemetry spans for every call, each feed stage and each online-store round trip; off by default.
+
+On when ``otlp_endpoint`` is set (spans go there over OTLP/gRPC in batches) or when a test hands
+:func:`server_interceptors` a tracer provider of its own (an in-memory exporter). Then:
+
+- the gRPC server is instrumented by ``opentelemetry-instrumentation-grpc`` (one server span per call, a
+  caller's ``traceparent`` continued);
+- each reply carries its trace id in the ``x-trace-id`` header, so a storefront can quote a slow call;
+- :func:`span` opens a child span (a feed stage, a Redis round trip) only while a sampled call's span is
+  current: with tracing off it costs one context-variable read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.instrumentation.grpc import server_interceptor
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+log = logging.getLogger(__name__)
+
+TRACE_ID_HEADER = "x-trace-id"
+
+# The tracer of the server handling the current call (set per call; None: tracing off for this call).
+_tracer: contextvars.ContextVar[trace.Tracer | None] = contextvars.ContextVar("sharerank_tracer", default=None)
+
+
+def otlp_provider(endpoint: str, service_name: str = "sharerank") -> TracerProvider:
+    """A provider exporting to an OTLP/gRPC collector at ``endpoint`` in batches (off the request path)."""
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
+    return provider
+
+
+def server_interceptors(provider: TracerProvider | None) -> list[grpc.ServerInterceptor]:
+    """The interceptors that trace a server's calls with ``provider``; none when it is None (tracing off)."""
+    if provider is None:
+        return []
+    return [server_interceptor(tracer_provider=provider), _TraceIdInterceptor(provider.get_tracer(__name__))]
+
+
+@contextlib.contextmanager
+def span(name: str, **attributes: Any) -> Iterator[None]:
+    """A child span of the current call's span, when the call is traced; else nothing."""
+    tracer = _tracer.get()
+    if tracer is None:
+        yield
+        return
+    with tracer.start_as_current_span(name, attributes=attributes or None):
+        yield
+
+
+class _TraceIdInterceptor(grpc.ServerInterceptor):
+    """Inside the instrumentation's span: makes this server's tracer current for :func:`span` and sends the
+    trace id in the reply's headers."""
+
+    def __init__(self, tracer: trace.Tracer) -> None:
+        self.tracer = tracer
+
+    def intercept_service(self, continuation, handler_call_details):
+        handler = continuation(handler_call_details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior, tracer = handler.unary_unary, self.tracer
+
+        def traced(request, context):
+            context_span = trace.get_current_span().get_span_context()
+            if not context_span.is_valid or not context_span.trace_flags.sampled:
+                return behavior(request, context)
+            context.send_initial_metadata(((TRACE_ID_HEADER, format(context_span.trace_id, "032x")),))
+            token = _tracer.set(tracer)
+            try:
+                return behavior(request, context)
+            finally:
+                _tracer.reset(token)
+
+        return grpc.unary_unary_rpc_method_handler(traced, request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)

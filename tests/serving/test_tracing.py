@@ -1,0 +1,97 @@
+"""Traces of the real server (spans read from an in-memory exporter): one GetFeed yields its call span, a span per
+pipeline stage and one per Redis round trip, and the reply names its trace; off, no span and no header."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from sharerank.serving.online_store import RedisSettings, open_online_store
+from sharerank.serving.server import Server, create_server
+from sharerank.serving.tracing import TRACE_ID_HEADER
+from sharerank.v1 import feed_service_pb2, feed_service_pb2_grpc
+
+STAGES = {"feed.hydrate", "feed.sources", "feed.filters", "feed.scorers", "feed.caps", "feed.rerankers", "feed.page"}
+
+
+@pytest.fixture
+def exporter() -> InMemorySpanExporter:
+    return InMemorySpanExporter()
+
+
+def start(registry, redis_url: str, provider: TracerProvider | None) -> Server:
+    settings, _ = registry
+    store = open_online_store(redis_url, settings=RedisSettings(key_prefix=f"trace-{uuid.uuid4().hex[:8]}:"))
+    return create_server(settings.model_copy(update={"event_log_dir": settings.home / f"events-{uuid.uuid4().hex}"}),
+                         store, address="127.0.0.1:0", metrics_address="127.0.0.1:0", tracer_provider=provider)
+
+
+@pytest.fixture
+def traced(registry, redis_url: str, exporter: InMemorySpanExporter) -> Iterator[Server]:
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    server = start(registry, redis_url, provider)
+    yield server
+    server.stop(grace=None)
+
+
+def get_feed(server: Server) -> tuple[feed_service_pb2.GetFeedResponse, dict[str, str]]:
+    with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        response, call = feed_service_pb2_grpc.FeedServiceStub(channel).GetFeed.with_call(
+            feed_service_pb2.GetFeedRequest(user_id="anyone", page_size=5, explain=True), timeout=10)
+        return response, dict(call.initial_metadata())
+
+
+def test_one_get_feed_yields_a_span_per_stage_and_redis_round_trip(traced: Server,
+                                                                   exporter: InMemorySpanExporter) -> None:
+    response, headers = get_feed(traced)
+    assert len(response.items) == 5
+    spans = exporter.get_finished_spans()
+    (call,) = [s for s in spans if s.name == "/sharerank.v1.FeedService/GetFeed"]
+    trace_id = call.context.trace_id
+    children = [s for s in spans if s.context.trace_id == trace_id and s is not call]
+    assert STAGES <= {s.name for s in children}
+    redis = [s for s in children if s.name.startswith("online_store.")]
+    assert redis and all(s.attributes.get("db.system") == "redis" for s in redis)
+    hydrate = next(s for s in children if s.name == "feed.hydrate")
+    assert any(s.parent.span_id == hydrate.context.span_id for s in redis)  # the live-state read is the hydrator's
+    assert all(s.parent is not None for s in children)
+    assert headers[TRACE_ID_HEADER] == format(trace_id, "032x")
+
+
+def test_tracing_off_sends_no_header_and_records_nothing(registry, redis_url: str,
+                                                         exporter: InMemorySpanExporter) -> None:
+    server = start(registry, redis_url, None)
+    try:
+        response, headers = get_feed(server)
+    finally:
+        server.stop(grace=None)
+    assert len(response.items) == 5
+    assert TRACE_ID_HEADER not in headers and exporter.get_finished_spans() == ()
+
+
+def test_calls_are_logged_with_their_ids_and_failures_always(traced: Server, caplog: pytest.LogCaptureFixture,
+                                                             registry) -> None:
+    _, report = registry
+    with caplog.at_level(logging.DEBUG, logger="sharerank.requests"):
+        with grpc.insecure_channel(f"127.0.0.1:{traced.port}") as channel:
+            feed_service_pb2_grpc.FeedServiceStub(channel).GetFeed(
+                feed_service_pb2.GetFeedRequest(user_id="anyone", page_size=3), metadata=(("x-request-id", "r-1"),),
+                timeout=10)
+    (ok,) = [r for r in caplog.records if r.name == "sharerank.requests"]
+    assert (ok.levelno, ok.request_id, ok.outcome, ok.model_version) == (logging.DEBUG, "r-1", "OK", report["version"])
+    assert len(ok.trace_id) == 32 and ok.method == "sharerank.v1.FeedService/GetFeed"
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="sharerank.requests"):  # failures are logged at any level
+        with grpc.insecure_channel(f"127.0.0.1:{traced.port}") as channel, pytest.raises(grpc.RpcError):
+            feed_service_pb2_grpc.FeedServiceStub(channel).GetFeed(
+                feed_service_pb2.GetFeedRequest(user_id="", page_size=3), timeout=10)
+    (failed,) = [r for r in caplog.records if r.name == "sharerank.requests"]
+    assert failed.levelno == logging.WARNING and failed.outcome == "INVALID_ARGUMENT" and len(failed.request_id) == 32
