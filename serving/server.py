@@ -103,7 +103,7 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
     event_log = open_event_journal(settings, replica)
     try:
         if tracer_provider is None and settings.otlp_endpoint:
-            tracer_provider = otlp_provider(settings.otlp_endpoint)
+            tracer_provider = otlp_provider(settings.otlp_endpoint, settings.trace_sample_ratio)
         return _start(settings, store, holder, address, metrics_address, event_log, credentials, tracer_provider)
     except BaseException:
         event_log.close()

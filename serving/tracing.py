@@ -1,11 +1,13 @@
 """Traces: OpenTelemetry spans for every call, each feed stage and each online-store round trip; off by default.
 
-On when ``otlp_endpoint`` is set (spans go there over OTLP/gRPC in batches) or when a test hands
+On when ``otlp_endpoint`` is set (spans go there over OTLP/gRPC in batches; ``trace_sample_ratio`` of the calls
+are traced, and every call whose caller sent a sampled ``traceparent``) or when a test hands
 :func:`server_interceptors` a tracer provider of its own (an in-memory exporter). Then:
 
 - the gRPC server is instrumented by ``opentelemetry-instrumentation-grpc`` (one server span per call, a
   caller's ``traceparent`` continued);
-- each reply carries its trace id in the ``x-trace-id`` header, so a storefront can quote a slow call;
+- each traced call's reply carries its trace id in the ``x-trace-id`` header, so a storefront can quote a
+  slow call;
 - :func:`span` opens a child span (a feed stage, a Redis round trip) only while a sampled call's span is
   current: with tracing off it costs one context-variable read.
 """
@@ -24,6 +26,7 @@ from opentelemetry.instrumentation.grpc import server_interceptor
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +36,13 @@ TRACE_ID_HEADER = "x-trace-id"
 _tracer: contextvars.ContextVar[trace.Tracer | None] = contextvars.ContextVar("sharerank_tracer", default=None)
 
 
-def otlp_provider(endpoint: str, service_name: str = "sharerank") -> TracerProvider:
-    """A provider exporting to an OTLP/gRPC collector at ``endpoint`` in batches (off the request path)."""
+def otlp_provider(endpoint: str, sample_ratio: float, service_name: str = "sharerank") -> TracerProvider:
+    """A provider exporting to an OTLP/gRPC collector at ``endpoint`` in batches (off the request path), tracing
+    ``sample_ratio`` of the calls that arrive without a sampled parent."""
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
 
-    provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
+    provider = TracerProvider(resource=Resource.create({"service.name": service_name}),
+                              sampler=ParentBased(TraceIdRatioBased(sample_ratio)))
     provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=endpoint)))
     return provider
 

@@ -95,3 +95,34 @@ def test_calls_are_logged_with_their_ids_and_failures_always(traced: Server, cap
                 feed_service_pb2.GetFeedRequest(user_id="", page_size=3), timeout=10)
     (failed,) = [r for r in caplog.records if r.name == "sharerank.requests"]
     assert failed.levelno == logging.WARNING and failed.outcome == "INVALID_ARGUMENT" and len(failed.request_id) == 32
+
+
+def test_spans_reach_an_otlp_collector_when_an_endpoint_is_set(registry, redis_url: str) -> None:
+    """A real OTLP/gRPC receiver on loopback gets the call's spans (every call sampled here) by the server's stop."""
+    from concurrent import futures
+
+    from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
+
+    received: list[str] = []
+
+    class Collector(trace_service_pb2_grpc.TraceServiceServicer):
+        def Export(self, request, context):
+            received.extend(span.name for resource in request.resource_spans for scope in resource.scope_spans
+                            for span in scope.spans)
+            return trace_service_pb2.ExportTraceServiceResponse()
+
+    collector = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Collector(), collector)
+    port = collector.add_insecure_port("127.0.0.1:0")
+    collector.start()
+    settings, _ = registry
+    server = create_server(settings.model_copy(update={
+        "event_log_dir": settings.home / f"events-{uuid.uuid4().hex}", "otlp_endpoint": f"http://127.0.0.1:{port}",
+        "trace_sample_ratio": 1.0}), open_online_store(redis_url), address="127.0.0.1:0")
+    try:
+        _, headers = get_feed(server)
+    finally:
+        server.stop(grace=None)  # flushes the batch
+        collector.stop(None)
+    assert TRACE_ID_HEADER in headers
+    assert "/sharerank.v1.FeedService/GetFeed" in received and STAGES <= set(received)

@@ -1,0 +1,160 @@
+"""What tracing costs a feed: three servers of the same model, measured in turn by one client.
+
+    .venv/bin/python bench/bench_tracing.py --users 20000 --feeds 2000 --repeats 5 --out-json bench/results/tracing.json
+
+A simulated world (``--users``) is trained into a throwaway registry, then served by three processes of this
+script (``--serve MODE``), each ``create_server`` with the in-process store, metrics off:
+
+- ``bare``: the feed's stage timers replaced by a no-op (the code as it was before traces and stage metrics);
+- ``off``: as shipped with tracing off (stage timers on for the Prometheus histogram; no span);
+- ``on``: tracing on as shipped (``trace_sample_ratio`` of the calls traced, 0.1 by default): the gRPC
+  instrumentation on every call, and for traced calls a span per stage and per store round trip, exported in
+  batches (``BatchSpanProcessor``) to an exporter that drops them (no collector here: the network send is not
+  measured, it runs off the request path);
+- ``on-all``: the same with every call traced (ratio 1).
+
+The client (this process) sends ``--feeds`` GetFeed calls (page_size 20, explain on, one in flight) to each
+server in turn, ``--repeats`` times, so drift hits all three alike. Reported per mode: client p50 and mean (ms),
+medians with [min, max] over repeats, and the ratios off/bare, on/off and on-all/off of each repeat. JSON on stdout (and
+``--out-json``), progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_faults import build_registry, free_port  # noqa: E402
+from report import emit, log  # noqa: E402
+
+MODES = ("bare", "off", "on", "on-all")
+
+
+def serve(mode: str, home: Path, port: int) -> None:
+    """A server process: ``mode`` as the module says, until SIGTERM."""
+    from sharerank.config import Settings
+    from sharerank.serving.online_store import InMemoryOnlineStore
+    from sharerank.serving.server import create_server, serve_forever
+
+    provider = None
+    if mode == "bare":
+        import sharerank.serving.feed.pipeline as pipeline
+
+        pipeline._stage = lambda name: contextlib.nullcontext()
+    else:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+
+        class Drop(SpanExporter):
+            def export(self, spans):
+                return SpanExportResult.SUCCESS
+
+        ratio = 1.0 if mode == "on-all" else Settings().trace_sample_ratio
+        provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+        provider.add_span_processor(BatchSpanProcessor(Drop()))
+    settings = Settings(home=home, reload_poll_seconds=0, metrics_port=0, event_log_dir=home / f"events-{mode}")
+    serve_forever(create_server(settings, InMemoryOnlineStore(), address=f"127.0.0.1:{port}",
+                                tracer_provider=provider))
+
+
+def measure(port: int, users: list[str], feeds: int) -> list[float]:
+    import grpc
+
+    from sharerank.v1 import feed_service_pb2, feed_service_pb2_grpc
+
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        stub = feed_service_pb2_grpc.FeedServiceStub(channel)
+        latencies = []
+        for i in range(feeds):
+            request = feed_service_pb2.GetFeedRequest(user_id=users[i % len(users)], page_size=20, explain=True)
+            start = time.perf_counter()
+            stub.GetFeed(request, timeout=5)
+            latencies.append((time.perf_counter() - start) * 1000)
+    return latencies
+
+
+def wait_serving(port: int, process: subprocess.Popen) -> None:
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + 180
+    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(grpc.RpcError):
+                if health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1).status == 1:
+                    return
+            if process.poll() is not None:
+                sys.exit(f"server exited with {process.returncode}")
+            time.sleep(0.1)
+    sys.exit("server did not become SERVING")
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    return {"median": round(statistics.median(values), 4), "min": round(min(values), 4),
+            "max": round(max(values), 4)}
+
+
+def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
+    home, _, users = build_registry(workdir, args.users, args.seed)
+    ports = {mode: free_port() for mode in MODES}
+    servers = {mode: subprocess.Popen([sys.executable, __file__, "--serve", mode, "--home", str(home), "--port",
+                                       str(ports[mode])], stdout=subprocess.DEVNULL, env=dict(os.environ))
+               for mode in MODES}
+    try:
+        for mode in MODES:
+            wait_serving(ports[mode], servers[mode])
+        for mode in MODES:
+            measure(ports[mode], users, 200)  # warm-up: caches, connections, the first span batch
+        repeats: list[dict[str, dict[str, float]]] = []
+        for repeat in range(args.repeats):
+            row = {}
+            for mode in MODES:
+                latencies = measure(ports[mode], users, args.feeds)
+                row[mode] = {"p50_ms": statistics.median(latencies), "mean_ms": statistics.fmean(latencies)}
+            repeats.append(row)
+            log(f"repeat {repeat + 1}: " + ", ".join(f"{m} p50 {row[m]['p50_ms']:.3f} ms" for m in MODES))
+    finally:
+        for process in servers.values():
+            process.send_signal(signal.SIGTERM)
+        for process in servers.values():
+            process.wait(timeout=30)
+    summary: dict[str, Any] = {m: {k: spread([r[m][k] for r in repeats]) for k in ("p50_ms", "mean_ms")}
+                               for m in MODES}
+    for name, (a, b) in {"off_over_bare": ("off", "bare"), "on_over_off": ("on", "off"),
+                         "on_all_over_off": ("on-all", "off")}.items():
+        summary[name] = {k: spread([r[a][k] / r[b][k] for r in repeats]) for k in ("p50_ms", "mean_ms")}
+    return {"config": {k: v for k, v in vars(args).items() if k not in ("out_json", "serve", "home", "port")},
+            "repeats": repeats, "summary": summary}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=20000)
+    parser.add_argument("--feeds", type=int, default=2000, help="GetFeed calls per server per repeat.")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--out-json", type=Path)
+    parser.add_argument("--serve", choices=MODES, help=argparse.SUPPRESS)
+    parser.add_argument("--home", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.home, args.port)
+        return
+    with tempfile.TemporaryDirectory(prefix="sharerank-tracing-") as workdir:
+        emit(run(args, Path(workdir)), args.out_json)
+
+
+if __name__ == "__main__":
+    main()
