@@ -156,7 +156,7 @@ def simulate(
     given = {"mean_degree": mean_degree, "fatigue_window_days": fatigue_window_days, "rings": rings,
              "ring_size": ring_size}
     knobs = {name: value for name, value in given.items() if value is not None}
-    with progress.stage("simulate", 100) as stage:  # percent done, the note says which part
+    with progress.stage("simulate", 100, unit="percent") as stage:  # the note says which part
         summary = simulate_world(out, users=users, seed=seed, log=log.value, **knobs,
                                  progress=lambda part, frac: stage.update(completed=100 * frac, note=part))
     emit({"out": str(out), **summary}, as_json)
@@ -317,7 +317,7 @@ def eval(  # noqa: A001 - the command is called eval
     for name in model_names(trainable=True):
         if name in names and overrides:
             params[name] = {**overrides, **params.get(name, {})}
-    with progress.stage("eval", len(names)) as stage:  # a step per model; fits, epochs and ranking inside
+    with progress.stage("eval", len(names), unit="models") as stage:  # fits, epochs and ranking inside
         report = run_evaluation(data, Settings(), names, k=k, seed=seed, params=params, refit=refit,
                                 budget_seconds=budget, on_model=lambda name, _: stage.advance(note=f"{name} done"))
     stderr.print(_results_table(report, k))

@@ -47,7 +47,7 @@ def run_demo(settings: Settings, *, users: int, budget: float, seed: int) -> dic
     simulated, data_dir, events_dir = (settings.home / name for name in ("demo-simulated", "demo-world", "demo-events"))
     for folder in (simulated, data_dir, events_dir):
         shutil.rmtree(folder, ignore_errors=True)
-    with progress.stage("simulate", 100) as stage:  # percent done, the note says which part
+    with progress.stage("simulate", 100, unit="percent") as stage:  # the note says which part
         world = simulate_world(simulated, users=users, seed=seed,
                                progress=lambda part, frac: stage.update(completed=100 * frac, note=part))
     live = _hold_back(simulated, data_dir, LIVE_FRACTION)

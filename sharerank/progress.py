@@ -38,9 +38,10 @@ GRACE_SECONDS = 1.0
 class Stage:
     """One running stage: ``completed`` of ``total`` steps (None: open-ended) and the latest note."""
 
-    def __init__(self, reporter: Reporter, name: str, total: float | None, each_step: bool,
+    def __init__(self, reporter: Reporter, name: str, total: float | None, each_step: bool, unit: str,
                  parent: Stage | None) -> None:
         self.reporter, self.name, self.total, self.each_step, self.parent = reporter, name, total, each_step, parent
+        self.unit = unit
         self.completed = 0.0
         self.note = ""
         self.started = time.monotonic()
@@ -80,8 +81,8 @@ class Reporter:
     def __init__(self) -> None:
         self.open: list[Stage] = []
 
-    def begin(self, name: str, total: float | None, each_step: bool) -> Stage:
-        stage = Stage(self, name, total, each_step, self.open[-1] if self.open else None)
+    def begin(self, name: str, total: float | None, each_step: bool, unit: str = "steps") -> Stage:
+        stage = Stage(self, name, total, each_step, unit, self.open[-1] if self.open else None)
         self.open.append(stage)
         self.started(stage)
         return stage
@@ -215,7 +216,7 @@ class LineReporter(Reporter):
         for stage in list(self.open):
             if id(stage) not in self.announced and (announce_before is None or stage.started <= announce_before):
                 self.announced.add(id(stage))
-                total = "" if stage.total is None else f" ({_count(stage.total)} steps)"
+                total = "" if stage.total is None else f" ({_count(stage.total)} {stage.unit})"
                 self.held.append(f"[{_duration(now - self.origin):>7}] {stage.path}: started{total}\n")
         if line:
             self.held.append(f"[{_duration(now - self.origin):>7}] {line}\n")
@@ -284,11 +285,11 @@ def reporting(reporter: Reporter) -> Iterator[Reporter]:
 
 
 @contextmanager
-def stage(name: str, total: float | None = None, *, each_step: bool = False) -> Iterator[Stage]:
+def stage(name: str, total: float | None = None, *, each_step: bool = False, unit: str = "steps") -> Iterator[Stage]:
     """A stage of ``total`` steps (None: open-ended) for the installed reporter; ``each_step``: a plain line per
-    step (epochs), not only a heartbeat."""
+    step (epochs), not only a heartbeat; ``unit`` names what is counted."""
     reporter = _reporter
-    running = reporter.begin(name, total, each_step)
+    running = reporter.begin(name, total, each_step, unit)
     try:
         yield running
     except BaseException:

@@ -47,7 +47,7 @@ def rank(scorer: Scorer, users: np.ndarray, seen: sp.csr_matrix, k: int,
          batch_size: int = 1024) -> tuple[np.ndarray, np.ndarray]:
     """Top-``k`` products and scores per user over the whole catalogue, ``seen`` products excluded."""
     tops, scores = [], []
-    with progress.stage("rank users", len(users)) as shown:
+    with progress.stage("rank users", len(users), unit="users") as shown:
         for batch in _batches(users, batch_size):
             s = scorer.score(batch).float()
             rows = seen[batch]

@@ -158,7 +158,7 @@ def train_model(dataset: Dataset, split: Split, config: TrainConfig,
     Without validation interactions the last epoch is kept. Each epoch is a step of a progress stage, with its
     loss and validation Recall@20.
     """
-    with progress.stage(f"{config.model} epochs", config.epochs, each_step=True) as shown:
+    with progress.stage(f"{config.model} epochs", config.epochs, each_step=True, unit="epochs at most") as shown:
 
         def epoch_done(epoch: int, figures: dict[str, float]) -> None:
             shown.advance(note=_epoch_note(figures))

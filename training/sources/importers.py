@@ -449,7 +449,8 @@ class _Lines:
 @contextmanager
 def _read(path: Path, **open_args: Any) -> Iterator[_Lines]:
     """``path`` opened for reading as a progress stage ("read FILE", counted in characters of its size)."""
-    with path.open(**open_args) as file, progress.stage(f"read {path.name}", path.stat().st_size) as shown:
+    with path.open(**open_args) as file, progress.stage(f"read {path.name}", path.stat().st_size,
+                                                                 unit="characters") as shown:
         yield _Lines(file, shown)
         shown.update(completed=shown.total)
 
