@@ -80,15 +80,18 @@ class Reporter:
 
     def __init__(self) -> None:
         self.open: list[Stage] = []
+        self.stack = threading.Lock()  # a server's request threads may run stages at once
 
     def begin(self, name: str, total: float | None, each_step: bool, unit: str = "steps") -> Stage:
-        stage = Stage(self, name, total, each_step, unit, self.open[-1] if self.open else None)
-        self.open.append(stage)
+        with self.stack:
+            stage = Stage(self, name, total, each_step, unit, self.open[-1] if self.open else None)
+            self.open.append(stage)
         self.started(stage)
         return stage
 
     def end(self, stage: Stage, failed: bool = False) -> None:
-        self.open.remove(stage)
+        with self.stack:
+            self.open.remove(stage)
         self.finished(stage, failed)
 
     def started(self, stage: Stage) -> None:
