@@ -179,6 +179,13 @@ class Settings(BaseSettings):
         "is on; the console can do no more than it allows). Unset: no token.",
     )
 
+    client_token: str | None = Field(
+        None,
+        repr=False,  # a secret
+        description="Bearer token sharerank.client sends by default (a storefront or growth token of the server's "
+        "auth_tokens); unset: console_token, then none.",
+    )
+
     @field_validator("auth_tokens", mode="before")
     @classmethod
     def _check_tokens(cls, tokens: object) -> object:

@@ -119,6 +119,10 @@ def test_the_token_comes_from_the_settings_or_an_argument(target: str, settings:
     with FeedClient(target, token=GROWTH, settings=settings) as client, pytest.raises(PermissionDenied) as err:
         client.get_feed("anyone")
     assert err.value.reason == "ROLE_NOT_ALLOWED" and err.value.metadata["role"] == "growth"
+    # The client's own token wins over the console's.
+    both = from_settings.model_copy(update={"console_token": GROWTH, "client_token": STOREFRONT})
+    with FeedClient(settings=both) as client:
+        assert len(client.get_feed("anyone", page_size=3).items) == 3
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:

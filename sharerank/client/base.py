@@ -29,7 +29,8 @@ class ClientBase:
 
     Args:
         target: ``host:port`` of the service. (default: ``settings.grpc_target``)
-        token: Bearer token, sent as ``authorization: Bearer <token>``. (default: ``settings.console_token``)
+        token: Bearer token, sent as ``authorization: Bearer <token>``. (default: ``settings.client_token``, else
+            ``settings.console_token``)
         ca_file: PEM CA certificates to trust; set, the channel uses TLS. (default: ``settings.grpc_ca_file``)
         deadlines: Method name → seconds, over :data:`DEADLINES_S`. (default: none)
         retry: The retry policy of the methods safe to repeat. (default: ``RetryPolicy()``)
@@ -41,7 +42,7 @@ class ClientBase:
                  settings: Settings | None = None):
         settings = settings or Settings()
         self.target = target or settings.grpc_target
-        self._token = token or settings.console_token
+        self._token = token or settings.client_token or settings.console_token
         self._ca_file = ca_file or settings.grpc_ca_file
         unknown = sorted(set(deadlines or ()) - set(DEADLINES_S))
         if unknown:
