@@ -61,8 +61,21 @@ class UsageError(Exception):
 
 
 def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, format="%(message)s",
-                        handlers=[RichHandler(console=stderr, show_path=False)], force=True)
+    """Rich lines for people, or JSON objects (SHARERANK_LOG_FORMAT=json) whose keys include a record's extra
+    fields (a request's ids and outcome); SHARERANK_LOG_LEVEL overrides --verbose."""
+    try:
+        settings = Settings()
+    except ValueError:  # a bad setting: log with the defaults; the command reports it in one line
+        settings = Settings.model_construct()
+    level = settings.log_level.upper() if settings.log_level else (logging.INFO if verbose else logging.WARNING)
+    if settings.log_format == "json":
+        from pythonjsonlogger.json import JsonFormatter
+
+        handler: logging.Handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    else:
+        handler = RichHandler(console=stderr, show_path=False)
+    logging.basicConfig(level=level, format="%(message)s", handlers=[handler], force=True)
     for noisy in ("mlflow", "alembic", "urllib3", "numba"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 

@@ -141,6 +141,15 @@ class Settings(BaseSettings):
         description="Prometheus /metrics HTTP port, on `host`; 0 disables metrics. If the port is taken the "
         "server logs an error and serves without metrics.",
     )
+    log_format: Literal["text", "json"] = Field(
+        "text",
+        description="How commands log to stderr: text for people (rich), json for a log pipeline (one JSON object "
+        "per line, with the request fields of sharerank.requests as keys).",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] | None = Field(
+        None,
+        description="Log level; unset: warning (info with --verbose). debug adds one line per gRPC call.",
+    )
     otlp_endpoint: str | None = Field(
         None,
         description="OpenTelemetry collector (OTLP over gRPC, e.g. http://127.0.0.1:4317) that gets a trace of every "

@@ -126,3 +126,45 @@ def test_spans_reach_an_otlp_collector_when_an_endpoint_is_set(registry, redis_u
         collector.stop(None)
     assert TRACE_ID_HEADER in headers
     assert "/sharerank.v1.FeedService/GetFeed" in received and STAGES <= set(received)
+
+
+def test_serve_writes_json_request_lines_when_asked(registry, tmp_path) -> None:
+    """SHARERANK_LOG_FORMAT=json with SHARERANK_LOG_LEVEL=debug: each call is one JSON object on stderr."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import free_port, wait_for
+
+    settings, report = registry
+    port = free_port()
+    log_file = tmp_path / "serve.log"
+    env = {**os.environ, "SHARERANK_HOME": str(settings.home), "REDIS_URL": "memory://",
+           "SHARERANK_EVENT_LOG_DIR": str(tmp_path / "events"), "SHARERANK_METRICS_PORT": "0",
+           "SHARERANK_LOG_FORMAT": "json", "SHARERANK_LOG_LEVEL": "debug"}
+    with log_file.open("w") as stderr:
+        proc = subprocess.Popen([sys.executable, "-m", "sharerank.cli", "serve", "--port", str(port)], env=env,
+                                stderr=stderr)
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = feed_service_pb2_grpc.FeedServiceStub(channel)
+
+            def answered() -> bool:
+                try:
+                    stub.GetFeed(feed_service_pb2.GetFeedRequest(user_id="anyone", page_size=3),
+                                 metadata=(("x-request-id", "json-1"),), timeout=5)
+                    return True
+                except grpc.RpcError:
+                    return proc.poll() is not None
+
+            wait_for(answered, "the server answers a feed", timeout_s=120)
+        wait_for(lambda: '"json-1"' in log_file.read_text(), "the call's log line is written")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    lines = [json.loads(line) for line in log_file.read_text().splitlines() if line.startswith("{")]
+    (call,) = [line for line in lines if line.get("request_id") == "json-1"]
+    assert call["outcome"] == "OK" and call["model_version"] == report["version"]
+    assert call["name"] == "sharerank.requests" and call["levelname"] == "DEBUG"
