@@ -219,19 +219,6 @@ def percentile(values: list[float], q: float) -> float | None:
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 2)
 
 
-def logged_ids(out: Path) -> list[str]:
-    import pyarrow.parquet as pq
-
-    from sharerank.dataset.reader import parquet_exists
-
-    ids: list[str] = []
-    for name, column in (("shares", "share_id"), ("purchases", "event_id"), ("views", "event_id")):
-        parts = out / f"{name}.parquet"
-        if parquet_exists(parts):
-            ids += pq.read_table(parts, columns=[column], partitioning=None).column(column).to_pylist()
-    return ids
-
-
 def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     home, _, _ = build_registry(workdir, args.users, args.seed)
     from sharerank.dataset.reader import load_dataset
@@ -262,6 +249,8 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
                                 env=env, capture_output=True, text=True, timeout=600)
         if ingest.returncode != 0:
             sys.exit(f"ingest failed: {ingest.stderr[-2000:]}")
+        from sharerank.serving.events.ingest import logged_ids
+
         ids = logged_ids(out)
     unique = set(ids)
     result["events"] = {

@@ -192,17 +192,23 @@ def _check_folder(out: Path) -> None:
                               "would take the CSV file and not the Parquet partitions)")
 
 
-def _logged_ids(out: Path) -> set[str]:
-    """The event ids in the folder's parts; removes the temporary files a crash left (never acked)."""
-    ids: set[str] = set()
+def logged_ids(out: Path) -> list[str]:
+    """Every event id in the folder's parts, in file order, repeats included (a check of exactly-once counts them)."""
+    ids: list[str] = []
     for f in LOG_FILES:
         path = _folder(out, f)
-        for leftover in path.glob("day=*/.part-*.tmp"):
-            leftover.unlink()
         if parquet_exists(path):
             table = pq.read_table(path, columns=[f.id_column], partitioning=None)
-            ids.update(table.column(f.id_column).to_pylist())
+            ids += table.column(f.id_column).to_pylist()
     return ids
+
+
+def _logged_ids(out: Path) -> set[str]:
+    """The event ids in the folder's parts; removes the temporary files a crash left (never acked)."""
+    for f in LOG_FILES:
+        for leftover in _folder(out, f).glob("day=*/.part-*.tmp"):
+            leftover.unlink()
+    return set(logged_ids(out))
 
 
 def _folder(out: Path, f: LogFile) -> Path:

@@ -10,14 +10,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 from conftest import wait_for
 from typer.testing import CliRunner
 
 from sharerank.cli import app
-from sharerank.dataset.reader import load_dataset, parquet_exists
-from sharerank.serving.events.ingest import IngestError, ingest
+from sharerank.dataset.reader import load_dataset
+from sharerank.serving.events.ingest import IngestError, ingest, logged_ids
 from sharerank.serving.events.log import PurchaseRecord, ShareRecord, ViewRecord
 from sharerank.serving.events.stream import JetStreamJournal
 
@@ -44,16 +43,6 @@ def journal(nats_url: str, event_stream: str, tmp_path: Path):
     handle.close()
 
 
-def ids_in(out: Path) -> list[str]:
-    """Every event id in the folder's parts, repeats included."""
-    ids: list[str] = []
-    for name, column in (("shares", "share_id"), ("purchases", "event_id"), ("views", "event_id")):
-        parts = out / f"{name}.parquet"
-        if parquet_exists(parts):
-            ids += pq.read_table(parts, columns=[column], partitioning=None).column(column).to_pylist()
-    return ids
-
-
 def test_ingest_logs_every_event_once_in_day_partitions_that_train_reads(journal, nats_url, event_stream,
                                                                          tmp_path: Path) -> None:
     records = world(60)
@@ -61,7 +50,7 @@ def test_ingest_logs_every_event_once_in_day_partitions_that_train_reads(journal
     out = tmp_path / "log"
     report = ingest(nats_url, event_stream, out, batch=50)
     assert (report.read, report.written, report.duplicates, report.pending) == (240, 240, 0, 0)
-    assert sorted(ids_in(out)) == sorted(r.event_id for r in records)
+    assert sorted(logged_ids(out)) == sorted(r.event_id for r in records)
     days = sorted(p.name for p in (out / "purchases.parquet").iterdir())
     assert days == ["day=2023-11-14", "day=2023-11-15", "day=2023-11-16", "day=2023-11-17"]
     dataset = load_dataset(out)
@@ -83,10 +72,10 @@ def test_a_crash_between_write_and_ack_logs_nothing_twice(journal, nats_url, eve
 
     with pytest.raises(RuntimeError, match="injected"):
         ingest(nats_url, event_stream, out, batch=40, ack_wait_s=1.0, after_write=crash)
-    assert len(ids_in(out)) == 40  # the first batch is in the folder, never acked
+    assert len(logged_ids(out)) == 40  # the first batch is in the folder, never acked
     report = ingest(nats_url, event_stream, out, batch=40, ack_wait_s=1.0)
     assert report.duplicates == 40 and report.written == 80
-    ids = ids_in(out)
+    ids = logged_ids(out)
     assert len(ids) == len(set(ids)) == 120
 
 
@@ -101,7 +90,7 @@ def test_a_resend_the_stream_stored_twice_is_logged_once(nats_url, event_stream,
         short.close()
     report = ingest(nats_url, event_stream, tmp_path / "log")
     assert (report.read, report.written, report.duplicates) == (2, 1, 1)
-    assert ids_in(tmp_path / "log") == ["s1"]
+    assert logged_ids(tmp_path / "log") == ["s1"]
 
 
 def test_kill_9_mid_run_then_resume_logs_each_event_exactly_once(journal, nats_url, event_stream,
@@ -122,7 +111,7 @@ def test_kill_9_mid_run_then_resume_logs_each_event_exactly_once(journal, nats_u
     assert victim.returncode == -signal.SIGKILL, "the run ended before it could be killed mid-way"
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    ids = ids_in(out)
+    ids = logged_ids(out)
     assert len(ids) == len(set(ids)) and set(ids) == {r.event_id for r in records}
     load_dataset(out)
 
@@ -151,10 +140,10 @@ def test_follow_keeps_draining_until_sigterm_then_reports(journal, nats_url, eve
     follower = subprocess.Popen([sys.executable, "-m", "sharerank.cli", "ingest", "--out", str(out), "--follow",
                                  "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        wait_for(lambda: len(ids_in(out)) == 40, "the follower logged the first events", timeout_s=60)
+        wait_for(lambda: len(logged_ids(out)) == 40, "the follower logged the first events", timeout_s=60)
         later = [ShareRecord(f"late{i}", "a", "b", "p", T0) for i in range(5)]
         journal.append(later)
-        wait_for(lambda: len(ids_in(out)) == 45, "the follower logged events published after it started")
+        wait_for(lambda: len(logged_ids(out)) == 45, "the follower logged events published after it started")
         follower.send_signal(signal.SIGTERM)
         stdout, stderr = follower.communicate(timeout=30)
     finally:
