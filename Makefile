@@ -9,7 +9,7 @@ PROTOS := $(wildcard protos/sharerank/v1/*.proto)
 WHEELS ?= /opt/wheels
 LOCK_FLAGS ?=
 
-.PHONY: demo test bench lint lock proto clean browser
+.PHONY: demo test notebooks bench lint lock proto clean browser
 
 # Every package, pip and the build backend included, comes from the lock, pinned and hash-checked; the project
 # itself installs editable on top without resolving anything. Quiet on stdout (progress on stderr), so
@@ -45,6 +45,22 @@ browser:
 
 test: $(STAMP) browser
 	$(PYTHON) -m pytest -q
+
+# Executes every notebook in place on the shared datasets (../shared/data, beside the checkout) with budgets that
+# take 4-7 minutes on 2 busy cores, then strips volatile metadata (execution counts, timestamps, cell ids) but keeps
+# the outputs, so the committed notebooks render with their pictures. Their state (SHARERANK_HOME, temporary
+# folders) lives in one temporary folder, removed afterwards.
+NOTEBOOKS := $(wildcard notebooks/*.ipynb)
+NB_SETTINGS ?= SHARERANK_NB_MAX_SECONDS=15 SHARERANK_NB_BUDGET=60 SHARERANK_NB_USERS=5000 SHARERANK_NB_K=30 \
+	SHARERANK_NB_RUNS=1000
+notebooks: $(STAMP)
+	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && trap 'exit 1' INT TERM && \
+	for notebook in $(NOTEBOOKS); do \
+		echo "executing $$notebook" >&2 && \
+		env SHARERANK_HOME=$$scratch/home TMPDIR=$$scratch MPLBACKEND=module://matplotlib_inline.backend_inline \
+			$(NB_SETTINGS) $(VENV)/bin/jupyter-execute --inplace --timeout=1800 --kernel_name=python3 $$notebook \
+			|| exit 1; done
+	$(VENV)/bin/nbstripout --keep-output $(NOTEBOOKS)
 
 bench: $(STAMP)
 	mkdir -p bench/results
