@@ -250,9 +250,15 @@ class MetricsInterceptor(grpc.ServerInterceptor):
 
 
 request_log = logging.getLogger("sharerank.requests")
-"""One line per call at DEBUG, and per failed call always (WARNING), with its ids as fields (``extra``) that the
-JSON log format writes as keys: ``request_id``, ``trace_id``, ``method``, ``outcome``, ``duration_ms``,
-``model_version``."""
+"""One line per call: at DEBUG when it succeeded, at INFO when the caller's request was refused (bad input, auth,
+load shedding: under overload a line per refusal at the default level would add work when there is least to
+spare), at WARNING always when the server failed it. Its ids are fields (``extra``) that the JSON log format
+writes as keys: ``request_id``, ``trace_id``, ``method``, ``outcome``, ``duration_ms``, ``model_version``."""
+
+_LOG_LEVEL = {_OK: logging.DEBUG, **{code: logging.WARNING for code in (
+    grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS,
+    grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED)}}
+"""Outcome → level of its line; the caller's refusals (any other code) are INFO."""
 
 
 class RequestLogInterceptor(grpc.ServerInterceptor):
@@ -281,13 +287,15 @@ class RequestLogInterceptor(grpc.ServerInterceptor):
                 code = context.code() or _UNKNOWN
                 raise
             finally:
-                if code is not _OK or request_log.isEnabledFor(logging.DEBUG):
-                    write(context, method, code, perf_counter() - start)
+                level = _LOG_LEVEL.get(code, logging.INFO)
+                if request_log.isEnabledFor(level):
+                    write(context, method, code, level, perf_counter() - start)
 
         return grpc.unary_unary_rpc_method_handler(logged, request_deserializer=handler.request_deserializer,
                                                    response_serializer=handler.response_serializer)
 
-    def _write(self, context: grpc.ServicerContext, method: str, code: grpc.StatusCode, seconds: float) -> None:
+    def _write(self, context: grpc.ServicerContext, method: str, code: grpc.StatusCode, level: int,
+               seconds: float) -> None:
         from opentelemetry import trace
 
         headers = dict(context.invocation_metadata())
@@ -296,5 +304,4 @@ class RequestLogInterceptor(grpc.ServerInterceptor):
                   "outcome": code.name, "duration_ms": round(seconds * 1000, 3),
                   "trace_id": format(span.trace_id, "032x") if span.is_valid else "",
                   "model_version": self.model_version()}
-        request_log.log(logging.DEBUG if code is _OK else logging.WARNING, "%s %s in %.2f ms", method, code.name,
-                        seconds * 1000, extra=fields)
+        request_log.log(level, "%s %s in %.2f ms", method, code.name, seconds * 1000, extra=fields)

@@ -89,12 +89,29 @@ def test_calls_are_logged_with_their_ids_and_failures_always(traced: Server, cap
     assert (ok.levelno, ok.request_id, ok.outcome, ok.model_version) == (logging.DEBUG, "r-1", "OK", report["version"])
     assert len(ok.trace_id) == 32 and ok.method == "sharerank.v1.FeedService/GetFeed"
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="sharerank.requests"):  # failures are logged at any level
+    with caplog.at_level(logging.INFO, logger="sharerank.requests"):  # a refused request: one INFO line
         with grpc.insecure_channel(f"127.0.0.1:{traced.port}") as channel, pytest.raises(grpc.RpcError):
             feed_service_pb2_grpc.FeedServiceStub(channel).GetFeed(
                 feed_service_pb2.GetFeedRequest(user_id="", page_size=3), timeout=10)
+    (refused,) = [r for r in caplog.records if r.name == "sharerank.requests"]
+    assert refused.levelno == logging.INFO and refused.outcome == "INVALID_ARGUMENT" and len(refused.request_id) == 32
+
+
+def test_a_call_the_server_fails_is_logged_at_warning(registry, caplog: pytest.LogCaptureFixture) -> None:
+    """No model to serve: UNAVAILABLE, the server's failure, logged at the default level."""
+    from sharerank.serving.online_store import InMemoryOnlineStore
+
+    settings, _ = registry
+    server = create_server(settings.model_copy(update={"event_log_dir": settings.home / f"events-{uuid.uuid4().hex}",
+                                                       "model_name": f"absent-{uuid.uuid4().hex}"}),
+                           InMemoryOnlineStore(), address="127.0.0.1:0")
+    try:
+        with caplog.at_level(logging.WARNING, logger="sharerank.requests"), pytest.raises(grpc.RpcError):
+            get_feed(server)
+    finally:
+        server.stop(grace=None)
     (failed,) = [r for r in caplog.records if r.name == "sharerank.requests"]
-    assert failed.levelno == logging.WARNING and failed.outcome == "INVALID_ARGUMENT" and len(failed.request_id) == 32
+    assert failed.levelno == logging.WARNING and failed.outcome == "UNAVAILABLE"
 
 
 def test_spans_reach_an_otlp_collector_when_an_endpoint_is_set(registry, redis_url: str) -> None:
