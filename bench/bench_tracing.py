@@ -1,8 +1,8 @@
-"""What tracing costs a feed: three servers of the same model, measured in turn by one client.
+"""What tracing costs a feed: four servers of the same model, measured in turn by one client.
 
     .venv/bin/python bench/bench_tracing.py --users 20000 --feeds 2000 --repeats 5 --out-json bench/results/tracing.json
 
-A simulated world (``--users``) is trained into a throwaway registry, then served by three processes of this
+A simulated world (``--users``) is trained into a throwaway registry, then served by four processes of this
 script (``--serve MODE``), each ``create_server`` with the in-process store, metrics off:
 
 - ``bare``: the feed's stage timers replaced by a no-op (the code as it was before traces and stage metrics);
@@ -14,9 +14,10 @@ script (``--serve MODE``), each ``create_server`` with the in-process store, met
 - ``on-all``: the same with every call traced (ratio 1).
 
 The client (this process) sends ``--feeds`` GetFeed calls (page_size 20, explain on, one in flight) to each
-server in turn, ``--repeats`` times, so drift hits all three alike. Reported per mode: client p50 and mean (ms),
-medians with [min, max] over repeats, and the ratios off/bare, on/off and on-all/off of each repeat. JSON on stdout (and
-``--out-json``), progress on stderr.
+server, interleaved call by call (the same request to each in turn, the order rotating), ``--repeats`` times,
+so drift and noise hit every mode alike. Reported per mode: client p50 and mean (ms), medians with [min, max]
+over repeats, and the ratios off/bare, on/off and on-all/off of each repeat. JSON on stdout (and ``--out-json``),
+progress on stderr.
 """
 
 from __future__ import annotations
@@ -68,19 +69,28 @@ def serve(mode: str, home: Path, port: int) -> None:
                                 tracer_provider=provider))
 
 
-def measure(port: int, users: list[str], feeds: int) -> list[float]:
+def measure(ports: dict[str, int], users: list[str], feeds: int) -> dict[str, list[float]]:
+    """``feeds`` calls to each server, interleaved call by call, the order rotating (drift, noise and a previous
+    server still finishing its call hit every mode alike)."""
     import grpc
 
     from sharerank.v1 import feed_service_pb2, feed_service_pb2_grpc
 
-    with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
-        stub = feed_service_pb2_grpc.FeedServiceStub(channel)
-        latencies = []
+    channels = {mode: grpc.insecure_channel(f"127.0.0.1:{port}") for mode, port in ports.items()}
+    stubs = {mode: feed_service_pb2_grpc.FeedServiceStub(channel) for mode, channel in channels.items()}
+    latencies: dict[str, list[float]] = {mode: [] for mode in ports}
+    try:
         for i in range(feeds):
             request = feed_service_pb2.GetFeedRequest(user_id=users[i % len(users)], page_size=20, explain=True)
-            start = time.perf_counter()
-            stub.GetFeed(request, timeout=5)
-            latencies.append((time.perf_counter() - start) * 1000)
+            modes = list(stubs)
+            for mode in modes[i % len(modes):] + modes[:i % len(modes)]:
+                stub = stubs[mode]
+                start = time.perf_counter()
+                stub.GetFeed(request, timeout=5)
+                latencies[mode].append((time.perf_counter() - start) * 1000)
+    finally:
+        for channel in channels.values():
+            channel.close()
     return latencies
 
 
@@ -114,14 +124,12 @@ def run(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     try:
         for mode in MODES:
             wait_serving(ports[mode], servers[mode])
-        for mode in MODES:
-            measure(ports[mode], users, 200)  # warm-up: caches, connections, the first span batch
+        measure(ports, users, 200)  # warm-up: caches, connections, the first span batch
         repeats: list[dict[str, dict[str, float]]] = []
         for repeat in range(args.repeats):
-            row = {}
-            for mode in MODES:
-                latencies = measure(ports[mode], users, args.feeds)
-                row[mode] = {"p50_ms": statistics.median(latencies), "mean_ms": statistics.fmean(latencies)}
+            latencies = measure(ports, users, args.feeds)
+            row = {mode: {"p50_ms": statistics.median(latencies[mode]), "mean_ms": statistics.fmean(latencies[mode])}
+                   for mode in MODES}
             repeats.append(row)
             log(f"repeat {repeat + 1}: " + ", ".join(f"{m} p50 {row[m]['p50_ms']:.3f} ms" for m in MODES))
     finally:
