@@ -38,8 +38,8 @@ import pyarrow.parquet as pq
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from sharerank.dataset.reader import parquet_exists
-from sharerank.serving.events.log import LOG_FILES, LogFile, LogRecord, file_of
-from sharerank.serving.events.stream import LoopThread, connect, decode
+from sharerank.serving.events.log import LOG_FILES, LogFile, LogRecord, file_of, fsync_dir
+from sharerank.serving.events.stream import LoopThread, connect, decode, fetch
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +127,7 @@ class _Drain:
             after_write: Callable[[], None]) -> None:
         while not stop.is_set() and (max_events is None or self.report.read < max_events):
             want = self.batch if max_events is None else min(self.batch, max_events - self.report.read)
-            messages = self.loop.run(_fetch(self.subscription, want), TIMEOUT_S)
+            messages = self.loop.run(fetch(self.subscription, want), TIMEOUT_S)
             if messages:
                 self._take(messages, after_write)
                 if time.monotonic() >= self._next_progress:
@@ -170,13 +170,6 @@ class _Drain:
     def _drained(self) -> bool:
         """Nothing left: no message waiting, and none delivered to an earlier run and waiting for redelivery."""
         return self._pending() == 0
-
-
-async def _fetch(subscription, count: int) -> list:
-    try:
-        return await subscription.fetch(count, timeout=1.0)
-    except (nats.errors.TimeoutError, TimeoutError):  # nothing within the timeout (which one: by version)
-        return []
 
 
 async def _settle(nc, messages: Sequence, bad: Sequence) -> None:
@@ -246,7 +239,7 @@ def _write_part(folder: Path, f: LogFile, items: Sequence[tuple[int, LogRecord]]
         os.close(fd)
     os.replace(temporary, folder / name)
     for path in (folder, *created):
-        _fsync_dir(path)
+        fsync_dir(path)
 
 
 def _make_dirs(folder: Path) -> list[Path]:
@@ -258,11 +251,3 @@ def _make_dirs(folder: Path) -> list[Path]:
         path = path.parent
     folder.mkdir(parents=True, exist_ok=True)
     return [p.parent for p in missing]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

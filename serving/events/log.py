@@ -176,7 +176,7 @@ class EventLog:
         created = not self.root.exists()
         self.root.mkdir(parents=True, exist_ok=True)
         if created:
-            _fsync_dir(self.root.parent)
+            fsync_dir(self.root.parent)
         self._lock_fd = _take_lock(self.root / LOCK_FILE)
         try:
             self._sizes = {f.name: self._open_file(f) for f in _FILES}
@@ -321,7 +321,7 @@ class EventLog:
                 view = view[os.write(fd, view):]
             os.fsync(fd)
             if created:
-                _fsync_dir(self.root)  # the new file's directory entry must survive a crash too
+                fsync_dir(self.root)  # the new file's directory entry must survive a crash too
         except OSError as exc:
             self._roll_back(f, fd, size, exc)
             raise EventLogError(f"cannot append to {path}: {exc}") from exc
@@ -421,7 +421,8 @@ def _cut_torn_tail(path: Path) -> int:
         return end
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a folder's entries (a file created or renamed in it) survive a crash."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)

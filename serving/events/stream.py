@@ -210,7 +210,7 @@ class JetStreamJournal:
         try:
             seq = start
             while seq < end:
-                messages = self._loop.run(_fetch(subscription, min(batch, end - seq)))
+                messages = self._loop.run(fetch(subscription, min(batch, end - seq)))
                 if not messages:
                     return  # the stream ends before `end` (purged, or a replay position from another stream)
                 records = []
@@ -242,7 +242,8 @@ class JetStreamJournal:
         return f"JetStreamJournal({self.url!r}, {self.stream!r})"
 
 
-async def _fetch(subscription: JetStreamContext.PullSubscription, count: int) -> list[Msg]:
+async def fetch(subscription: JetStreamContext.PullSubscription, count: int) -> list[Msg]:
+    """Up to ``count`` messages, or none when none came within a second."""
     try:
         return await subscription.fetch(count, timeout=1.0)
     except (nats.errors.TimeoutError, TimeoutError):  # nothing within the timeout (which one: by version)
