@@ -270,12 +270,22 @@ class RequestLogInterceptor(grpc.ServerInterceptor):
 
     def __init__(self, model_version: Callable[[], str]) -> None:
         self.model_version = model_version
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
         handler = continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        behavior, method, write = handler.unary_unary, handler_call_details.method[1:], self._write
+        method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:  # wrapped once per method, not per call
+            return cached[1]
+        wrapped = self._wrap(handler, method[1:])
+        self._wrapped[method] = (handler, wrapped)  # keyed by name: only known methods get here
+        return wrapped
+
+    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        behavior, write = handler.unary_unary, self._write
 
         def logged(request, context: grpc.ServicerContext):
             start, code = perf_counter(), None
