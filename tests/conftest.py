@@ -15,6 +15,7 @@ inputs are ``TEST_REDIS_URL`` (a Redis to use instead of starting one; ``.ci/run
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import socket
@@ -276,18 +277,28 @@ def registry(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path):
 
 
 def _free_cluster_port() -> int:
-    """A free loopback port whose cluster bus port (+10000) is free too; a node's port must be <= 55535."""
-    for _ in range(1000):
-        port = free_port()
-        if port > 55535:
-            continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 10000))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free port pair for a Redis Cluster node")
+    """A free loopback port whose cluster bus port (+10000) is free too, both below the OS's ephemeral range:
+    an outgoing connection's local port can then never take either between this check and the node's start
+    (or its restart after a kill), which an OS-picked port from that range allowed."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    candidates = list(range(10000, min(ephemeral_low, 65536) - 10000))
+    random.shuffle(candidates)
+    for port in candidates:
+        if all(_bindable(p) for p in (port, port + 10000)):
+            return port
+    raise RuntimeError("no free port pair for a Redis Cluster node below the ephemeral range")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 class RedisClusterProcess:
@@ -302,16 +313,19 @@ class RedisClusterProcess:
     """
 
     def __init__(self, binary: str, cli: str, workdir: Path, masters: int = 3) -> None:
+        self.binary = binary
         self.cli = cli
-        self.nodes: list[RedisProcess] = []
-        for _ in range(2 * masters):
-            port = _free_cluster_port()
-            node_dir = workdir / f"node-{port}"
-            node_dir.mkdir()
-            node = RedisProcess(binary, node_dir, port)
-            node.extra_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-                               "--cluster-node-timeout", "1000"]
-            self.nodes.append(node)
+        self.workdir = workdir
+        self.nodes = [self._new_node() for _ in range(2 * masters)]
+
+    def _new_node(self) -> RedisProcess:
+        port = _free_cluster_port()
+        node_dir = self.workdir / f"node-{port}"
+        node_dir.mkdir(exist_ok=True)
+        node = RedisProcess(self.binary, node_dir, port)
+        node.extra_args = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
+                           "--cluster-node-timeout", "1000"]
+        return node
 
     @property
     def url(self) -> str:
@@ -320,8 +334,8 @@ class RedisClusterProcess:
 
     def start(self, timeout_s: float = 30.0) -> RedisClusterProcess:
         """Start every node, create the cluster, and wait until every node says ``cluster_state:ok``."""
-        for node in self.nodes:
-            node.start()
+        for i in range(len(self.nodes)):
+            self.nodes[i] = self._start_fresh(self.nodes[i])
         addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
         subprocess.run([self.cli, "--cluster", "create", *addresses, "--cluster-replicas", "1", "--cluster-yes"],
                        check=True, capture_output=True, timeout=timeout_s)
@@ -333,6 +347,16 @@ class RedisClusterProcess:
                 raise RuntimeError(f"redis cluster replicas not in sync after {timeout_s} s")
             time.sleep(0.05)
         return self
+
+    def _start_fresh(self, node: RedisProcess, attempts: int = 3) -> RedisProcess:
+        """Start a node not yet in the cluster; when another process took its port pair since it was picked,
+        start a new node on another pair instead."""
+        for _ in range(attempts - 1):
+            try:
+                return node.start()
+            except RuntimeError:
+                node = self._new_node()
+        return node.start()
 
     def _replicas_ready(self) -> bool:
         for node in self.nodes:
