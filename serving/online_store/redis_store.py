@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import threading
@@ -15,9 +14,9 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from redis.backoff import NoBackoff
-from redis.client import Pipeline
 from redis.cluster import RedisCluster
 from redis.connection import parse_url
+from redis.commands.core import Script
 from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 
@@ -296,28 +295,19 @@ return {redis.call('ZREVRANGE', KEYS[1], 0, limit - 1, 'WITHSCORES'), shares, sh
 
 
 @dataclass(frozen=True, slots=True)
-class _Script:
-    source: str
-    sha: str
+class _Scripts:
+    """The store's Lua scripts, registered on its client: redis-py's ``Script`` sends ``EVALSHA`` and loads the
+    script when Redis lost it (``NOSCRIPT`` after a restart or failover), and a plain pipeline checks and loads
+    its scripts before it runs."""
+
+    record_shares: Script
+    record_friend_purchases: Script
+    read_live_state: Script
 
     @classmethod
-    def of(cls, source: str) -> _Script:
-        return cls(source, hashlib.sha1(source.encode()).hexdigest())
-
-
-_RECORD_SHARES = _Script.of(_RECORD_SHARES_LUA)
-_RECORD_FRIEND_PURCHASES = _Script.of(_RECORD_FRIEND_PURCHASES_LUA)
-_READ_LIVE_STATE = _Script.of(_READ_LIVE_STATE_LUA)
-_SCRIPTS = (_RECORD_SHARES, _RECORD_FRIEND_PURCHASES, _READ_LIVE_STATE)
-
-
-def _evalsha(pipe: Pipeline, script: _Script, keys: Sequence[str], *args: object) -> None:
-    """Queue ``EVALSHA`` of ``script`` on ``keys`` in ``pipe``, a plain or a cluster pipeline.
-
-    Through ``execute_command``: redis-py's ``ClusterPipeline`` blocks its ``evalsha`` method but routes the
-    command itself by the slot of its keys (all in one slot, by their hash tag, or it raises CROSSSLOT).
-    """
-    pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
+    def on(cls, client: redis.Redis | RedisCluster) -> _Scripts:
+        return cls(client.register_script(_RECORD_SHARES_LUA), client.register_script(_RECORD_FRIEND_PURCHASES_LUA),
+                   client.register_script(_READ_LIVE_STATE_LUA))
 
 
 def _score(ts: float) -> str:
@@ -366,8 +356,9 @@ class RedisOnlineStore(OnlineStore):
         self.clock = clock
         self._lock = threading.Lock()
         self._local = threading.local()
-        self._own_connections: weakref.WeakSet[redis.Connection] = weakref.WeakSet()
+        self._readers: weakref.WeakSet[redis.Redis] = weakref.WeakSet()
         self._redis: redis.Redis | RedisCluster | None = None
+        self._scripts: _Scripts
 
     def purchases_key(self, user_id: str) -> str:
         """The key of ``user_id``'s purchase set: ``{prefix}purchases:{<user_id>}`` (braces literal)."""
@@ -460,12 +451,9 @@ class RedisOnlineStore(OnlineStore):
         head = (self.settings.social_ttl_s or 0, self.settings.max_items_per_key, self._fatigue_since(),
                 SHARE_EVENTS_KEPT)
 
-        def fill(pipe: Pipeline) -> None:
-            for user_id, args in by_recipient.items():
-                _evalsha(pipe, _RECORD_SHARES, (self.shared_to_key(user_id), self.shared_to_by_key(user_id),
-                         self.share_events_key(user_id), self.share_events_by_key(user_id)), *head, *args)
-
-        self._execute("record_shares", fill)
+        self._run_each("record_shares", lambda scripts: scripts.record_shares, [
+            ((self.shared_to_key(user_id), self.shared_to_by_key(user_id), self.share_events_key(user_id),
+              self.share_events_by_key(user_id)), (*head, *args)) for user_id, args in by_recipient.items()])
 
     def record_friend_purchases(self, items: Sequence[tuple[str, Purchase]]) -> None:
         by_follower: dict[str, list[str]] = {}
@@ -477,12 +465,9 @@ class RedisOnlineStore(OnlineStore):
             return
         head = (self.settings.social_ttl_s or 0, self.settings.max_items_per_key, FRIEND_BUYERS_KEPT)
 
-        def fill(pipe: Pipeline) -> None:
-            for user_id, args in by_follower.items():
-                _evalsha(pipe, _RECORD_FRIEND_PURCHASES,
-                         (self.friends_bought_key(user_id), self.friends_bought_by_key(user_id)), *head, *args)
-
-        self._execute("record_friend_purchases", fill)
+        self._run_each("record_friend_purchases", lambda scripts: scripts.record_friend_purchases, [
+            ((self.friends_bought_key(user_id), self.friends_bought_by_key(user_id)), (*head, *args))
+            for user_id, args in by_follower.items()])
 
     def get_live_state(self, user_id: str, limit: int = 100) -> LiveState:
         if limit < 0:
@@ -493,76 +478,65 @@ class RedisOnlineStore(OnlineStore):
         keys = (self.purchases_key(user_id), self.shared_to_key(user_id), self.shared_to_by_key(user_id),
                 self.friends_bought_key(user_id), self.friends_bought_by_key(user_id),
                 self.share_events_key(user_id), self.share_events_by_key(user_id))
-        reply = self._call("get_live_state", _READ_LIVE_STATE, keys, limit, self._fatigue_since())
+        reply = self._read("get_live_state", keys, (limit, self._fatigue_since()))
         return _live_state(*reply)
 
     def _fatigue_since(self) -> str:
         """The fatigue window's start (exclusive) on the store's clock, as a score argument."""
         return _score(self.clock() - self.settings.fatigue_window_s)
 
-    def _call(self, action: str, script: _Script, keys: Sequence[str], *args: object) -> list:
-        """One ``EVALSHA`` of ``script`` on ``keys`` (one slot), loading the script if Redis lost it (NOSCRIPT).
+    def _read(self, action: str, keys: Sequence[str], args: Sequence[object]) -> list:
+        """One run of the read script on ``keys`` (one slot).
 
-        The feed's read runs on every request, so on one node it goes over the calling thread's own connection
-        (:meth:`_own_connection`): no pool queue and lock, no pipeline object, no readiness poll, and so two
-        socket calls, each a point where a busy server's thread waits for the GIL again. A connection that broke
-        or timed out is dropped and the command resent up to ``retries`` times (it only reads). On a cluster it is
-        a plain command that redis-py routes by the keys' slot.
+        The feed's read runs on every request, so on one node it goes over the calling thread's own
+        single-connection client (:meth:`_reader`): no shared pool queue and no pipeline object. A connection that
+        broke or timed out is dropped and the command resent up to ``retries`` times (it only reads). On a cluster
+        redis-py routes it by the keys' slot.
         """
-        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         with _backend_errors(action), span(f"online_store.{action}", **_SPAN):
             client = self._client()
-            try:
-                return self._send(client, command)
-            except NoScriptError:
-                client.script_load(script.source)
-                return self._send(client, command)
+            return self._scripts.read_live_state(keys, args, client=client if self.cluster else self._reader(client))
 
-    def _send(self, client: redis.Redis | RedisCluster, command: tuple) -> list:
-        if self.cluster:
-            return client.execute_command(*command)
-        connection = self._own_connection(client)
-        for attempt in range(self.settings.retries + 1):
-            try:
-                connection.send_command(*command, check_health=False)
-                return connection.read_response()
-            except (redis.ConnectionError, redis.TimeoutError):  # redis-py disconnected it: the next send reconnects
-                if attempt == self.settings.retries:
-                    raise
-        raise AssertionError("unreachable")
-
-    def _own_connection(self, client: redis.Redis) -> redis.Connection:
-        """This thread's connection to ``client``'s server, made on its first read: one per reading thread, beside
-        the pool's ``max_connections``, closed by :meth:`close` or when its thread ends (so threads that come and
-        go leave no sockets behind)."""
+    def _reader(self, client: redis.Redis) -> redis.Redis:
+        """This thread's own client of ``client``'s server, one connection made on its first read: one per reading
+        thread, beside the pool's ``max_connections``, closed by :meth:`close` or when its thread ends (so threads
+        that come and go leave no sockets behind)."""
         local = self._local
-        if getattr(local, "client", None) is not client or local.pid != os.getpid():
+        if getattr(local, "parent", None) is not client or local.pid != os.getpid():
             pool = client.connection_pool
-            local.connection = pool.connection_class(**pool.connection_kwargs)
-            local.client, local.pid = client, os.getpid()
+            own = redis.ConnectionPool(connection_class=pool.connection_class, max_connections=1,
+                                       **pool.connection_kwargs)
+            local.reader = redis.Redis(connection_pool=own, single_connection_client=True)
+            local.parent, local.pid = client, os.getpid()
             with self._lock:
-                self._own_connections.add(local.connection)
-        return local.connection
+                self._readers.add(local.reader)
+        return local.reader
 
-    def _execute(self, action: str, fill: Callable[[Pipeline], object]) -> list:
-        """Run the commands ``fill`` queues as one pipeline, loading the scripts once if Redis lost them.
+    def _run_each(self, action: str, script: Callable[[_Scripts], Script],
+                  calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> None:
+        """Run ``script`` once per ``(keys, args)``: on one node as one pipeline of ``EVALSHA``; on a cluster one
+        call after another, as redis-py's cluster pipeline refuses scripts.
 
-        Redis forgets scripts on a restart or ``SCRIPT FLUSH``: EVALSHA then fails with NOSCRIPT, and the
-        whole pipeline is resent after ``SCRIPT LOAD`` (every command here is idempotent).
+        A pipeline given the script itself checks with ``SCRIPT EXISTS`` on every run, a round trip that cost
+        writes 26-50% here; so it is given the script only when Redis lost it (``NOSCRIPT``, after a restart or a
+        failover), and then loads it and runs again (every write here is idempotent).
         """
         with _backend_errors(action), span(f"online_store.{action}", **_SPAN):
             client = self._client()
-            for attempt in range(2):
+            run = script(self._scripts)
+            if self.cluster:
+                for keys, args in calls:
+                    run(keys, args, client=client)
+                return
+            with client.pipeline(transaction=False) as pipe:
+                for keys, args in calls:
+                    pipe.evalsha(run.sha, len(keys), *keys, *args)
                 try:
-                    with client.pipeline(transaction=False) as pipe:
-                        fill(pipe)
-                        return pipe.execute()
+                    pipe.execute()
                 except NoScriptError:
-                    if attempt:
-                        raise
-                    for script in _SCRIPTS:
-                        client.script_load(script.source)
-        raise AssertionError("unreachable")
+                    for keys, args in calls:
+                        run(keys, args, client=pipe)
+                    pipe.execute()
 
     def get_marker(self, name: str) -> str | None:
         with _backend_errors("get_marker"):
@@ -594,9 +568,10 @@ class RedisOnlineStore(OnlineStore):
     def close(self) -> None:
         with self._lock:
             client, self._redis = self._redis, None
-            own = list(self._own_connections)
-        for connection in own:
-            connection.disconnect()
+            readers = list(self._readers)
+        for reader in readers:
+            reader.close()
+            reader.connection_pool.disconnect()
         if client is not None:
             client.close()
             if not self.cluster:  # a client given its pool leaves the pool's connections open on close
@@ -609,7 +584,7 @@ class RedisOnlineStore(OnlineStore):
                 if self._redis is None and self.cluster:
                     s = self.settings
                     # Connects to discover the slot map, so it may raise: callers run it under _backend_errors.
-                    self._redis = RedisCluster.from_url(
+                    cluster = RedisCluster.from_url(
                         self._node_url,
                         decode_responses=True,
                         socket_timeout=s.socket_timeout_s,
@@ -617,6 +592,7 @@ class RedisOnlineStore(OnlineStore):
                         max_connections=s.max_connections,
                         retry=Retry(NoBackoff(), s.retries),
                     )
+                    self._scripts, self._redis = _Scripts.on(cluster), cluster
                 elif self._redis is None:
                     s = self.settings
                     pool = redis.BlockingConnectionPool.from_url(
@@ -628,7 +604,8 @@ class RedisOnlineStore(OnlineStore):
                         timeout=s.socket_timeout_s,
                         retry=Retry(NoBackoff(), s.retries),
                     )
-                    self._redis = redis.Redis(connection_pool=pool)
+                    single = redis.Redis(connection_pool=pool)
+                    self._scripts, self._redis = _Scripts.on(single), single
                 client = self._redis
         return client
 

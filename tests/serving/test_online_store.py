@@ -816,6 +816,25 @@ def test_factory_rejects_unknown_schemes(url: str) -> None:
         open_online_store(url)
 
 
+def test_redis_cluster_reloads_scripts_it_lost(redis_cluster_url: str) -> None:
+    """A failover or restart leaves the primaries without the scripts; reads and writes load them again."""
+    store = RedisOnlineStore(redis_cluster_url, RedisSettings(key_prefix=_unique_prefix()))
+    raw = RedisCluster.from_url(redis_cluster_url.replace("redis+cluster", "redis", 1), decode_responses=True)
+    try:
+        store.record_shares([Share("bob", "alice", "p1", 1.0)])
+        raw.execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.PRIMARIES)
+        assert store.get_live_state("alice").shares_received == [ReceivedShare("p1", "bob", 1.0)]
+        raw.execute_command("SCRIPT FLUSH", target_nodes=RedisCluster.PRIMARIES)
+        assert raw.script_exists(store._scripts.record_friend_purchases.sha) == [False]
+        store.record_friend_purchases([("alice", Purchase("bob", "p2", 2.0))])
+        assert store.get_live_state("alice").friends_bought == [FriendsBought("p2", 1, "bob", 2.0)]
+        assert raw.script_exists(store._scripts.record_friend_purchases.sha) == [True]
+    finally:
+        store.clear()
+        store.close()
+        raw.close()
+
+
 def test_redis_cluster_keeps_a_users_keys_in_one_slot(redis_cluster_url: str) -> None:
     """On a cluster the KEYS.md names are unchanged and a user's seven keys hash to one slot (one-round-trip
     hydration); a fan-out write reaches users on every primary."""
