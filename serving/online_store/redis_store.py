@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import os
 import threading
 import time
@@ -10,13 +9,16 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Annotated
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
+from pydantic import Field
+from pydantic.dataclasses import dataclass as pydantic_dataclass
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
-from redis.connection import parse_url
 from redis.commands.core import Script
+from redis.connection import parse_url
 from redis.exceptions import NoScriptError, RedisClusterException
 from redis.retry import Retry
 
@@ -46,9 +48,14 @@ _CLEAR_BATCH = 1000
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
 
-@dataclass(frozen=True, slots=True)
+_Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+_Ttl = Annotated[int, Field(gt=0)] | None
+
+
+@pydantic_dataclass(frozen=True)
 class RedisSettings:
     """Settings of :class:`RedisOnlineStore`; the defaults suit a server calling Redis on the request path.
+    Checked by pydantic on construction: a bad value raises ``ValueError`` naming the field.
 
     Query options in the URL (``?socket_timeout=1``) override the matching timeouts, as redis-py defines.
 
@@ -75,31 +82,15 @@ class RedisSettings:
             connection found dead counts as one. (default: ``1``)
     """
 
-    key_prefix: str = "sr:"
-    socket_timeout_s: float = 0.2
-    connect_timeout_s: float = 0.2
-    purchase_ttl_s: int | None = _NINETY_DAYS_S
-    social_ttl_s: int | None = _NINETY_DAYS_S
-    max_items_per_key: int = DEFAULT_MAX_ITEMS_PER_KEY
-    fatigue_window_s: float = DEFAULT_FATIGUE_WINDOW_S
-    max_connections: int = 64
-    retries: int = 1
-
-    def __post_init__(self) -> None:
-        if not self.key_prefix or "{" in self.key_prefix or "}" in self.key_prefix:
-            raise ValueError(f"key_prefix must be non-empty and free of braces, got {self.key_prefix!r}")
-        if self.socket_timeout_s <= 0 or self.connect_timeout_s <= 0:
-            raise ValueError("socket_timeout_s and connect_timeout_s must be > 0")
-        for name in ("purchase_ttl_s", "social_ttl_s"):
-            ttl = getattr(self, name)
-            if ttl is not None and ttl <= 0:
-                raise ValueError(f"{name} must be > 0 or None, got {ttl}")
-        if self.max_items_per_key < 1:
-            raise ValueError(f"max_items_per_key must be >= 1, got {self.max_items_per_key}")
-        if not (math.isfinite(self.fatigue_window_s) and self.fatigue_window_s > 0):
-            raise ValueError(f"fatigue_window_s must be > 0 seconds, got {self.fatigue_window_s}")
-        if self.max_connections < 1 or self.retries < 0:
-            raise ValueError("max_connections must be >= 1 and retries >= 0")
+    key_prefix: Annotated[str, Field(min_length=1, pattern=r"^[^{}]*$")] = "sr:"
+    socket_timeout_s: _Seconds = 0.2
+    connect_timeout_s: _Seconds = 0.2
+    purchase_ttl_s: _Ttl = _NINETY_DAYS_S
+    social_ttl_s: _Ttl = _NINETY_DAYS_S
+    max_items_per_key: Annotated[int, Field(ge=1)] = DEFAULT_MAX_ITEMS_PER_KEY
+    fatigue_window_s: _Seconds = DEFAULT_FATIGUE_WINDOW_S
+    max_connections: Annotated[int, Field(ge=1)] = 64
+    retries: Annotated[int, Field(ge=0)] = 1
 
 
 @contextmanager

@@ -674,10 +674,13 @@ def test_redis_clear_treats_glob_characters_in_the_prefix_literally(redis_url: s
         {"fatigue_window_s": float("nan")},
         {"max_connections": 0},
         {"retries": -1},
+        {"connect_timeout_s": float("inf")},
+        {"max_connections": "many"},
     ],
 )
 def test_redis_settings_reject_bad_values(kwargs: dict[str, object]) -> None:
-    with pytest.raises(ValueError):
+    (field,) = kwargs
+    with pytest.raises(ValueError, match=field):
         RedisSettings(**kwargs)  # type: ignore[arg-type]
 
 
