@@ -15,13 +15,15 @@ from collections.abc import Callable, Iterable
 from enum import Enum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
+from pydantic import PositiveInt
 from rich.console import Console
 from rich.logging import RichHandler
 
 from sharerank import progress
+from sharerank.cli_params import assignment, comma_separated
 from sharerank.config import Settings
 from sharerank.models.recommenders.registry import model_names
 
@@ -192,28 +194,25 @@ def import_(
     emit({"name": name.value, "out": str(out), "rows": rows}, as_json)
 
 
-SetOption = Annotated[list[str] | None, typer.Option(
-    "--set", help="MODEL.KEY=VALUE: a setting of one model (a training setting such as lr or batch_size, or a "
-                  "model argument), e.g. sharegnn.temperature=0.2 or ease.reg=300; values are JSON or none; "
-                  "repeatable.")]
+SetOption = Annotated[list[Any] | None, typer.Option(
+    "--set", parser=assignment, metavar="MODEL.KEY=VALUE",
+    help="A setting of one model (a training setting such as lr or batch_size, or a model argument), e.g. "
+         "sharegnn.temperature=0.2 or ease.reg=300; values are JSON or none; repeatable.")]
 BudgetOption = Annotated[float, typer.Option(min=1.0, help="Seconds the automatic choice may spend tuning every "
                                                            "model family on validation (the refit comes after).")]
 AUTO_BUDGET_SECONDS = 540.0
 """Default of every --budget: training.feed.auto.DEFAULT_BUDGET_SECONDS, written here so --help needs no torch."""
 
 
-def _parse_settings(assignments: list[str] | None, models: list[str]) -> dict[str, dict[str, Any]]:
-    """``--set MODEL.KEY=VALUE`` flags as ``{model: {key: value}}``, checked against each model's settings."""
-    from sharerank.training.feed.fit import check_settings, parse_setting
+def _model_settings(assignments: list[tuple[str, str, Any]] | None, models: list[str]) -> dict[str, dict[str, Any]]:
+    """``--set`` values as ``{model: {key: value}}``, checked against the models in use and their settings."""
+    from sharerank.training.feed.fit import check_settings
 
     settings: dict[str, dict[str, Any]] = {}
-    for assignment in assignments or []:
-        target, _, value = assignment.partition("=")
-        name, _, key = target.partition(".")
-        if name not in models or not key or not value:
-            raise UsageError(f"--set {assignment!r}: expected MODEL.KEY=VALUE for a model being used "
-                             f"({', '.join(models) or 'none'})")
-        settings.setdefault(name, {})[key] = parse_setting(value)
+    for name, key, value in assignments or []:
+        if name not in models:
+            raise UsageError(f"--set {name}.{key}: {name} is not a model being used ({', '.join(models) or 'none'})")
+        settings.setdefault(name, {})[key] = value
         check_settings(name, settings[name])
     return settings
 
@@ -234,7 +233,7 @@ def train(
     rank 0 logs, registers and prints the report, the other ranks exit quietly."""
     import os
 
-    params = _parse_settings(settings_, [model.value] if model.value != "auto" else [])
+    params = _model_settings(settings_, [model.value] if model.value != "auto" else [])
     if "WORLD_SIZE" in os.environ and model.value == "auto":  # torchrun: before any rank joins a group
         raise UsageError("--model auto is not trained data-parallel; name one graph model (lightgcn, sharegnn) "
                          "under torchrun")
@@ -279,15 +278,6 @@ def retrain(
     emit(report, as_json)
 
 
-def _parse_models(text: str | None) -> list[str]:
-    known = [*model_names(), "auto"]
-    names = known if not text else [n.strip() for n in text.split(",") if n.strip()]
-    unknown = [n for n in names if n not in known]
-    if unknown:
-        raise UsageError(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(known)}")
-    return names
-
-
 def _results_table(report: dict[str, Any], k: int) -> Any:
     from rich.table import Table
 
@@ -309,8 +299,10 @@ def _results_table(report: dict[str, Any], k: int) -> Any:
 def eval(  # noqa: A001 - the command is called eval
     data: Annotated[Path, typer.Option(help="Dataset folder.")],
     k: Annotated[int, typer.Option(min=1, max=1000, help="Cut-off of the ranking metrics.")] = 20,
-    models: Annotated[str | None, typer.Option(help=f"Comma-separated models from {', '.join(model_names())} and "
-                                                    "auto (the validation choice); default all.")] = None,
+    models: Annotated[Any, typer.Option(parser=comma_separated(Literal[(*model_names(), "auto")]),
+                                        metavar="MODEL,MODEL", help=f"Comma-separated models from "
+                                        f"{', '.join(model_names())} and auto (the validation choice); default "
+                                        "all.")] = None,
     max_seconds: Annotated[float | None, typer.Option(help="Training budget per graph model (s).")] = None,
     epochs: Annotated[int | None, typer.Option(min=1, help="Maximum epochs per graph model.")] = None,
     refit: Annotated[bool, typer.Option(help="Retrain graph models on train+validation.")] = True,
@@ -324,8 +316,8 @@ def eval(  # noqa: A001 - the command is called eval
     share; logged to MLflow."""
     from sharerank.training.jobs import run_evaluation
 
-    names = _parse_models(models)
-    params = _parse_settings(settings_, [n for n in names if n != "auto"])
+    names = list(models or (*model_names(), "auto"))
+    params = _model_settings(settings_, [n for n in names if n != "auto"])
     overrides = {key: v for key, v in {"max_seconds": max_seconds, "epochs": epochs}.items() if v is not None}
     for name in model_names(trainable=True):
         if name in names and overrides:
@@ -365,7 +357,8 @@ def seed(
     product: Annotated[str | None, typer.Option(help="Product to launch: its category's influence, buyers "
                                                      "excluded.")] = None,
     category: Annotated[str | None, typer.Option(help="Category to launch in.")] = None,
-    exclude: Annotated[str, typer.Option(help="Comma-separated user ids never to pick (opted out).")] = "",
+    exclude: Annotated[Any, typer.Option(parser=comma_separated(str, at_least_one=False), metavar="USER,USER",
+                                         help="Comma-separated user ids never to pick (opted out).")] = "",
     min_activity: Annotated[int, typer.Option(min=0, help="Only users with at least this many shares sent "
                                                           "plus purchases.")] = 0,
     max_per_community: Annotated[int, typer.Option(min=0, help="At most this many seeds per community (0: no "
@@ -389,9 +382,8 @@ def seed(
         raise UsageError(f"--k: budget must be between 1 and 1000 (got {k})")
     if ring_policy not in RING_POLICIES:
         raise UsageError(f"--ring-policy: ring_policy must be one of {', '.join(RING_POLICIES)} (got {ring_policy!r})")
-    ids = tuple(u.strip() for u in exclude.split(",") if u.strip())
     with progress.stage("seed"):
-        report = run_seed(data, k, product=product, category=category, exclude=ids, min_activity=min_activity,
+        report = run_seed(data, k, product=product, category=category, exclude=exclude, min_activity=min_activity,
                           max_per_community=max_per_community, max_fatigue=max_fatigue,
                           ring_policy=ring_policy, epsilon=epsilon, mc_runs=mc_runs, seed=seed)
     emit(report, as_json)
@@ -402,7 +394,8 @@ def eval_seeding(
     data: Annotated[Path, typer.Option(help="Dataset folder: a simulated world (truth/), influence.csv "
                                             "(e.g. NetHEPT) and/or shares with times.")],
     k: Annotated[int, typer.Option(min=1, max=1000, help="Seeds per method.")] = 50,
-    ks: Annotated[str, typer.Option(help="Budgets for the given-influence section, comma-separated.")] = "10,50,100",
+    ks: Annotated[Any, typer.Option(parser=comma_separated(PositiveInt), metavar="K,K",
+                                    help="Budgets for the given-influence section, comma-separated.")] = "10,50,100",
     epsilon: Annotated[float, typer.Option(help="Slack of the (1 - 1/e - epsilon) guarantee.")] = 0.1,
     mc_runs: Annotated[int, typer.Option(min=100, help="Independent Monte Carlo runs per spread.")] = 10_000,
     category: Annotated[str | None, typer.Option(help="Launch category of the synthetic section (default: the "
@@ -414,14 +407,8 @@ def eval_seeding(
     """Seeding quality and speed: learned vs oracle vs degree/PageRank/top sharers, NetHEPT, cascade replay."""
     from sharerank.training.seeding.evaluate import run_eval_seeding
 
-    try:
-        budgets = tuple(int(x) for x in ks.split(",") if x.strip())
-    except ValueError:
-        raise UsageError(f"--ks must be comma-separated integers (got {ks!r})") from None
-    if not budgets or min(budgets) < 1:
-        raise UsageError("--ks needs at least one budget, each at least 1")
     with progress.stage("eval-seeding"):
-        report = run_eval_seeding(data, k=k, ks=budgets, epsilon=epsilon, mc_runs=mc_runs, category=category,
+        report = run_eval_seeding(data, k=k, ks=ks, epsilon=epsilon, mc_runs=mc_runs, category=category,
                                   seed=seed, progress=progress.note)
     for table in _seeding_tables(report):
         stderr.print(table)
@@ -485,7 +472,8 @@ def eval_audience(
     data: Annotated[Path, typer.Option(help="Dataset folder (a simulated world, or e.g. an imported Ciao).")],
     model: Annotated[TrainModel, typer.Option(help="The recommender whose affinity GetAudience reads (not auto: "
                                                    "one model, fitted as `sharerank eval` fits it).")] = "itemknn",
-    ks: Annotated[str, typer.Option(help="Cut-offs of Recall@k, comma-separated.")] = "10,50,100",
+    ks: Annotated[Any, typer.Option(parser=comma_separated(PositiveInt), metavar="K,K",
+                                    help="Cut-offs of Recall@k, comma-separated.")] = "10,50,100",
     max_products: Annotated[int, typer.Option(min=1, help="Products with held-out buyers scored (a random "
                                                           "sample beyond this).")] = 3000,
     seed: SeedOption = 0,
@@ -497,12 +485,8 @@ def eval_audience(
 
     if model.value == "auto":
         raise UsageError("--model auto is not available here; name one model (e.g. itemknn)")
-    try:
-        cutoffs = tuple(int(x) for x in ks.split(",") if x.strip())
-    except ValueError:
-        raise UsageError(f"--ks must be comma-separated integers (got {ks!r})") from None
     with progress.stage("eval-audience"):
-        report = run_eval_audience(data, model=model.value, ks=cutoffs, max_products=max_products, seed=seed,
+        report = run_eval_audience(data, model=model.value, ks=ks, max_products=max_products, seed=seed,
                                    progress=progress.note)
     emit(report, as_json)
 

@@ -81,10 +81,10 @@ BAD_INPUT = [  # (arguments, what the one line says): at least one per command, 
     (["import", "nosuch", "--src", ".", "--out", "x"], "'nosuch' is not one of"),
     (["train", "--data", ".", "--model", "nope"], "'nope' is not one of"),
     (["train", "--data", ".", "--model", "lightgcn", "--set", "lightgcn.nope=1"], "no setting 'nope'"),
-    (["eval", "--data", ".", "--models", "nope"], "unknown model(s) nope"),
+    (["eval", "--data", ".", "--models", "lightgcn,nope"], "'lightgcn,nope': item 2: input should be 'popularity'"),
     (["seed", "--data", ".", "--k", "0"], "budget must be between 1 and 1000"),
     (["seed", "--data", ".", "--ring-policy", "sometimes"], "ring_policy must be one of"),
-    (["eval-seeding", "--data", ".", "--ks", "a,b"], "--ks"),
+    (["eval-seeding", "--data", ".", "--ks", "10,b"], "--ks': '10,b': item 2: input should be a valid integer"),
     (["eval-audience", "--data", ".", "--ks", "x"], "--ks"),
     (["demand", "--data", ".", "--period-days", "-1"], "--period-days"),
     (["simulate"], "Missing option '--out'"),
@@ -124,15 +124,17 @@ def test_promote_with_an_empty_registry_exits_2(tmp_path: Path, monkeypatch) -> 
 def test_eval_set_rejects_unknown_settings(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("SHARERANK_HOME", str(tmp_path))
     (tmp_path / "purchases.csv").write_text("user_id,product_id,ts\nu1,p1,1\nu2,p1,2\n")
-    for assignment, message in (("sharegnn.nope=1", "no setting 'nope'"), ("lightgcn.lr=0.1", "MODEL.KEY=VALUE"),
-                                ("sharegnn", "MODEL.KEY=VALUE")):
+    for assignment, message in (("sharegnn.nope=1", "no setting 'nope'"),
+                                ("lightgcn.lr=0.1", "lightgcn is not a model being used"),
+                                ("sharegnn", "MODEL.KEY=VALUE"), ("sharegnn.lr=", "MODEL.KEY=VALUE")):
         result = runner.invoke(app, ["eval", "--data", str(tmp_path), "--models", "sharegnn", "--set", assignment])
         assert result.exit_code == 2, result.output
         assert message in result.output
 
 
 def test_settings_read_json_and_none_and_reach_training_and_model_arguments() -> None:
-    from sharerank.training.feed.fit import parse_setting, train_config
+    from sharerank.cli_params import parse_setting
+    from sharerank.training.feed.fit import train_config
 
     params = {"batch_size": parse_setting("2048"), "popularity_weight": parse_setting("none"),
               "temperature": parse_setting("0.3")}

@@ -64,8 +64,9 @@ def test_co_purchase_ranks_users_by_buyers_in_common_and_recall_counts_held_out_
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--ks", "a,b"], "--ks must be comma-separated integers"),
-    (["--ks", "0"], "at least 1"),
+    (["--ks", "a,b"], "'a,b': item 1: input should be a valid integer"),
+    (["--ks", "10,0"], "'10,0': item 2: input should be greater than 0"),
+    (["--ks", " , "], "at least 1 item"),
     (["--model", "auto"], "--model auto is not available"),
 ])
 def test_bad_options_exit_2_in_one_line(tiny_world: Path, args: list[str], message: str) -> None:

@@ -9,7 +9,6 @@ again on both for the epoch count validation chose, so no model gets less data t
 from __future__ import annotations
 
 import inspect
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -47,14 +46,6 @@ class Fitted:
     info: dict[str, Any] = field(default_factory=dict)
     exact: Any = None
     result: TrainResult | None = None
-
-
-def parse_setting(text: str) -> Any:
-    """A setting's value from text (``--set``): JSON (``2048``, ``0.5``, ``true``), ``none``, or a bare string."""
-    try:
-        return None if text.lower() == "none" else json.loads(text)
-    except json.JSONDecodeError:
-        return text
 
 
 def check_settings(name: str, params: dict[str, Any]) -> None:
