@@ -7,8 +7,8 @@ script (``--serve MODE``), each ``create_server`` with the in-process store, met
 
 - ``bare``: the feed's stage timers replaced by a no-op (the code as it was before traces and stage metrics);
 - ``off``: as shipped with tracing off (stage timers on for the Prometheus histogram; no span);
-- ``on``: tracing on as shipped (``trace_sample_ratio`` of the calls traced, 0.1 by default): the gRPC
-  instrumentation on every call, and for traced calls a span per stage and per store round trip, exported in
+- ``on``: tracing on as shipped (``trace_sample_ratio`` of the calls traced, 0.1 by default, chosen before the
+  gRPC instrumentation runs): for traced calls the call's span, a span per stage and per store round trip, exported in
   batches (``BatchSpanProcessor``) to an exporter that drops them (no collector here: the network send is not
   measured, it runs off the request path);
 - ``on-all``: the same with every call traced (ratio 1).
@@ -52,19 +52,18 @@ def serve(mode: str, home: Path, port: int) -> None:
         import sharerank.serving.feed.pipeline as pipeline
 
         pipeline._stage = lambda name: contextlib.nullcontext()
-    else:
+    elif mode != "off":  # off: no provider, as `serve` runs without SHARERANK_OTLP_ENDPOINT
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-        from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 
         class Drop(SpanExporter):
             def export(self, spans):
                 return SpanExportResult.SUCCESS
 
-        ratio = 1.0 if mode == "on-all" else Settings().trace_sample_ratio
-        provider = TracerProvider(sampler=ParentBased(TraceIdRatioBased(ratio)))
+        provider = TracerProvider()
         provider.add_span_processor(BatchSpanProcessor(Drop()))
-    settings = Settings(home=home, reload_poll_seconds=0, metrics_port=0, event_log_dir=home / f"events-{mode}")
+    settings = Settings(home=home, reload_poll_seconds=0, metrics_port=0, event_log_dir=home / f"events-{mode}",
+                        **({"trace_sample_ratio": 1.0} if mode == "on-all" else {}))
     serve_forever(create_server(settings, InMemoryOnlineStore(), address=f"127.0.0.1:{port}",
                                 tracer_provider=provider))
 

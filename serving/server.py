@@ -89,8 +89,8 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
     the alias poller (or ReloadModel) loads it later. RecordEvents appends to the event journal settings name
     (:func:`~sharerank.serving.events.journal.open_event_journal`): the shared stream, or the file log in
     ``event_log_dir``, which this server holds until :meth:`Server.stop`. ``replica`` numbers the processes of
-    one ``serve --processes N``. Calls are traced with ``tracer_provider``, by default an OTLP exporter when
-    ``otlp_endpoint`` is set (:mod:`~sharerank.serving.tracing`).
+    one ``serve --processes N``. ``trace_sample_ratio`` of the calls are traced with ``tracer_provider``, by
+    default an OTLP exporter when ``otlp_endpoint`` is set (:mod:`~sharerank.serving.tracing`).
 
     Raises:
         TLSSettingsError: a TLS file cannot be used, or auth tokens without TLS on a non-loopback address.
@@ -103,7 +103,7 @@ def create_server(settings: Settings, store: OnlineStore, holder: ModelHolder | 
     event_log = open_event_journal(settings, replica)
     try:
         if tracer_provider is None and settings.otlp_endpoint:
-            tracer_provider = otlp_provider(settings.otlp_endpoint, settings.trace_sample_ratio)
+            tracer_provider = otlp_provider(settings.otlp_endpoint)
         return _start(settings, store, holder, address, metrics_address, event_log, credentials, tracer_provider)
     except BaseException:
         event_log.close()
@@ -125,7 +125,7 @@ def _start(settings: Settings, store: OnlineStore, holder: ModelHolder | None, a
     metrics = ServerMetrics() if metrics_address is not None or settings.metrics_port else None
     # Metrics outermost, so the calls auth rejects are counted (by code) like any other.
     interceptors = [MetricsInterceptor(metrics)] if metrics is not None else []
-    interceptors += server_interceptors(tracer_provider)  # rejected calls are traced too
+    interceptors += server_interceptors(tracer_provider, settings.trace_sample_ratio)  # rejected calls too
     interceptors.append(RequestLogInterceptor(lambda: holder.current.version if holder.current else ""))
     if settings.auth_tokens:
         interceptors.append(BearerAuthInterceptor(settings.auth_tokens))

@@ -26,10 +26,11 @@ def exporter() -> InMemorySpanExporter:
     return InMemorySpanExporter()
 
 
-def start(registry, redis_url: str, provider: TracerProvider | None) -> Server:
+def start(registry, redis_url: str, provider: TracerProvider | None, sample_ratio: float = 1.0) -> Server:
     settings, _ = registry
     store = open_online_store(redis_url, settings=RedisSettings(key_prefix=f"trace-{uuid.uuid4().hex[:8]}:"))
-    return create_server(settings.model_copy(update={"event_log_dir": settings.home / f"events-{uuid.uuid4().hex}"}),
+    return create_server(settings.model_copy(update={"event_log_dir": settings.home / f"events-{uuid.uuid4().hex}",
+                                                     "trace_sample_ratio": sample_ratio}),
                          store, address="127.0.0.1:0", metrics_address="127.0.0.1:0", tracer_provider=provider)
 
 
@@ -42,10 +43,12 @@ def traced(registry, redis_url: str, exporter: InMemorySpanExporter) -> Iterator
     server.stop(grace=None)
 
 
-def get_feed(server: Server) -> tuple[feed_service_pb2.GetFeedResponse, dict[str, str]]:
+def get_feed(server: Server, metadata: tuple[tuple[str, str], ...] = ()
+             ) -> tuple[feed_service_pb2.GetFeedResponse, dict[str, str]]:
     with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
         response, call = feed_service_pb2_grpc.FeedServiceStub(channel).GetFeed.with_call(
-            feed_service_pb2.GetFeedRequest(user_id="anyone", page_size=5, explain=True), timeout=10)
+            feed_service_pb2.GetFeedRequest(user_id="anyone", page_size=5, explain=True), metadata=metadata,
+            timeout=10)
         return response, dict(call.initial_metadata())
 
 
@@ -75,6 +78,33 @@ def test_tracing_off_sends_no_header_and_records_nothing(registry, redis_url: st
         server.stop(grace=None)
     assert len(response.items) == 5
     assert TRACE_ID_HEADER not in headers and exporter.get_finished_spans() == ()
+
+
+def test_the_ratio_picks_calls_and_a_callers_traceparent_overrides_it(registry, redis_url: str,
+                                                                      exporter: InMemorySpanExporter) -> None:
+    """At ratio 0 a plain call makes no span at all (not even a dropped one), a caller's sampled traceparent is
+    continued, an unsampled one is not; at ratio 0.5 about half the calls are traced."""
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    parent_trace = "4bf92f3577b34da6a3ce929d0e0e4736"
+    server = start(registry, redis_url, provider, sample_ratio=0.0)
+    try:
+        _, plain = get_feed(server)
+        assert exporter.get_finished_spans() == () and TRACE_ID_HEADER not in plain
+        _, unsampled = get_feed(server, (("traceparent", f"00-{parent_trace}-00f067aa0ba902b7-00"),))
+        assert exporter.get_finished_spans() == () and TRACE_ID_HEADER not in unsampled
+        _, sampled = get_feed(server, (("traceparent", f"00-{parent_trace}-00f067aa0ba902b7-01"),))
+    finally:
+        server.stop(grace=None)
+    assert sampled[TRACE_ID_HEADER] == parent_trace
+    assert {format(s.context.trace_id, "032x") for s in exporter.get_finished_spans()} == {parent_trace}
+    exporter.clear()
+    server = start(registry, redis_url, provider, sample_ratio=0.5)
+    try:
+        traced_calls = sum(TRACE_ID_HEADER in get_feed(server)[1] for _ in range(60))
+    finally:
+        server.stop(grace=None)
+    assert 12 <= traced_calls <= 48  # binomial(60, 0.5): outside this once in ~10^5 runs
 
 
 def test_calls_are_logged_with_their_ids_and_failures_always(traced: Server, caplog: pytest.LogCaptureFixture,
