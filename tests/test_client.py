@@ -262,3 +262,43 @@ def test_a_bad_event_batch_names_the_event(target: str, settings: Settings) -> N
     with EventClient(target, token=STOREFRONT, settings=settings) as events, pytest.raises(InvalidArgument) as err:
         events.record_events([view_event(f"client-ok-{uuid.uuid4().hex}", "u1", "p1"), bad])
     assert err.value.reason == "EMPTY_ID" and err.value.metadata["index"] == "1"
+
+
+def test_the_readme_example_runs_against_sharerank_serve(registry, tmp_path: Path) -> None:
+    """The README's "Calling sharerank from Python" example, as written there, against a `sharerank serve`."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import wait_for
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("## Calling sharerank from Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    settings, _ = registry
+    port = free_port()
+    env = {**os.environ, "SHARERANK_HOME": str(settings.home), "SHARERANK_REDIS_URL": "memory://",
+           "SHARERANK_EVENT_LOG_DIR": str(tmp_path / "events"), "SHARERANK_METRICS_PORT": "0",
+           "SHARERANK_GRPC_TARGET": f"127.0.0.1:{port}"}
+    proc = subprocess.Popen([sys.executable, "-m", "sharerank.cli", "serve", "--port", str(port)], env=env,
+                            stderr=subprocess.DEVNULL)
+    try:
+        def serving() -> bool:
+            with FeedClient(f"127.0.0.1:{port}", settings=settings) as client:
+                try:
+                    return bool(client.get_feed("u001", page_size=1).items)
+                except SharerankError:
+                    return proc.poll() is not None
+
+        wait_for(serving, "sharerank serve answers a feed", timeout_s=120)
+        assert proc.poll() is None, "sharerank serve exited"
+        result = subprocess.run([sys.executable, "-c", example], env=env, capture_output=True, text=True,
+                                timeout=120)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    assert result.returncode == 0, result.stderr
+    *items, refused, recorded = result.stdout.splitlines()
+    assert [line.split()[0] for line in items] == ["1"] * 5 + ["2"] * 5
+    assert len({line.split()[1] for line in items}) == 10  # two pages, no product twice
+    assert (refused, recorded) == ("EMPTY_USER_ID {'field': 'user_id'}", "1 0")
