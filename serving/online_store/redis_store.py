@@ -288,8 +288,7 @@ return {redis.call('ZREVRANGE', KEYS[1], 0, limit - 1, 'WITHSCORES'), shares, sh
 @dataclass(frozen=True, slots=True)
 class _Scripts:
     """The store's Lua scripts, registered on its client: redis-py's ``Script`` sends ``EVALSHA`` and loads the
-    script when Redis lost it (``NOSCRIPT`` after a restart or failover), and a plain pipeline checks and loads
-    its scripts before it runs."""
+    script when Redis lost it (``NOSCRIPT`` after a restart or failover; on a cluster, on every primary)."""
 
     record_shares: Script
     record_friend_purchases: Script
@@ -505,29 +504,28 @@ class RedisOnlineStore(OnlineStore):
 
     def _run_each(self, action: str, script: Callable[[_Scripts], Script],
                   calls: Sequence[tuple[Sequence[str], Sequence[object]]]) -> None:
-        """Run ``script`` once per ``(keys, args)``: on one node as one pipeline of ``EVALSHA``; on a cluster one
-        call after another, as redis-py's cluster pipeline refuses scripts.
+        """Run ``script`` once per ``(keys, args)``, as one pipeline of ``EVALSHA`` (split per node on a cluster).
 
-        A pipeline given the script itself checks with ``SCRIPT EXISTS`` on every run, a round trip that cost
-        writes 26-50% here; so it is given the script only when Redis lost it (``NOSCRIPT``, after a restart or a
-        failover), and then loads it and runs again (every write here is idempotent).
+        When Redis lost the script (``NOSCRIPT``, after a restart or a failover) the calls run again one by one
+        through the script object, which loads it (every write here is idempotent). Not a pipeline given the script
+        itself: that checks ``SCRIPT EXISTS`` on every run, a round trip that cost writes 26-50% here, and a
+        cluster pipeline refuses scripts.
         """
         with _backend_errors(action), span(f"online_store.{action}", **_SPAN):
             client = self._client()
             run = script(self._scripts)
-            if self.cluster:
-                for keys, args in calls:
-                    run(keys, args, client=client)
-                return
             with client.pipeline(transaction=False) as pipe:
                 for keys, args in calls:
-                    pipe.evalsha(run.sha, len(keys), *keys, *args)
+                    # A command rather than pipe.evalsha, which a cluster pipeline blocks; it routes the command by
+                    # its keys' slot (one slot per call, by the hash tag).
+                    pipe.execute_command("EVALSHA", run.sha, len(keys), *keys, *args)
                 try:
                     pipe.execute()
+                    return
                 except NoScriptError:
-                    for keys, args in calls:
-                        run(keys, args, client=pipe)
-                    pipe.execute()
+                    pass
+            for keys, args in calls:
+                run(keys, args, client=client)
 
     def get_marker(self, name: str) -> str | None:
         with _backend_errors("get_marker"):
