@@ -24,6 +24,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from sharerank.client import (
     DEADLINES_S,
+    AdminClient,
     AsyncEventClient,
     AsyncFeedClient,
     DeadlineExceeded,
@@ -262,6 +263,23 @@ def test_a_bad_event_batch_names_the_event(target: str, settings: Settings) -> N
     with EventClient(target, token=STOREFRONT, settings=settings) as events, pytest.raises(InvalidArgument) as err:
         events.record_events([view_event(f"client-ok-{uuid.uuid4().hex}", "u1", "p1"), bad])
     assert err.value.reason == "EMPTY_ID" and err.value.metadata["index"] == "1"
+
+
+def test_the_admin_client_reads_the_model_and_pins_a_version(registry, target: str, settings: Settings) -> None:
+    server = start(registry)  # auth off: any caller may reload
+    try:
+        with AdminClient(f"127.0.0.1:{server.port}", settings=settings) as admin:
+            info = admin.model_info()
+            assert info.model_version == server.holder.current.version and not info.pinned
+            pinned = admin.reload_model(info.model_version)
+            assert (pinned.model_version, pinned.pinned, pinned.changed) == (info.model_version, True, False)
+            assert admin.model_info().pinned
+            assert not admin.reload_model().pinned  # no version: unpinned, following the alias again
+    finally:
+        server.stop(grace=None)
+    with AdminClient(target, token=GROWTH, settings=settings) as admin, pytest.raises(PermissionDenied) as refused:
+        admin.model_info()
+    assert refused.value.reason == "ROLE_NOT_ALLOWED"
 
 
 def test_the_readme_example_runs_against_sharerank_serve(registry, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 safe to repeat, the bearer token and TLS from arguments or the settings, errors as typed exceptions carrying the
 server's ErrorInfo reason (README "Calling sharerank from Python")."""
 
+from sharerank.client.admin import AdminClient, AsyncAdminClient
 from sharerank.client.base import DEADLINES_S
 from sharerank.client.channel import RetryPolicy
 from sharerank.client.errors import (
@@ -20,8 +21,8 @@ from sharerank.client.feed import AsyncFeedClient, FeedClient
 from sharerank.client.seeding import AsyncSeedingClient, SeedingClient
 
 __all__ = [
-    "DEADLINES_S", "AsyncEventClient", "AsyncFeedClient", "AsyncSeedingClient", "DeadlineExceeded", "EventClient",
-    "FailedPrecondition", "FeedClient", "InvalidArgument", "NotFound", "PermissionDenied", "ResourceExhausted",
-    "RetryPolicy", "SeedingClient", "SharerankError", "Unauthenticated", "Unavailable", "purchase_event",
-    "share_event", "view_event",
+    "DEADLINES_S", "AdminClient", "AsyncAdminClient", "AsyncEventClient", "AsyncFeedClient", "AsyncSeedingClient",
+    "DeadlineExceeded", "EventClient", "FailedPrecondition", "FeedClient", "InvalidArgument", "NotFound",
+    "PermissionDenied", "ResourceExhausted", "RetryPolicy", "SeedingClient", "SharerankError", "Unauthenticated",
+    "Unavailable", "purchase_event", "share_event", "view_event",
 ]

@@ -20,6 +20,8 @@ DEADLINES_S: Mapping[str, float] = MappingProxyType({
     "RecordEvents": 5.0,  # appended and fsynced before the answer
     "GetAudience": 60.0,  # scores every user
     "GetSeedTargets": 300.0,  # seed plans on large worlds take tens of seconds, the first after a swap longer
+    "GetModelInfo": 5.0,
+    "ReloadModel": 300.0,  # answers once the version is loaded: a 1M-product index takes minutes to read
 })
 """Each method's deadline in seconds when a call gives no ``timeout``."""
 

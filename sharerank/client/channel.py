@@ -21,7 +21,7 @@ from pathlib import Path
 
 import grpc
 
-from sharerank.v1 import event_service_pb2, feed_service_pb2, seeding_service_pb2
+from sharerank.v1 import admin_service_pb2, event_service_pb2, feed_service_pb2, seeding_service_pb2
 
 __all__ = ["RETRIED_METHODS", "RetryPolicy", "channel_credentials", "channel_options", "open_aio_channel",
            "open_channel"]
@@ -35,6 +35,7 @@ RETRIED_METHODS: dict[str, tuple[str, ...]] = {
     _service(feed_service_pb2, "FeedService"): ("GetFeed", "GetSimilarProducts"),
     _service(seeding_service_pb2, "SeedingService"): ("GetSeedTargets", "GetAudience"),
     _service(event_service_pb2, "EventService"): ("RecordEvents",),
+    _service(admin_service_pb2, "AdminService"): ("GetModelInfo",),
 }
 """Full service name → the methods that may be sent more than once."""
 

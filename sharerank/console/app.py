@@ -10,14 +10,15 @@ from pathlib import Path
 from typing import Annotated, Any
 from uuid import uuid4
 
+import grpc
 import plotly
 from fastapi import FastAPI, File, Form, HTTPException, Request, UploadFile
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
+from sharerank.client import AdminClient, InvalidArgument, SeedingClient, SharerankError
 from sharerank.config import Settings
 from sharerank.console import charts, views
-from sharerank.console.client import GrowthClient, ServiceProblem
 from sharerank.console.model_facts import model_facts
 from sharerank.v1 import seeding_service_pb2
 
@@ -54,9 +55,11 @@ def create_app(settings: Settings, demand_report: dict[str, Any] | None = None,
     printed (the demand page says how to make one when None)."""
     app = FastAPI(title="sharerank growth console", docs_url=None, redoc_url=None, openapi_url=None)
     templates = Jinja2Templates(directory=str(files("sharerank.console") / "templates"))
-    client = GrowthClient(settings.grpc_target, settings.console_token, settings.grpc_ca_file)
+    # The console's own token (a growth or admin role), not a storefront's SHARERANK_CLIENT_TOKEN.
+    seeding = SeedingClient(token=settings.console_token, settings=settings)
+    admin = AdminClient(token=settings.console_token, settings=settings)
     results = Results()
-    app.router.on_shutdown.append(client.close)
+    app.router.on_shutdown.extend((seeding.close, admin.close))
 
     def page(request: Request, name: str, status: int = 200, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, {"target": settings.grpc_target, **context},
@@ -90,16 +93,16 @@ def create_app(settings: Settings, demand_report: dict[str, Any] | None = None,
             try:
                 fields["max_fatigue"] = float(max_fatigue)
             except ValueError:
-                problem = ServiceProblem("INVALID_ARGUMENT", "BAD_MAX_FATIGUE",
-                                         f"max fatigue must be a number in [0, 1], got {max_fatigue[:32]!r}")
+                problem = InvalidArgument(grpc.StatusCode.INVALID_ARGUMENT,
+                                          f"max fatigue must be a number in [0, 1], got {max_fatigue[:32]!r}",
+                                          reason="BAD_MAX_FATIGUE")
                 return page(request, "planner.html", status=400, form=form, problem=problem)
         policy = seeding_service_pb2.RingPolicy.Value(f"RING_POLICY_{ring_policy.upper()}") \
             if ring_policy in RING_POLICIES else seeding_service_pb2.RING_POLICY_UNSPECIFIED
         try:
-            response = client.seed_targets(seeding_service_pb2.GetSeedTargetsRequest(
-                **fields, budget=budget, exclude_user_ids=excluded, min_activity=min_activity,
-                max_seeds_per_community=max_per_community, ring_policy=policy))
-        except ServiceProblem as problem:
+            response = seeding.seed_targets(budget, **fields, exclude_user_ids=excluded, min_activity=min_activity,
+                                            max_seeds_per_community=max_per_community, ring_policy=policy)
+        except SharerankError as problem:
             return page(request, "planner.html", status=400, form=form, problem=problem)
         rows = views.seed_rows(response)
         shown = {"kind": "plan", **views.summary(response, {**form, "excluded": len(excluded)}), "rows": rows}
@@ -129,9 +132,8 @@ def create_app(settings: Settings, demand_report: dict[str, Any] | None = None,
         excluded = views.parse_user_ids(exclude, upload)
         form = {"product_id": product_id, "k": k, "exclude": exclude}
         try:
-            response = client.audience(seeding_service_pb2.GetAudienceRequest(
-                product_id=product_id.strip(), k=k, exclude_user_ids=excluded))
-        except ServiceProblem as problem:
+            response = seeding.audience(product_id.strip(), k, exclude_user_ids=excluded)
+        except SharerankError as problem:
             return page(request, "audience.html", status=400, form=form, problem=problem)
         shown = {"kind": "audience", "request": {**form, "excluded": len(excluded)},
                  "model_version": response.model_version, "warnings": list(response.warnings),
@@ -159,8 +161,8 @@ def create_app(settings: Settings, demand_report: dict[str, Any] | None = None,
     @app.get("/model", response_class=HTMLResponse)
     def model(request: Request) -> HTMLResponse:
         try:
-            info, problem = client.model_info(), None
-        except ServiceProblem as refused:
+            info, problem = admin.model_info(), None
+        except SharerankError as refused:
             info, problem = None, refused
         facts = model_facts(settings, info.model_version if info is not None else None)
         return page(request, "model.html", info=info, problem=problem, facts=facts, mlflow_url=mlflow_url)

@@ -24,8 +24,8 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from pydantic import ValidationError
 
+from sharerank.client import AdminClient, Unavailable
 from sharerank.config import Settings
-from sharerank.console.client import GrowthClient, ServiceProblem
 from sharerank.serving.events.log import EventLog
 from sharerank.serving.online_store import InMemoryOnlineStore
 from sharerank.serving.server import Server, create_server
@@ -193,17 +193,13 @@ def test_a_client_trusting_another_ca_fails(server: Server, pki: Pki) -> None:
 
 
 def test_the_console_connects_over_tls_when_given_the_ca(server: Server, pki: Pki) -> None:
-    client = GrowthClient(f"127.0.0.1:{server.port}", ADMIN, ca_file=pki.ca_file)
-    try:
+    """The console's clients as it opens them: the console token, target and CA from its settings."""
+    settings = Settings(grpc_target=f"127.0.0.1:{server.port}", console_token=ADMIN, grpc_ca_file=pki.ca_file)
+    with AdminClient(token=settings.console_token, settings=settings) as client:
         assert client.model_info().model_version == server.holder.current.version
-    finally:
-        client.close()
-    plaintext = GrowthClient(f"127.0.0.1:{server.port}", ADMIN)
-    try:
-        with pytest.raises(ServiceProblem, match="UNAVAILABLE"):
-            plaintext.model_info()
-    finally:
-        plaintext.close()
+    plaintext = settings.model_copy(update={"grpc_ca_file": None})
+    with AdminClient(token=plaintext.console_token, settings=plaintext) as client, pytest.raises(Unavailable):
+        client.model_info()
 
 
 def test_mutual_tls_admits_only_clients_the_ca_signed(registry, pki: Pki) -> None:
