@@ -14,7 +14,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import redis
 from pydantic import Field
-from pydantic.dataclasses import dataclass as pydantic_dataclass
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.backoff import NoBackoff
 from redis.cluster import RedisCluster
 from redis.commands.core import Script
@@ -52,10 +52,13 @@ _Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 _Ttl = Annotated[int, Field(gt=0)] | None
 
 
-@pydantic_dataclass(frozen=True)
-class RedisSettings:
+class RedisSettings(BaseSettings):
     """Settings of :class:`RedisOnlineStore`; the defaults suit a server calling Redis on the request path.
-    Checked by pydantic on construction: a bad value raises ``ValueError`` naming the field.
+
+    Arguments win; else each is read from ``SHARERANK_REDIS_<NAME>`` (``SHARERANK_REDIS_KEY_PREFIX``,
+    ``SHARERANK_REDIS_SOCKET_TIMEOUT_S``, ``SHARERANK_REDIS_PURCHASE_TTL_S=none``, ...), the fatigue window from
+    ``SHARERANK_FATIGUE_WINDOW_SECONDS`` as everywhere else, so every process of a deployment agrees. Checked by
+    pydantic-settings: a bad value raises ``ValueError`` naming the field.
 
     Query options in the URL (``?socket_timeout=1``) override the matching timeouts, as redis-py defines.
 
@@ -82,13 +85,16 @@ class RedisSettings:
             connection found dead counts as one. (default: ``1``)
     """
 
+    model_config = SettingsConfigDict(env_prefix="SHARERANK_REDIS_", env_parse_none_str="none", frozen=True,
+                                      populate_by_name=True, extra="forbid")
+
     key_prefix: Annotated[str, Field(min_length=1, pattern=r"^[^{}]*$")] = "sr:"
     socket_timeout_s: _Seconds = 0.2
     connect_timeout_s: _Seconds = 0.2
     purchase_ttl_s: _Ttl = _NINETY_DAYS_S
     social_ttl_s: _Ttl = _NINETY_DAYS_S
     max_items_per_key: Annotated[int, Field(ge=1)] = DEFAULT_MAX_ITEMS_PER_KEY
-    fatigue_window_s: _Seconds = DEFAULT_FATIGUE_WINDOW_S
+    fatigue_window_s: _Seconds = Field(DEFAULT_FATIGUE_WINDOW_S, validation_alias="SHARERANK_FATIGUE_WINDOW_SECONDS")
     max_connections: Annotated[int, Field(ge=1)] = 64
     retries: Annotated[int, Field(ge=0)] = 1
 

@@ -684,6 +684,22 @@ def test_redis_settings_reject_bad_values(kwargs: dict[str, object]) -> None:
         RedisSettings(**kwargs)  # type: ignore[arg-type]
 
 
+def test_redis_settings_come_from_the_environment_and_arguments_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHARERANK_REDIS_KEY_PREFIX", "staging:")
+    monkeypatch.setenv("SHARERANK_REDIS_PURCHASE_TTL_S", "none")
+    monkeypatch.setenv("SHARERANK_REDIS_MAX_CONNECTIONS", "8")
+    monkeypatch.setenv("SHARERANK_REDIS_FATIGUE_WINDOW_S", "1")  # not a name it reads: the window has its own
+    monkeypatch.setenv("SHARERANK_FATIGUE_WINDOW_SECONDS", "60")
+    found = RedisSettings()
+    assert (found.key_prefix, found.purchase_ttl_s, found.max_connections, found.fatigue_window_s) == (
+        "staging:", None, 8, 60.0)
+    given = RedisSettings(key_prefix="mine:", fatigue_window_s=5)
+    assert (given.key_prefix, given.fatigue_window_s, given.max_connections) == ("mine:", 5.0, 8)
+    monkeypatch.setenv("SHARERANK_REDIS_SOCKET_TIMEOUT_S", "0")
+    with pytest.raises(ValueError, match="socket_timeout_s"):
+        RedisSettings()
+
+
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:notaport/0", "redis://127.0.0.1:6379/0?socket_timeout=x"])
 def test_redis_rejects_a_malformed_url_up_front(url: str) -> None:
     with pytest.raises(ValueError):
