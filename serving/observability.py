@@ -176,28 +176,45 @@ def record_online_store_error(operation: str) -> None:
         metrics.online_store_errors.labels(operation).inc()
 
 
-class MetricsInterceptor(grpc.ServerInterceptor):
-    """Counts every call by method and status code and times it; put it outermost to count auth rejections."""
+class WrappingInterceptor(grpc.ServerInterceptor):
+    """An interceptor that wraps each method's handler once, not on every call: the next interceptor hands back
+    the same handler call after call, so the wrapper is kept per method name (only known methods get here) and
+    made again only when that handler changes (an auth refusal's, say)."""
 
-    def __init__(self, metrics: ServerMetrics):
-        self.metrics = metrics
+    def __init__(self) -> None:
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
         handler = continuation(handler_call_details)
-        method = handler_call_details.method
         if handler is None:
-            # No such method: counted under one label, so callers cannot mint label values.
-            self.metrics.count("unknown", grpc.StatusCode.UNIMPLEMENTED)
-            return None
+            return self.unknown_method()
+        method = handler_call_details.method
         cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler, method[1:])
-        self._wrapped[method] = (handler, wrapped)  # keyed by name: only known methods get here
-        return wrapped
+        if cached is None or cached[0] is not handler:
+            cached = self._wrapped[method] = (handler, self.wrap(handler, method[1:]))
+        return cached[1]
 
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        """``handler`` of ``method`` (``package.Service/Method``) with this interceptor's work around it."""
+        raise NotImplementedError
+
+    def unknown_method(self) -> None:
+        """What a call to a method nobody serves gets past this interceptor: gRPC's UNIMPLEMENTED."""
+        return None
+
+
+class MetricsInterceptor(WrappingInterceptor):
+    """Counts every call by method and status code and times it; put it outermost to count auth rejections."""
+
+    def __init__(self, metrics: ServerMetrics):
+        super().__init__()
+        self.metrics = metrics
+
+    def unknown_method(self) -> None:
+        # Counted under one label, so callers cannot mint label values.
+        self.metrics.count("unknown", grpc.StatusCode.UNIMPLEMENTED)
+
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         metrics, observe = self.metrics, self.metrics.latency.labels(method).observe
         count = metrics.count
         serdes = {"request_deserializer": handler.request_deserializer,
@@ -261,7 +278,7 @@ _LOG_LEVEL = {_OK: logging.DEBUG, **{code: logging.WARNING for code in (
 """Outcome → level of its line; the caller's refusals (any other code) are INFO."""
 
 
-class RequestLogInterceptor(grpc.ServerInterceptor):
+class RequestLogInterceptor(WrappingInterceptor):
     """Logs calls to :data:`request_log`; costs one level check per successful call when DEBUG is off.
 
     The request id is the caller's ``x-request-id`` header, else a new one; the trace id the current span's
@@ -269,22 +286,12 @@ class RequestLogInterceptor(grpc.ServerInterceptor):
     """
 
     def __init__(self, model_version: Callable[[], str]) -> None:
+        super().__init__()
         self.model_version = model_version
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    def intercept_service(self, continuation: Callable, handler_call_details: grpc.HandlerCallDetails):
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.unary_unary is None:
             return handler
-        method = handler_call_details.method
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:  # wrapped once per method, not per call
-            return cached[1]
-        wrapped = self._wrap(handler, method[1:])
-        self._wrapped[method] = (handler, wrapped)  # keyed by name: only known methods get here
-        return wrapped
-
-    def _wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
         behavior, write = handler.unary_unary, self._write
 
         def logged(request, context: grpc.ServicerContext):

@@ -28,6 +28,8 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
+from sharerank.serving.observability import WrappingInterceptor
+
 log = logging.getLogger(__name__)
 
 TRACE_ID_HEADER = "x-trace-id"
@@ -82,26 +84,17 @@ def span(name: str, **attributes: Any) -> Iterator[None]:
         yield
 
 
-class _TraceIdInterceptor(grpc.ServerInterceptor):
+class _TraceIdInterceptor(WrappingInterceptor):
     """Inside the instrumentation's span: makes this server's tracer current for :func:`span` and sends the
     trace id in the reply's headers."""
 
     def __init__(self, tracer: trace.Tracer) -> None:
+        super().__init__()
         self.tracer = tracer
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
-    def intercept_service(self, continuation, handler_call_details):
-        handler = continuation(handler_call_details)
-        if handler is None or handler.unary_unary is None:
+    def wrap(self, handler: grpc.RpcMethodHandler, method: str) -> grpc.RpcMethodHandler:
+        if handler.unary_unary is None:
             return handler
-        cached = self._wrapped.get(handler_call_details.method)
-        if cached is not None and cached[0] is handler:  # wrapped once per method, not per call
-            return cached[1]
-        wrapped = self._wrap(handler)
-        self._wrapped[handler_call_details.method] = (handler, wrapped)
-        return wrapped
-
-    def _wrap(self, handler: grpc.RpcMethodHandler) -> grpc.RpcMethodHandler:
         behavior, tracer = handler.unary_unary, self.tracer
 
         def traced(request, context):
