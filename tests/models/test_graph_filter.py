@@ -16,7 +16,8 @@ def random_interactions(num_users: int, num_products: int, density: float, seed:
 
 
 def dense_reference(x: np.ndarray, k: int, beta: float, blur_time: float, blur_steps: int, sharpen_time: float,
-                    sharpen_steps: int, early_merge: bool, user_power: float, item_power: float) -> np.ndarray:
+                    sharpen_steps: int, early_merge: bool, user_power: float, item_power: float,
+                    spectral_power: float = 0.0) -> np.ndarray:
     """The filter's formula in float64, with dense eigenvectors and textbook Euler / RK4 steps."""
     du, di = x.sum(axis=1), x.sum(axis=0)
     inv_u = np.divide(1.0, du ** user_power, out=np.zeros_like(du), where=du > 0)
@@ -28,7 +29,9 @@ def dense_reference(x: np.ndarray, k: int, beta: float, blur_time: float, blur_s
     order = np.argsort(-values)
     assert values[order[k - 1]] - values[order[k]] > 1e-3, "test data must separate the top-k subspace"
     v = vectors[:, order[:k]]
-    ideal = beta * x @ (np.diag(inv_i) @ v @ v.T @ np.diag(di ** item_power))
+    weights = np.sqrt(np.clip(values[order[:k]], 0, None)) ** spectral_power  # σ_j^p, σ_1 = 1
+    weights /= weights.mean()
+    ideal = beta * x @ (np.diag(inv_i) @ v @ np.diag(weights) @ v.T @ np.diag(di ** item_power))
 
     r, tau = x.copy(), blur_time / blur_steps
     for _ in range(blur_steps):
@@ -48,16 +51,16 @@ def dense_reference(x: np.ndarray, k: int, beta: float, blur_time: float, blur_s
 
 
 CONFIGS = [
+    dict(num_factors=6, ideal_weight=0.1, blur_time=1.0, blur_steps=1, sharpen_time=2.0, sharpen_steps=1,
+         early_merge=True, user_power=0.3, item_power=0.4, spectral_power=0.5),  # the defaults' shape
     dict(num_factors=6, ideal_weight=0.2, blur_time=1.0, blur_steps=1, sharpen_time=2.5, sharpen_steps=1,
-         early_merge=True, user_power=0.35, item_power=0.45),  # the defaults' shape
-    dict(num_factors=6, ideal_weight=0.2, blur_time=1.0, blur_steps=1, sharpen_time=2.5, sharpen_steps=1,
-         early_merge=True, user_power=0.5, item_power=0.5),  # BSPM-EM, the paper's Gowalla setting
+         early_merge=True, user_power=0.5, item_power=0.5, spectral_power=0.0),  # BSPM-EM, the paper's Gowalla
     dict(num_factors=4, ideal_weight=0.3, blur_time=1.0, blur_steps=1, sharpen_time=0.0, sharpen_steps=1,
-         early_merge=False, user_power=0.5, item_power=0.5),  # GF-CF
+         early_merge=False, user_power=0.5, item_power=0.5, spectral_power=0.0),  # GF-CF
     dict(num_factors=5, ideal_weight=0.5, blur_time=0.7, blur_steps=2, sharpen_time=1.2, sharpen_steps=2,
-         early_merge=False, user_power=0.2, item_power=0.6),
+         early_merge=False, user_power=0.2, item_power=0.6, spectral_power=2.0),
     dict(num_factors=0, ideal_weight=0.2, blur_time=1.0, blur_steps=1, sharpen_time=1.0, sharpen_steps=1,
-         early_merge=True, user_power=0.4, item_power=0.3),
+         early_merge=True, user_power=0.4, item_power=0.3, spectral_power=0.0),
 ]
 
 
@@ -76,7 +79,7 @@ def test_graph_filter_matches_dense_reference(config: dict, shape: tuple[int, in
                                config["ideal_weight"] if config["num_factors"] else 0.0,
                                config["blur_time"], config["blur_steps"], config["sharpen_time"],
                                config["sharpen_steps"], config["early_merge"], config["user_power"],
-                               config["item_power"])[users]
+                               config["item_power"], config["spectral_power"])[users]
     np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
     assert torch.equal(scores[2], torch.zeros(num_products))  # the last user bought nothing
     own = torch.from_numpy(x[users].toarray() > 0)
@@ -127,8 +130,8 @@ def test_orthonormal(deficient: bool) -> None:
 def test_graph_filter_errors_and_repr() -> None:
     assert GraphFilter.name == "graphfilter"
     assert repr(GraphFilter()) == (
-        "GraphFilter(num_factors=448, ideal_weight=0.2, blur_time=1.0, sharpen_time=2.5, sharpen_steps=1, "
-        "early_merge=True, user_power=0.35, item_power=0.45)"
+        "GraphFilter(num_factors=768, ideal_weight=0.1, blur_time=1.0, sharpen_time=2.0, sharpen_steps=1, "
+        "early_merge=True, user_power=0.3, item_power=0.4, spectral_power=0.5)"
     )
     with pytest.raises(RuntimeError):
         GraphFilter().score(np.arange(2))
@@ -138,5 +141,7 @@ def test_graph_filter_errors_and_repr() -> None:
         GraphFilter(sharpen_steps=0)
     with pytest.raises(ValueError, match="exponents"):
         GraphFilter(user_power=-0.1)
+    with pytest.raises(ValueError, match="spectral_power"):
+        GraphFilter(spectral_power=-0.5)
     with pytest.raises(TypeError):
         GraphFilter().fit(np.ones((3, 3)))
