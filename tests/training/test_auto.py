@@ -4,6 +4,7 @@ answer is known, every trial is an MLflow child run, and the test split is never
 from __future__ import annotations
 
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ from sharerank.config import Settings
 from sharerank.dataset.reader import load_dataset
 from sharerank.models.recommenders.registry import model_names
 from sharerank.registry import connect
+from sharerank.training.feed import train
 from sharerank.training.feed.auto import choose
 from sharerank.training.jobs import run_training, training_split
 
@@ -105,6 +107,19 @@ def test_a_graph_winner_cut_short_by_its_share_trains_on_to_its_early_stop(tiny_
     assert continued["epochs_run"] > family["epochs_run"], (continued, family["epochs_run"])
     if continued["val_recall_20"] >= family["val_recall_20"]:
         assert choice.params["epochs"] == continued["epochs"]
+
+
+def test_a_graph_family_whose_defaults_were_cut_short_is_not_tuned(tiny_world: Path, monkeypatch) -> None:
+    """Trials a few epochs long would rank settings by their start: the family's time goes to training its
+    defaults on instead of to more such trials."""
+    slow = replace(train.default_config("lightgcn"), epochs=2000, patience=2000)  # never stops by validation
+    monkeypatch.setitem(train.DEFAULT_CONFIGS, "lightgcn", slow)
+    dataset = load_dataset(tiny_world, with_test=False)
+    choice = choose(dataset, training_split(dataset), families=["lightgcn"], budget_seconds=16,
+                    search_share=0.5)  # an 8 s share, 2 s of it for the defaults: time for more trials
+    family = choice.families["lightgcn"]
+    assert not family["converged"], family  # the premise: the defaults were cut by time
+    assert family["trials"] == 2 and "continued" in family, family  # the defaults, then trained on: no tuning
 
 
 def test_the_cli_default_budget_is_the_automatic_choices() -> None:

@@ -131,7 +131,8 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     """Tunes every servable family (or ``families``) on ``split.valid`` and returns the best; with ``fixed``
     settings each family runs once, with them, untuned. Each family gets an equal share of what is left of
     ``budget_seconds`` (``search_share`` of it); one whose single fit is known to need more (EASE on many
-    products) is skipped. Then the best graph model whose trials were stopped by their time share rather than
+    products) is skipped, and a graph model whose defaults did not reach their early stop in their slice of the
+    share is not tuned. Then the best graph model whose trials were stopped by their time share rather than
     by validation trains once more, on the rest of the budget, to its early stop (a few epochs can leave it
     behind a baseline it beats when trained: Ciao, 1 epoch of the share-aware GNN against tuned item-kNN), and
     the winner is chosen; a graph model's refit runs the epoch count its best run found.
@@ -173,7 +174,12 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
             continue
         try:
             run(dict(fixed or {}), 0)
-            if fixed is None and entry.space and entry.trials > 1 and time.monotonic() < family_deadline:
+            # Trials that stop before validation does would compare settings by how fast they start, not by
+            # where they end: a graph family whose defaults were cut short by time is not tuned, and the time
+            # it leaves goes to the families after it and to training the best such model on.
+            cut_short = entry.trainable and not trials[0][3]["converged"]
+            if fixed is None and entry.space and entry.trials > 1 and not cut_short \
+                    and time.monotonic() < family_deadline:
                 study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
                 for start in entry.starts:
                     study.enqueue_trial(_with_defaults(entry, start), skip_if_exists=True)
