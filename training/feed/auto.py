@@ -3,7 +3,8 @@ validation split carved from the training data, the winner refit on training + v
 
 Each family first runs with its defaults, then the starting settings its registry entry lists, then Optuna
 (TPE, seeded) tunes the settings the entry names, up to its trial count and its share of the budget (what a
-family leaves unspent goes to the next ones). A trial is scored by Recall@20 (NDCG@20 breaking ties) on the
+family leaves unspent goes to the next ones); a graph family whose defaults their time cut short is not tuned.
+A trial is scored by Recall@20 (NDCG@20 breaking ties) on the
 validation purchases of up to :data:`TUNING_USERS` users, products bought in training excluded; baselines are
 scored as themselves, graph models by their best epoch. Nothing here reads a test split: ``sharerank eval``
 alone does.
