@@ -178,8 +178,8 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
             # Trials that stop before validation does would compare settings by how fast they start, not by
             # where they end: a graph family whose defaults were cut short by time is not tuned, and the time
             # it leaves goes to the families after it and to training the best such model on.
-            cut_short = entry.trainable and not trials[0][3]["converged"]
-            if fixed is None and entry.space and entry.trials > 1 and not cut_short \
+            defaults_cut_short = entry.trainable and not trials[0][3]["converged"]
+            if fixed is None and entry.space and entry.trials > 1 and not defaults_cut_short \
                     and time.monotonic() < family_deadline:
                 study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
                 for start in entry.starts:
