@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from sharerank.cli import app
 from sharerank.models.recommenders.registry import model_names
+from sharerank.training.feed.blend import BLEND
 
 runner = CliRunner()
 
@@ -221,9 +222,11 @@ def test_demo_runs_end_to_end_and_prints_only_json(tmp_path: Path, redis_url: st
     report = json.loads(result.stdout)  # stdout holds the JSON document and nothing else
     assert report["online_store"] == "RedisOnlineStore"
     chosen = report["chosen"]
-    assert chosen["model"] in model_names(servable=True) and set(chosen["families"]) == set(model_names(servable=True))
-    assert chosen["validation"]["val_recall_20"] == max(r for r in chosen["families"].values()
-                                                        if isinstance(r, float))  # the validation winner serves
+    assert set(chosen["families"]) == {*model_names(servable=True), BLEND}  # the two best blended, too
+    scored = {name: r for name, r in chosen["families"].items() if isinstance(r, float)}
+    assert chosen["validation"]["val_recall_20"] == scored[chosen["model"]]  # the validation winner serves
+    assert scored[chosen["model"]] == max(r for name, r in scored.items()
+                                          if name != BLEND or chosen["model"] == BLEND)
     assert len(report["feeds"]) == 3 and all(feed["items"] for feed in report["feeds"].values())
     assert {feed["model_version"] for feed in report["feeds"].values()} == {report["model_version"]}
     assert report["live_purchase"]["gone_from_next_feed"] is True

@@ -7,7 +7,8 @@ Graph models have vectors only; item-item models (item-kNN, EASE) have the item-
 are one zero column, which FAISS can still index); the graph filter has both: its ideal low-pass part as
 vectors and its item-item part sparsified to the strongest neighbours of each product. The item-item part
 is also where candidates come from (a product scores only through the rows of what the user bought), so
-the feed retrieves from FAISS and from those rows, and scores each candidate with the whole formula.
+the feed retrieves from FAISS and from those rows, and scores each candidate with the whole formula. A
+weighted sum of models (:func:`weighted_sum`) has this form too.
 """
 
 from __future__ import annotations
@@ -69,6 +70,37 @@ class FactorScorer:
         if self.factors.item_item is not None:
             out += torch.from_numpy((self.history[users] @ self.factors.item_item).toarray())
         return out
+
+
+def weighted_sum(parts: list[tuple[Factors, float]]) -> Factors:
+    """The served form of ``Σ w · score`` of several models: their vectors side by side (each user's scaled by
+    its weight) and their item-item parts summed, so a blend is served like any one model. A member with only
+    an item-item part brings no vector columns."""
+    if not parts:
+        raise ValueError("a weighted sum needs at least one part")
+    with_vectors = [(f, w) for f, w in parts if np.any(f.product) and np.any(f.user)]
+    if with_vectors:
+        user = np.hstack([w * f.user for f, w in with_vectors])
+        product = np.hstack([f.product for f, _ in with_vectors])
+    else:
+        user, product = np.zeros((parts[0][0].user.shape[0], 1)), np.zeros((parts[0][0].product.shape[0], 1))
+    item_items = [w * f.item_item for f, w in parts if f.item_item is not None]
+    return Factors(user, product, sum(item_items[1:], item_items[0]) if item_items else None)
+
+
+class WeightedScorer:
+    """Scores ``Σ w · scorer.score(users)``: a blend's exact model, and how its weights are searched."""
+
+    def __init__(self, parts: list[tuple[object, float]]):
+        self.parts = parts
+
+    @torch.no_grad()
+    def score(self, users: np.ndarray) -> Tensor:
+        total = None
+        for scorer, weight in self.parts:
+            s = scorer.score(users).float() * weight
+            total = s if total is None else total.add_(s)
+        return total
 
 
 def sparsify_rows(rows_of: Callable[[np.ndarray], np.ndarray], num_products: int, neighbours: int,

@@ -16,7 +16,8 @@ from sharerank.dataset.reader import load_dataset
 from sharerank.models.recommenders.registry import model_names
 from sharerank.registry import connect
 from sharerank.training.feed import train
-from sharerank.training.feed.auto import choose
+from sharerank.training.feed.auto import Validation, choose, score_trial
+from sharerank.training.feed.blend import BLEND, MIN_GAIN
 from sharerank.training.jobs import run_training, training_split
 
 
@@ -48,14 +49,51 @@ def _head_world(folder: Path) -> Path:
                                for k, p in enumerate(rng.choice(120, 2, replace=False, p=weights / weights.sum()))])
 
 
+def _two_signal_world(folder: Path) -> Path:
+    """Every user buys both products of one pair and three drawn from a steep popularity curve, in random order:
+    the held-out purchase is the partner (item-kNN finds it) or a popular product (popularity's), so a blend
+    of the two ranks both kinds in one top 20."""
+    rng = np.random.default_rng(2)
+    weights = 1.0 / np.arange(1, 121) ** 1.2
+    rows = []
+    for user in range(400):
+        pair = int(rng.integers(60))
+        items = [2 * pair, 2 * pair + 1, *(120 + rng.choice(120, 3, replace=False, p=weights / weights.sum()))]
+        rows += [(user, int(item), t) for t, item in enumerate(rng.permutation(items))]
+    return _purchases(folder, rows)
+
+
 @pytest.mark.parametrize(("world", "better", "worse"), [(_pairs_world, "itemknn", "popularity"),
                                                         (_head_world, "popularity", "itemknn")])
 def test_the_better_of_two_models_is_chosen_where_the_answer_is_known(tmp_path, world, better, worse) -> None:
     dataset = load_dataset(world(tmp_path / "world"), with_test=False)
-    choice = choose(dataset, training_split(dataset), families=["popularity", "itemknn"], budget_seconds=30)
+    choice = choose(dataset, training_split(dataset), families=["popularity", "itemknn"], budget_seconds=30,
+                    blend=False)
     assert choice.name == better
     assert choice.families[better]["val_recall_20"] > 2 * choice.families[worse]["val_recall_20"], choice.families
     assert choice.validation["val_recall_20"] == choice.families[better]["val_recall_20"]
+
+
+def test_a_blend_is_chosen_where_each_model_sees_half_the_signal(tmp_path) -> None:
+    dataset = load_dataset(_two_signal_world(tmp_path / "world"), with_test=False)
+    split = training_split(dataset)
+    choice = choose(dataset, split, families=["popularity", "itemknn"], budget_seconds=30)
+    families = choice.families
+    assert choice.name == BLEND, families
+    best_member = max(families["popularity"]["val_recall_20"], families["itemknn"]["val_recall_20"],
+                      families[BLEND]["members_recall_20"])
+    assert choice.validation["val_recall_20"] >= (1 + MIN_GAIN) * best_member, families
+    weights = {m["name"]: m["weight"] for m in choice.params["members"]}
+    assert set(weights) == {"popularity", "itemknn"} and 0 < weights["popularity"] < 1, weights
+    # what retraining scores a blend champion with: the same figures from its settings alone
+    figures, _, _ = score_trial(BLEND, choice.params, Validation.of(dataset, split))
+    assert figures["val_recall_20"] == pytest.approx(choice.validation["val_recall_20"], abs=0.01)
+
+
+def test_no_blend_is_chosen_where_one_model_has_all_the_signal(tmp_path) -> None:
+    dataset = load_dataset(_pairs_world(tmp_path / "world"), with_test=False)
+    choice = choose(dataset, training_split(dataset), families=["popularity", "itemknn"], budget_seconds=30)
+    assert choice.name == "itemknn" and BLEND in choice.families, choice.families  # tried, not enough
 
 
 def test_fixed_settings_run_each_family_once_untuned(tmp_path) -> None:
@@ -79,8 +117,12 @@ def test_train_auto_never_reads_the_test_split_and_logs_every_trial(tiny_world: 
     settings = Settings(home=tmp_path / "home")
     report = run_training([world], settings, model="auto", budget_seconds=8)
     families = report["choice"]["families"]
-    assert set(families) == set(model_names(servable=True))
-    best = max(families, key=lambda name: (families[name]["val_recall_20"], families[name]["val_ndcg_20"]))
+    assert set(families) == {*model_names(servable=True), BLEND}
+    best = max((name for name in families if name != BLEND),
+               key=lambda name: (families[name]["val_recall_20"], families[name]["val_ndcg_20"]))
+    bar = max(families[best]["val_recall_20"], families[BLEND]["members_recall_20"])
+    if families[BLEND]["val_recall_20"] >= (1 + MIN_GAIN) * bar:
+        best = BLEND
     assert report["model"] == best and report["metrics"]["val_recall_20"] == families[best]["val_recall_20"]
     connect(settings)
     client = MlflowClient()

@@ -6,8 +6,9 @@ Each family first runs with its defaults, then the starting settings its registr
 family leaves unspent goes to the next ones); a graph family whose defaults their time cut short is not tuned.
 A trial is scored by Recall@20 (NDCG@20 breaking ties) on the
 validation purchases of up to :data:`TUNING_USERS` users, products bought in training excluded; baselines are
-scored as themselves, graph models by their best epoch. Nothing here reads a test split: ``sharerank eval``
-alone does.
+scored as themselves, graph models by their best epoch. Last, the two best families are tried as a weighted sum
+(:mod:`~sharerank.training.feed.blend`), chosen only when it beats both by a margin. Nothing here reads a test
+split: ``sharerank eval`` alone does.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from sharerank.dataset.reader import Dataset
 from sharerank.models.recommenders.graph import interaction_matrix
 from sharerank.models.recommenders.registry import model_names, spec
 from sharerank.training.feed import distributed
+from sharerank.training.feed.blend import BLEND, MIN_GAIN, fit_blend, members
+from sharerank.training.feed.blend import search as search_blend
 from sharerank.training.feed.evaluate import rank
 from sharerank.training.feed.fit import Fitted, SkippedModel, fit_model, known_interactions, train_config
 from sharerank.training.feed.metrics import evaluate_ranking
@@ -98,17 +101,30 @@ class Validation:
 
 def score_trial(name: str, params: dict[str, Any],
                 validation: Validation) -> tuple[dict[str, float], dict[str, Any], list[dict[str, float]]]:
-    """Fits ``name`` with ``params`` on the training part and scores it on validation, as every trial is:
-    a baseline as itself on :data:`TUNING_USERS` users, a graph model by its best epoch. Returns the figures
+    """Fits ``name`` (a family, or :data:`~sharerank.training.feed.blend.BLEND` with its members' settings)
+    with ``params`` on the training part and scores it on validation, as every trial is: a baseline or a blend
+    as itself on :data:`TUNING_USERS` users, a graph model by its best epoch. Returns the figures
     (``val_recall_20``, ``val_ndcg_20``, ``seconds``...), the settings that reproduce it (a graph model's
     with the epoch count its refit should run) and a graph model's per-epoch curve.
 
     Raises:
         SkippedModel: the model cannot run on this dataset here.
     """
+    figures, settings, history, _ = _fit_and_score(name, params, validation)
+    return figures, settings, history
+
+
+def _fit_and_score(name: str, params: dict[str, Any],
+                   validation: Validation) -> tuple[dict[str, float], dict[str, Any], list[dict[str, float]], Fitted]:
+    """:func:`score_trial` and the model it fitted (kept by the search for a blend)."""
     started = time.perf_counter()
-    fitted = fit_model(name, validation.dataset, validation.split, params, refit=False, served=False)
-    if spec(name).trainable:
+    if name == BLEND:
+        fitted = fit_blend(params, lambda member, settings: fit_model(
+            member, validation.dataset, validation.split, settings, refit=False, served=False),
+            validation.users, served=False)
+    else:
+        fitted = fit_model(name, validation.dataset, validation.split, params, refit=False, served=False)
+    if name != BLEND and spec(name).trainable:
         figures = _best_epoch(fitted)
     else:
         top, _ = rank(fitted.scorer, validation.users, validation.train, 20)
@@ -118,17 +134,17 @@ def score_trial(name: str, params: dict[str, Any],
     figures["seconds"] = time.perf_counter() - started
     settings = {key: value for key, value in params.items() if key != "max_seconds"}  # a trial's budget
     history = list(fitted.result.history) if fitted.result is not None else []
-    if spec(name).trainable:
+    if name != BLEND and spec(name).trainable:
         config = train_config(name, settings)
         ran, best = len(history), int(fitted.result.best_epoch)
         figures["converged"] = float(ran >= config.epochs or ran - best >= config.patience)
         figures["epochs_run"] = float(ran)
-    return figures, {**settings, **_epochs(fitted)}, history
+    return figures, {**settings, **_epochs(fitted)}, history, fitted
 
 
 def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BUDGET_SECONDS,
            families: list[str] | None = None, fixed: dict[str, Any] | None = None, seed: int = 0,
-           on_trial: TrialCallback | None = None, search_share: float = SEARCH_SHARE) -> Choice:
+           on_trial: TrialCallback | None = None, search_share: float = SEARCH_SHARE, blend: bool = True) -> Choice:
     """Tunes every servable family (or ``families``) on ``split.valid`` and returns the best; with ``fixed``
     settings each family runs once, with them, untuned. Each family gets an equal share of what is left of
     ``budget_seconds`` (``search_share`` of it); one whose single fit is known to need more (EASE on many
@@ -136,7 +152,9 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     share is not tuned. Then the best graph model whose trials were stopped by their time share rather than
     by validation trains once more, on the rest of the budget, to its early stop (a few epochs can leave it
     behind a baseline it beats when trained: Ciao, 1 epoch of the share-aware GNN against tuned item-kNN), and
-    the winner is chosen; a graph model's refit runs the epoch count its best run found.
+    the winner is chosen; a graph model's refit runs the epoch count its best run found. With ``blend`` (and
+    no ``fixed`` settings) the two best families are also tried as a weighted sum, which wins only by at least
+    :data:`~sharerank.training.feed.blend.MIN_GAIN` over the better of them.
 
     Raises:
         ValueError: there is no validation purchase to choose on, or no family could run.
@@ -148,6 +166,7 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     deadline = time.monotonic() + budget_seconds
     search_deadline = time.monotonic() + search_share * budget_seconds
     results: dict[str, dict[str, Any]] = {}
+    kept: dict[str, tuple[float, float, Fitted]] = {}  # each family's best model so far, for the blend
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for position, name in enumerate(names):
         entry = spec(name)
@@ -160,8 +179,10 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
             if entry.trainable:  # a graph model stops when its share of the family's time is spent
                 room = max(1.0, (family_deadline - time.monotonic()) / max(entry.trials - index, 1))
                 params = {**params, "max_seconds": room}
-            figures, settings, history = score_trial(name, params, validation)
+            figures, settings, history, fitted = _fit_and_score(name, params, validation)
             trials.append((figures["val_recall_20"], figures["val_ndcg_20"], settings, figures))
+            if blend and fixed is None:
+                _keep(kept, name, figures, fitted)
             progress.note(f"{name} trial {index}: val_recall@20 {figures['val_recall_20']:.4f}")
             if on_trial is not None:
                 on_trial(Trial(name, index, params, figures, history))
@@ -200,20 +221,27 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     room = max(deadline - time.monotonic(), (1.0 - search_share) * budget_seconds)  # kept even if the search overran
     if cut_short and distributed.agree([float(room > 1.0)])[0]:  # read off the clock: rank 0 decides for all
         name = max(cut_short)[2]
-        _train_on(name, results[name], room, fixed, validation, on_trial)
+        fitted = _train_on(name, results[name], room, fixed, validation, on_trial)
+        if blend and fixed is None:
+            _keep(kept, name, {key: results[name][key] for key in ("val_recall_20", "val_ndcg_20")}, fitted)
     ranked = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if "skipped" not in r]
+    if blend and fixed is None and len(ranked) >= 2:
+        _try_blend(results, kept, validation, on_trial)
+        gain = results[BLEND]["val_recall_20"] / max(max(ranked)[0], results[BLEND]["members_recall_20"], 1e-12)
+        if gain >= 1.0 + MIN_GAIN:
+            ranked.append((results[BLEND]["val_recall_20"], results[BLEND]["val_ndcg_20"], BLEND))
     recall, ndcg, winner = max(ranked)
     best = results[winner]
     return Choice(winner, best["params"], {"val_recall_20": recall, "val_ndcg_20": ndcg}, results)
 
 
 def _train_on(name: str, family: dict[str, Any], room: float, fixed: dict[str, Any] | None,
-              validation: Validation, on_trial: TrialCallback | None) -> None:
+              validation: Validation, on_trial: TrialCallback | None) -> Fitted:
     """Trains the family's best settings again for ``room`` seconds, to its early stop, and keeps the result
-    when validation is no worse (the same seed replays the trial's epochs first)."""
+    when validation is no worse (the same seed replays the trial's epochs first); returns that model."""
     params = {key: value for key, value in family["params"].items() if key != "epochs"}
     params.update({key: value for key, value in (fixed or {}).items() if key == "epochs"})
-    figures, settings, history = score_trial(name, {**params, "max_seconds": room}, validation)
+    figures, settings, history, fitted = _fit_and_score(name, {**params, "max_seconds": room}, validation)
     progress.note(f"{name} trained on to its early stop: val_recall@20 {figures['val_recall_20']:.4f}")
     if on_trial is not None:
         on_trial(Trial(name, family["trials"], {**params, "max_seconds": room}, figures, history))
@@ -224,22 +252,60 @@ def _train_on(name: str, family: dict[str, Any], room: float, fixed: dict[str, A
                            "converged": bool(figures["converged"])}
     if (figures["val_recall_20"], figures["val_ndcg_20"]) >= (family["val_recall_20"], family["val_ndcg_20"]):
         family.update(val_recall_20=figures["val_recall_20"], val_ndcg_20=figures["val_ndcg_20"], params=settings)
+    return fitted
+
+
+def _keep(kept: dict[str, tuple[float, float, Fitted]], name: str, figures: dict[str, float], fitted: Fitted) -> None:
+    """Keeps ``fitted`` as ``name``'s model for the blend when it is the family's best so far."""
+    score = (figures["val_recall_20"], figures["val_ndcg_20"])
+    if name not in kept or score >= kept[name][:2]:
+        kept[name] = (*score, fitted)
+
+
+def _try_blend(results: dict[str, dict[str, Any]], kept: dict[str, tuple[float, float, Fitted]],
+               validation: Validation, on_trial: TrialCallback | None) -> None:
+    """Scores the blend of the two best families' kept models on validation, its weight searched, into
+    ``results[BLEND]`` (chosen by the caller only when it gains enough)."""
+    started = time.perf_counter()
+    (_, _, first), (_, _, second) = sorted(
+        ((r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if "skipped" not in r),
+        reverse=True)[:2]
+    scorers = [kept[n][2].scorer if kept[n][2].exact is None else kept[n][2].exact for n in (first, second)]
+    weight, figures = search_blend(scorers, validation.users, validation.train, validation.valid,
+                                   validation.popularity)
+    params = members((first, results[first]["params"]), (second, results[second]["params"]), weight)
+    figures["seconds"] = time.perf_counter() - started
+    progress.note(f"blend of {first} and {second} (weight {weight}): val_recall@20 {figures['val_recall_20']:.4f}")
+    if on_trial is not None:
+        on_trial(Trial(BLEND, 0, params, figures))
+    log.info("auto: blend %s -> %s", params, figures)
+    results[BLEND] = {"val_recall_20": figures["val_recall_20"], "val_ndcg_20": figures["val_ndcg_20"],
+                      "members_recall_20": figures["members_recall_20"], "params": params, "trials": 1}
 
 
 def fit_choice(dataset: Dataset, split: Split, choice: Choice,
                on_epoch: Callable[[int, dict[str, float]], None] | None = None) -> Fitted:
-    """The chosen model refit on training + validation (a graph model for the epochs validation chose)."""
-    params = dict(choice.params)
-    if spec(choice.name).trainable:  # straight on everything known, for the epochs its trial found best
+    """The chosen model refit on training + validation (a graph model for the epochs validation chose; a blend
+    member by member, its scales measured on the users with known purchases)."""
+    if choice.name == BLEND:
+        known = known_interactions(split)
+        fitted = fit_blend(choice.params, lambda name, params: _refit(dataset, split, name, params, on_epoch),
+                           np.unique(known.user))
+    else:
+        fitted = _refit(dataset, split, choice.name, dict(choice.params), on_epoch)
+    fitted.info["choice"] = choice.to_json()
+    return fitted
+
+
+def _refit(dataset: Dataset, split: Split, name: str, params: dict[str, Any],
+           on_epoch: Callable[[int, dict[str, float]], None] | None) -> Fitted:
+    if spec(name).trainable:  # straight on everything known, for the epochs its trial found best
         params.pop("max_seconds", None)
         known = known_interactions(split)
         split = Split(train=known, valid=known.take(np.zeros(len(known), dtype=bool)), test=split.test)
-        with progress.stage(f"{choice.name} refit on train + validation"):
-            fitted = fit_model(choice.name, dataset, split, params, refit=False, on_epoch=on_epoch)
-    else:
-        fitted = fit_model(choice.name, dataset, split, params, refit=True)
-    fitted.info["choice"] = choice.to_json()
-    return fitted
+        with progress.stage(f"{name} refit on train + validation"):
+            return fit_model(name, dataset, split, params, refit=False, on_epoch=on_epoch)
+    return fit_model(name, dataset, split, params, refit=True)
 
 
 def _with_defaults(entry, start: dict[str, Any]) -> dict[str, Any]:
