@@ -9,14 +9,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from mlflow import MlflowClient
 
 from sharerank.config import Settings
 from sharerank.dataset.reader import load_dataset
 from sharerank.models.recommenders.registry import model_names
 from sharerank.registry import connect
+from sharerank.training.bundle import build_bundle
 from sharerank.training.feed import train
-from sharerank.training.feed.auto import Validation, choose, score_trial
+from sharerank.training.feed.auto import Validation, choose, fit_choice, score_trial
 from sharerank.training.feed.blend import BLEND, MIN_GAIN
 from sharerank.training.jobs import run_training, training_split
 
@@ -88,6 +90,22 @@ def test_a_blend_is_chosen_where_each_model_sees_half_the_signal(tmp_path) -> No
     # what retraining scores a blend champion with: the same figures from its settings alone
     figures, _, _ = score_trial(BLEND, choice.params, Validation.of(dataset, split))
     assert figures["val_recall_20"] == pytest.approx(choice.validation["val_recall_20"], abs=0.01)
+
+
+def test_a_blend_choice_refits_into_one_served_form_that_scores_as_the_blend(tmp_path) -> None:
+    dataset = load_dataset(_two_signal_world(tmp_path / "world"), with_test=False)
+    split = training_split(dataset)
+    choice = choose(dataset, split, families=["popularity", "itemknn"], budget_seconds=30)
+    assert choice.name == BLEND  # the premise
+    fitted = fit_choice(dataset, split, choice)
+    assert fitted.name == BLEND and fitted.factors.item_item is not None  # item-kNN's part, weighted
+    assert fitted.factors.user.shape[1] == 1  # popularity's one column; item-kNN brings none
+    users = np.arange(dataset.num_users)
+    served, exact = fitted.scorer.score(users), fitted.exact.score(users)
+    assert served.std(dim=1).mean() > 0.1  # the premise: scores that rank
+    torch.testing.assert_close(served, exact, rtol=1e-4, atol=1e-5)  # 240 products: no neighbour is cut
+    bundle = build_bundle(dataset, fitted.factors, {"model_type": BLEND, "params": choice.params})
+    assert bundle.model_type == BLEND and bundle.item_item is not None
 
 
 def test_no_blend_is_chosen_where_one_model_has_all_the_signal(tmp_path) -> None:
