@@ -222,9 +222,9 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     room = max(deadline - time.monotonic(), (1.0 - search_share) * budget_seconds)  # kept even if the search overran
     if cut_short and distributed.agree([float(room > 1.0)])[0]:  # read off the clock: rank 0 decides for all
         name = max(cut_short)[2]
-        fitted = _train_on(name, results[name], room, fixed, validation, on_trial)
+        figures, fitted = _train_on(name, results[name], room, fixed, validation, on_trial)
         if blend and fixed is None:
-            _keep(kept, name, {key: results[name][key] for key in ("val_recall_20", "val_ndcg_20")}, fitted)
+            _keep(kept, name, figures, fitted, ties=True)  # as the family's figures: a tie goes to the longer run
     ranked = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if "skipped" not in r]
     if blend and fixed is None and len(ranked) >= 2:
         _try_blend(results, kept, validation, on_trial)
@@ -237,9 +237,9 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
 
 
 def _train_on(name: str, family: dict[str, Any], room: float, fixed: dict[str, Any] | None,
-              validation: Validation, on_trial: TrialCallback | None) -> Fitted:
+              validation: Validation, on_trial: TrialCallback | None) -> tuple[dict[str, float], Fitted]:
     """Trains the family's best settings again for ``room`` seconds, to its early stop, and keeps the result
-    when validation is no worse (the same seed replays the trial's epochs first); returns that model."""
+    when validation is no worse (the same seed replays the trial's epochs first); returns its figures and model."""
     params = {key: value for key, value in family["params"].items() if key != "epochs"}
     params.update({key: value for key, value in (fixed or {}).items() if key == "epochs"})
     figures, settings, history, fitted = _fit_and_score(name, {**params, "max_seconds": room}, validation)
@@ -253,13 +253,15 @@ def _train_on(name: str, family: dict[str, Any], room: float, fixed: dict[str, A
                            "converged": bool(figures["converged"])}
     if (figures["val_recall_20"], figures["val_ndcg_20"]) >= (family["val_recall_20"], family["val_ndcg_20"]):
         family.update(val_recall_20=figures["val_recall_20"], val_ndcg_20=figures["val_ndcg_20"], params=settings)
-    return fitted
+    return figures, fitted
 
 
-def _keep(kept: dict[str, tuple[float, float, Fitted]], name: str, figures: dict[str, float], fitted: Fitted) -> None:
-    """Keeps ``fitted`` as ``name``'s model for the blend when it is the family's best so far."""
+def _keep(kept: dict[str, tuple[float, float, Fitted]], name: str, figures: dict[str, float], fitted: Fitted,
+          ties: bool = False) -> None:
+    """Keeps ``fitted`` as ``name``'s model for the blend when it is the family's best so far: the model whose
+    settings the family reports (its first best trial; a tie with training on goes to the longer run)."""
     score = (figures["val_recall_20"], figures["val_ndcg_20"])
-    if name not in kept or score >= kept[name][:2]:
+    if name not in kept or score > kept[name][:2] or (ties and score == kept[name][:2]):
         kept[name] = (*score, fitted)
 
 
