@@ -57,7 +57,7 @@ def search(scorers: list[Any], users: np.ndarray, seen: sp.csr_matrix, valid: sp
         for w in tops:
             blended = w * a + (1.0 - w) * b
             blended[mask] = -torch.inf
-            tops[w].append(torch.topk(blended, 20, dim=1).indices.numpy())
+            tops[w].append(torch.topk(blended, min(20, blended.shape[1]), dim=1).indices.numpy())
     figures = {}
     for w, top in tops.items():
         scores = evaluate_ranking(np.concatenate(top), valid, users, seen.shape[1], popularity, ks=(20,))
@@ -77,10 +77,11 @@ def fit_blend(params: dict[str, Any], fit_member: FitMember, users: np.ndarray, 
     """Fits each member with ``fit_member`` and weighs them, ``σ`` measured on ``users``: the served form (the
     members' served forms summed) and, as ``exact``, the members' own models summed."""
     fitted = [(fit_member(m["name"], dict(m["params"])), float(m["weight"])) for m in params["members"]]
-    models = [(f.scorer if f.exact is None else f.exact, w) for f, w in fitted]
-    exact = [(model, w / scale(model, users)) for model, w in models]
+    models = [f.scorer if f.exact is None else f.exact for f, _ in fitted]
+    sigma = [scale(model, users) for model in models]
+    exact = [(model, w / sd) for model, (_, w), sd in zip(models, fitted, sigma, strict=True)]
     seconds = sum(f.fit_seconds for f, _ in fitted)
-    info = {"members": {f.name: {**f.info, "scale": 1.0 / c} for (f, _), (_, c) in zip(fitted, exact, strict=True)}}
+    info = {"members": {f.name: {**f.info, "weight": w, "scale": sd} for (f, w), sd in zip(fitted, sigma, strict=True)}}
     if not served:
         return Fitted(BLEND, None, WeightedScorer(exact), seconds, params, info)
     factors = weighted_sum([(f.factors, c) for (f, _), (_, c) in zip(fitted, exact, strict=True)])
