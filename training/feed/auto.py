@@ -125,7 +125,8 @@ def _fit_and_score(name: str, params: dict[str, Any],
             validation.users, served=False)
     else:
         fitted = fit_model(name, validation.dataset, validation.split, params, refit=False, served=False)
-    if name != BLEND and spec(name).trainable:
+    trainable = name != BLEND and spec(name).trainable
+    if trainable:
         figures = _best_epoch(fitted)
     else:
         top, _ = rank(fitted.scorer, validation.users, validation.train, 20)
@@ -135,7 +136,7 @@ def _fit_and_score(name: str, params: dict[str, Any],
     figures["seconds"] = time.perf_counter() - started
     settings = {key: value for key, value in params.items() if key != "max_seconds"}  # a trial's budget
     history = list(fitted.result.history) if fitted.result is not None else []
-    if name != BLEND and spec(name).trainable:
+    if trainable:
         config = train_config(name, settings)
         ran, best = len(history), int(fitted.result.best_epoch)
         figures["converged"] = float(ran >= config.epochs or ran - best >= config.patience)
@@ -227,7 +228,7 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
             _keep(kept, name, figures, fitted, ties=True)  # as the family's figures: a tie goes to the longer run
     ranked = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if "skipped" not in r]
     if blend and fixed is None and len(ranked) >= 2:
-        _try_blend(results, kept, validation, on_trial)
+        _try_blend([name for *_, name in sorted(ranked, reverse=True)[:2]], results, kept, validation, on_trial)
         gain = results[BLEND]["val_recall_20"] / max(max(ranked)[0], results[BLEND]["members_recall_20"], 1e-12)
         if gain >= 1.0 + MIN_GAIN:
             ranked.append((results[BLEND]["val_recall_20"], results[BLEND]["val_ndcg_20"], BLEND))
@@ -265,17 +266,15 @@ def _keep(kept: dict[str, tuple[float, float, Fitted]], name: str, figures: dict
         kept[name] = (*score, fitted)
 
 
-def _try_blend(results: dict[str, dict[str, Any]], kept: dict[str, tuple[float, float, Fitted]],
-               validation: Validation, on_trial: TrialCallback | None) -> None:
+def _try_blend(best_two: list[str], results: dict[str, dict[str, Any]],
+               kept: dict[str, tuple[float, float, Fitted]], validation: Validation,
+               on_trial: TrialCallback | None) -> None:
     """Scores the blend of the two best families' kept models on validation, its weight searched, into
     ``results[BLEND]`` (chosen by the caller only when it gains enough)."""
     started = time.perf_counter()
-    (_, _, first), (_, _, second) = sorted(
-        ((r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if "skipped" not in r),
-        reverse=True)[:2]
-    scorers = [kept[n][2].scorer if kept[n][2].exact is None else kept[n][2].exact for n in (first, second)]
-    weight, figures = search_blend(scorers, validation.users, validation.train, validation.valid,
-                                   validation.popularity)
+    first, second = best_two
+    weight, figures = search_blend([kept[first][2].model, kept[second][2].model], validation.users,
+                                   validation.train, validation.valid, validation.popularity)
     params = members((first, results[first]["params"]), (second, results[second]["params"]), weight)
     figures["seconds"] = time.perf_counter() - started
     progress.note(f"blend of {first} and {second} (weight {weight}): val_recall@20 {figures['val_recall_20']:.4f}")

@@ -18,6 +18,7 @@ import scipy.sparse as sp
 import torch
 
 from sharerank.models.recommenders.factors import FactorScorer, WeightedScorer, weighted_sum
+from sharerank.training.feed.evaluate import seen_cells
 from sharerank.training.feed.fit import Fitted
 from sharerank.training.feed.metrics import evaluate_ranking
 
@@ -51,9 +52,7 @@ def search(scorers: list[Any], users: np.ndarray, seen: sp.csr_matrix, valid: sp
     for start in range(0, len(users), batch_size):
         batch = users[start:start + batch_size]
         a, b = (s.score(batch).float() / sd for s, sd in zip(scorers, sigma, strict=True))
-        rows = seen[batch]
-        mask = (torch.from_numpy(np.repeat(np.arange(len(batch)), np.diff(rows.indptr))),
-                torch.from_numpy(rows.indices.astype(np.int64)))
+        mask = seen_cells(seen[batch])
         for w in tops:
             blended = w * a + (1.0 - w) * b
             blended[mask] = -torch.inf
@@ -77,7 +76,7 @@ def fit_blend(params: dict[str, Any], fit_member: FitMember, users: np.ndarray, 
     """Fits each member with ``fit_member`` and weighs them, ``σ`` measured on ``users``: the served form (the
     members' served forms summed) and, as ``exact``, the members' own models summed."""
     fitted = [(fit_member(m["name"], dict(m["params"])), float(m["weight"])) for m in params["members"]]
-    models = [f.scorer if f.exact is None else f.exact for f, _ in fitted]
+    models = [f.model for f, _ in fitted]
     sigma = [scale(model, users) for model in models]
     exact = [(model, w / sd) for model, (_, w), sd in zip(models, fitted, sigma, strict=True)]
     seconds = sum(f.fit_seconds for f, _ in fitted)

@@ -50,9 +50,7 @@ def rank(scorer: Scorer, users: np.ndarray, seen: sp.csr_matrix, k: int,
     with progress.stage("rank users", len(users), unit="users") as shown:
         for batch in _batches(users, batch_size):
             s = scorer.score(batch).float()
-            rows = seen[batch]
-            s[torch.from_numpy(np.repeat(np.arange(len(batch)), np.diff(rows.indptr))),
-              torch.from_numpy(rows.indices.astype(np.int64))] = -torch.inf
+            s[seen_cells(seen[batch])] = -torch.inf
             value, index = torch.topk(s, k, dim=1)
             tops.append(index.numpy())
             scores.append(value.numpy())
@@ -60,6 +58,12 @@ def rank(scorer: Scorer, users: np.ndarray, seen: sp.csr_matrix, k: int,
     if not tops:
         return np.empty((0, k), dtype=np.int64), np.empty((0, k), dtype=np.float32)
     return np.concatenate(tops), np.concatenate(scores)
+
+
+def seen_cells(rows: sp.csr_matrix) -> tuple[torch.Tensor, torch.Tensor]:
+    """The (row, product) index of a batch's seen products, to set their scores to -inf."""
+    return (torch.from_numpy(np.repeat(np.arange(rows.shape[0]), np.diff(rows.indptr))),
+            torch.from_numpy(rows.indices.astype(np.int64)))
 
 
 def ranked_depth(k: int) -> int:

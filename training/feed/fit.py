@@ -47,6 +47,11 @@ class Fitted:
     exact: Any = None
     result: TrainResult | None = None
 
+    @property
+    def model(self) -> Any:
+        """What scores the model itself: ``exact`` where the served form approximates it, else ``scorer``."""
+        return self.scorer if self.exact is None else self.exact
+
 
 def check_settings(name: str, params: dict[str, Any]) -> None:
     """Raises ValueError naming the settings ``name`` does not have (and those it has)."""
