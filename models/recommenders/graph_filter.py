@@ -56,7 +56,11 @@ class GraphFilter:
     :math:`\mathbf{W}_k = \operatorname{diag}(w_j)`, :math:`w_j \propto (\sigma_j / \sigma_1)^{p}` scaled to
     mean 1, weighs them by their singular values (SGFCF's :math:`\sigma^\beta`, KDD'24): at :math:`p = 0` the
     papers' flat ideal filter; above it a roll-off instead of a hard cut at :math:`k`, so a larger :math:`k`
-    adds the middle of the spectrum at a smaller weight. That is the
+    adds the middle of the spectrum at a smaller weight. Fitted with a social graph and :obj:`social_weight`
+    :math:`\gamma > 0`, the ideal term filters :math:`\mathbf{x} + \gamma\,\bar{\mathbf{x}}_F` instead of
+    :math:`\mathbf{x}`, :math:`\bar{\mathbf{x}}_F` the mean row of the user's friends: the low-pass part of what
+    their friends bought (a graph filter over the joint user–item–social graph, one hop of it; the served
+    user vector takes it in, the product vectors stay as they are). That is the
     paper's early merge (BSPM-EM); with :obj:`early_merge=False` the ideal term is added after
     sharpening (:math:`\text{score} = \mathbf{r}(T_s) + \beta \mathbf{r}_i`), and
     :obj:`sharpen_time=0`, :obj:`early_merge=False` is GF-CF (:math:`\mathbf{x}\tilde{\mathbf{P}}
@@ -106,6 +110,12 @@ class GraphFilter:
             :math:`\tilde{\mathbf{R}}` and the ideal low-pass term. (default: :obj:`0.4`)
         spectral_power (float, optional): :math:`p`, how steeply the ideal low-pass term's weights fall
             with the singular value; 0 weighs the :math:`k` vectors alike. (default: :obj:`0.5`)
+        social_weight (float, optional): :math:`\gamma`, the weight of the friends' mean row in the ideal
+            low-pass term when :meth:`fit` gets a social graph; 0 leaves friends out. On Ciao's validation
+            split (time-ordered, defaults otherwise) :math:`\gamma = 1` took Recall@20 / NDCG@20 from 0.0533 /
+            0.0296 to 0.0648 / 0.0361; on LastFM's little or worse (0.2090 at 0, 0.2113 at 0.5, 0.2026 at 1), so
+            the automatic choice tunes it.
+            (default: :obj:`0.0`)
         chunk_size (int, optional): Users filtered per kernel call inside :meth:`score`, and
             products per block when :meth:`factors` builds the item-item part. Narrow blocks keep
             the rows each sparse product gathers at random in cache (Gowalla, one application of
@@ -133,6 +143,7 @@ class GraphFilter:
         user_power: float = 0.3,
         item_power: float = 0.4,
         spectral_power: float = 0.5,
+        social_weight: float = 0.0,
         chunk_size: int = 128,
         seed: int = 0,
     ) -> None:
@@ -146,6 +157,8 @@ class GraphFilter:
             raise ValueError(f"degree exponents must lie in [0, 1] (got {user_power}, {item_power})")
         if not 0.0 <= spectral_power <= 4.0:
             raise ValueError(f"'spectral_power' must lie in [0, 4] (got {spectral_power})")
+        if social_weight < 0:
+            raise ValueError(f"'social_weight' must be non-negative (got {social_weight})")
         if chunk_size < 1:
             raise ValueError(f"'chunk_size' must be positive (got {chunk_size})")
         self.num_factors = num_factors
@@ -158,6 +171,7 @@ class GraphFilter:
         self.user_power = user_power
         self.item_power = item_power
         self.spectral_power = spectral_power
+        self.social_weight = social_weight
         self.chunk_size = chunk_size
         self.seed = seed
         self.reset_parameters()
@@ -169,12 +183,25 @@ class GraphFilter:
         self._norm_t: sp.csr_matrix | None = None  # R̃ᵀ, products × users
         self._left: np.ndarray | None = None  # D_I^{-b} V_k W_k, (P, k)
         self._right_t: np.ndarray | None = None  # (V_kᵀ D_I^{b})ᵀ = D_I^{b} V_k, (P, k)
+        self._friends_rows: sp.csr_matrix | None = None  # γ F X: friends' mean rows, weighted; None without
         self.singular_values: np.ndarray | None = None
 
-    def fit(self, interactions: sp.spmatrix) -> GraphFilter:
-        """Normalises the interaction matrix and finds the top singular vectors; returns ``self``."""
+    def fit(self, interactions: sp.spmatrix, social: sp.spmatrix | None = None) -> GraphFilter:
+        """Normalises the interaction matrix and finds the top singular vectors; returns ``self``.
+
+        ``social`` (users × users, any non-zero entry a link, either direction) gives each user's friends,
+        whose mean row the ideal low-pass term adds at :obj:`social_weight`.
+
+        Raises:
+            ValueError: ``social`` is not users × users.
+        """
         x = binary_csr(interactions)
         num_users, num_products = x.shape
+        self._friends_rows = None
+        if social is not None and self.social_weight > 0:
+            if social.shape != (num_users, num_users):
+                raise ValueError(f"'social' must be users × users, {num_users} × {num_users} (got {social.shape})")
+            self._friends_rows = _mean_neighbour_rows(social, x) * np.float32(self.social_weight)
         user_degree = np.asarray(x.sum(axis=1)).ravel()
         d_user = _inv_power(user_degree, self.user_power)
         item_degree = np.asarray(x.sum(axis=0)).ravel()
@@ -230,7 +257,8 @@ class GraphFilter:
                 h = self.sharpen_time / self.sharpen_steps
                 for _ in range(self.sharpen_steps):
                     product = self._rk4_step(product, h)
-            user = self.ideal_weight * np.asarray(x @ self._left, dtype=np.float32)
+            user = self.ideal_weight * np.asarray(self._ideal_rows(np.arange(num_users)) @ self._left,
+                                                  dtype=np.float32)
         else:
             user, product = np.zeros((num_users, 1), np.float32), np.zeros((num_products, 1), np.float32)
 
@@ -247,13 +275,19 @@ class GraphFilter:
         x = self._interactions[users]
         ideal = None
         if self._left is not None and self.ideal_weight != 0.0:
-            ideal = self._right_t @ np.ascontiguousarray((x @ self._left).T)
+            ideal = self._right_t @ np.ascontiguousarray((self._ideal_rows(users) @ self._left).T)
             ideal *= self.ideal_weight
         # The first product of the first blur step starts from the sparse x.
         first = _spmm(self._norm_t, np.ascontiguousarray((x @ self._norm_t).T.toarray()))
         tau = self.blur_time / self.blur_steps
         base = None if tau == 1.0 else np.ascontiguousarray(x.T.toarray(), dtype=np.float32)
         return self._smooth(base, ideal, first)
+
+    def _ideal_rows(self, users: np.ndarray) -> sp.csr_matrix:
+        """What the ideal low-pass term filters for ``users``: their rows, plus their friends' mean rows at
+        :obj:`social_weight` when fitted with a social graph."""
+        x = self._interactions[users]
+        return x if self._friends_rows is None else x + self._friends_rows[users]
 
     def _smooth(self, z: np.ndarray | None, ideal: np.ndarray | None = None,
                 first: np.ndarray | None = None) -> np.ndarray:
@@ -298,7 +332,7 @@ class GraphFilter:
             f"{self.__class__.__name__}(num_factors={self.num_factors}, ideal_weight={self.ideal_weight}, "
             f"blur_time={self.blur_time}, sharpen_time={self.sharpen_time}, sharpen_steps={self.sharpen_steps}, "
             f"early_merge={self.early_merge}, user_power={self.user_power}, item_power={self.item_power}, "
-            f"spectral_power={self.spectral_power})"
+            f"spectral_power={self.spectral_power}, social_weight={self.social_weight})"
         )
 
 
@@ -308,6 +342,17 @@ def _spectral_weights(singular_values: np.ndarray, power: float) -> np.ndarray:
         return np.ones_like(singular_values)
     weights = np.power(np.clip(singular_values / singular_values[0], 0.0, None), power)
     return weights / weights.mean()
+
+
+def _mean_neighbour_rows(links: sp.spmatrix, x: sp.csr_matrix) -> sp.csr_matrix:
+    """Each user's mean of their friends' rows of ``x`` (links taken in either direction; 0 for a user without)."""
+    friends = sp.csr_matrix(links, dtype=np.float32)
+    friends = ((friends + friends.T) != 0).astype(np.float32)
+    friends = friends - sp.diags(friends.diagonal())  # oneself is no friend
+    friends.eliminate_zeros()
+    degree = np.asarray(friends.sum(axis=1)).ravel()
+    inverse = np.divide(1.0, degree, out=np.zeros_like(degree), where=degree > 0)
+    return sp.csr_matrix(sp.diags(inverse.astype(np.float32)) @ friends @ x, dtype=np.float32)
 
 
 def _inv_power(degree: np.ndarray, power: float) -> np.ndarray:

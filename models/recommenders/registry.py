@@ -29,6 +29,9 @@ class ModelSpec:
         trials: Trials the automatic choice runs for this model (the first one: the defaults).
         starts: Settings the automatic choice tries right after the defaults, before its tuner proposes any
             (published settings of another regime, which a few trials of a tuner rarely reach).
+        social: The model argument that weighs the users' social links, for a one-step model whose ``fit`` also
+            takes them (``fit(matrix, social=links)``); the automatic choice tunes it only where the data has
+            links.
     """
 
     name: str
@@ -38,6 +41,7 @@ class ModelSpec:
     space: dict[str, tuple] = field(default_factory=dict)
     trials: int = 1
     starts: tuple[dict, ...] = ()
+    social: str | None = None
 
     def load(self) -> type:
         module, _, attribute = self.target.partition(":")
@@ -53,11 +57,14 @@ REGISTRY: dict[str, ModelSpec] = {spec.name: spec for spec in (
     ModelSpec("graphfilter", "sharerank.models.recommenders.graph_filter:GraphFilter", trainable=False,
               space={"ideal_weight": ("float", 0.0, 0.6), "num_factors": ("int", 64, 1024),
                      "sharpen_time": ("float", 0.0, 4.0), "user_power": ("float", 0.1, 0.6),
-                     "item_power": ("float", 0.3, 0.6), "spectral_power": ("float", 0.0, 1.5)}, trials=12,
+                     "item_power": ("float", 0.3, 0.6), "spectral_power": ("float", 0.0, 1.5),
+                     "social_weight": ("float", 0.0, 2.0)}, trials=12,
               # GF-CF's (no sharpening, a flat ideal filter) with the exponents it was measured at: LastFM
-              # validation Recall@20 0.2456 against 0.2248 for the defaults of that time
+              # validation Recall@20 0.2456 against 0.2248 for the defaults of that time; then the defaults
+              # with friends (Ciao validation: see GraphFilter's social_weight)
               starts=({"num_factors": 256, "ideal_weight": 0.3, "sharpen_time": 0.0, "spectral_power": 0.0,
-                       "user_power": 0.35, "item_power": 0.45},)),
+                       "user_power": 0.35, "item_power": 0.45}, {"social_weight": 1.0}),
+              social="social_weight"),
     ModelSpec("lightgcn", "sharerank.models.recommenders.lightgcn:LightGCN", trainable=True,
               space={"lr": ("log", 1e-3, 3e-2), "reg_weight": ("log", 1e-6, 1e-2), "num_layers": ("int", 1, 3)},
               trials=4),

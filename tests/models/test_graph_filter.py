@@ -17,8 +17,9 @@ def random_interactions(num_users: int, num_products: int, density: float, seed:
 
 def dense_reference(x: np.ndarray, k: int, beta: float, blur_time: float, blur_steps: int, sharpen_time: float,
                     sharpen_steps: int, early_merge: bool, user_power: float, item_power: float,
-                    spectral_power: float = 0.0) -> np.ndarray:
-    """The filter's formula in float64, with dense eigenvectors and textbook Euler / RK4 steps."""
+                    spectral_power: float = 0.0, friends_rows: np.ndarray | None = None) -> np.ndarray:
+    """The filter's formula in float64, with dense eigenvectors and textbook Euler / RK4 steps; ``friends_rows``
+    (γ times each user's friends' mean row) enters the ideal term."""
     du, di = x.sum(axis=1), x.sum(axis=0)
     inv_u = np.divide(1.0, du ** user_power, out=np.zeros_like(du), where=du > 0)
     inv_i = np.divide(1.0, di ** item_power, out=np.zeros_like(di), where=di > 0)
@@ -31,7 +32,8 @@ def dense_reference(x: np.ndarray, k: int, beta: float, blur_time: float, blur_s
     v = vectors[:, order[:k]]
     weights = np.sqrt(np.clip(values[order[:k]], 0, None)) ** spectral_power  # σ_j^p, σ_1 = 1
     weights /= weights.mean()
-    ideal = beta * x @ (np.diag(inv_i) @ v @ np.diag(weights) @ v.T @ np.diag(di ** item_power))
+    rows = x if friends_rows is None else x + friends_rows
+    ideal = beta * rows @ (np.diag(inv_i) @ v @ np.diag(weights) @ v.T @ np.diag(di ** item_power))
 
     r, tau = x.copy(), blur_time / blur_steps
     for _ in range(blur_steps):
@@ -131,7 +133,7 @@ def test_graph_filter_errors_and_repr() -> None:
     assert GraphFilter.name == "graphfilter"
     assert repr(GraphFilter()) == (
         "GraphFilter(num_factors=768, ideal_weight=0.1, blur_time=1.0, sharpen_time=2.0, sharpen_steps=1, "
-        "early_merge=True, user_power=0.3, item_power=0.4, spectral_power=0.5)"
+        "early_merge=True, user_power=0.3, item_power=0.4, spectral_power=0.5, social_weight=0.0)"
     )
     with pytest.raises(RuntimeError):
         GraphFilter().score(np.arange(2))
@@ -143,5 +145,50 @@ def test_graph_filter_errors_and_repr() -> None:
         GraphFilter(user_power=-0.1)
     with pytest.raises(ValueError, match="spectral_power"):
         GraphFilter(spectral_power=-0.5)
+    with pytest.raises(ValueError, match="social_weight"):
+        GraphFilter(social_weight=-1.0)
+    with pytest.raises(ValueError, match="users × users"):
+        GraphFilter(social_weight=1.0).fit(sp.eye(5, 4, format="csr"), social=sp.eye(4, format="csr"))
+
+
+def _friends(num_users: int) -> sp.csr_matrix:
+    """Directed links, some one way and some both, one self-link, and the last user (who bought nothing)
+    linked to two others."""
+    src = np.array([0, 1, 1, 2, 5, 7, 7, 12, num_users - 1, num_users - 1, 3])
+    dst = np.array([1, 0, 2, 5, 2, 12, 3, 7, 0, 12, 3])
+    return sp.csr_matrix((np.ones(len(src)), (src, dst)), shape=(num_users, num_users))
+
+
+@pytest.mark.parametrize("config", CONFIGS[:3])
+def test_friends_enter_the_ideal_term_as_their_mean_row(config: dict) -> None:
+    num_users, num_products = 40, 30
+    x = random_interactions(num_users, num_products, 0.15, seed=0)
+    links = _friends(num_users)
+    model = GraphFilter(**config, social_weight=0.7).fit(x, social=links)
+    users = np.array([0, 2, 3, 7, num_users - 1])
+    scores = model.score(users)
+
+    dense = x.toarray().astype(np.float64)
+    friends = ((links + links.T).toarray() > 0).astype(np.float64)
+    np.fill_diagonal(friends, 0.0)  # a self-link makes no friend
+    mean = friends @ dense / np.maximum(friends.sum(axis=1, keepdims=True), 1.0)
+    expected = dense_reference(dense, config["num_factors"], config["ideal_weight"], config["blur_time"],
+                               config["blur_steps"], config["sharpen_time"], config["sharpen_steps"],
+                               config["early_merge"], config["user_power"], config["item_power"],
+                               config["spectral_power"], friends_rows=0.7 * mean)[users]
+    np.testing.assert_allclose(scores.numpy(), expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
+    # Someone who bought nothing is scored by their friends' purchases, and the served form scores them alike
+    # (their vector carries the friends' part; no purchase of theirs reaches the item-item part).
+    assert scores[-1].abs().max() > 0.01 * scores.abs().max()
+    factors = model.factors()
+    served = factors.user[num_users - 1] @ factors.product.T
+    np.testing.assert_allclose(served, scores[-1].numpy(), rtol=1e-4, atol=1e-5 * float(scores[-1].abs().max()))
+
+
+def test_without_a_social_weight_the_links_change_nothing() -> None:
+    x = random_interactions(40, 30, 0.15, seed=1)
+    alone = GraphFilter(num_factors=6).fit(x).score(np.arange(40))
+    assert torch.equal(GraphFilter(num_factors=6).fit(x, social=_friends(40)).score(np.arange(40)), alone)
+    assert torch.equal(GraphFilter(num_factors=6, social_weight=0.7).fit(x).score(np.arange(40)), alone)
     with pytest.raises(TypeError):
         GraphFilter().fit(np.ones((3, 3)))

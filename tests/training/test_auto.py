@@ -14,12 +14,13 @@ from mlflow import MlflowClient
 
 from sharerank.config import Settings
 from sharerank.dataset.reader import load_dataset
-from sharerank.models.recommenders.registry import model_names
+from sharerank.models.recommenders.registry import model_names, spec
 from sharerank.registry import connect
 from sharerank.training.bundle import build_bundle
 from sharerank.training.feed import train
 from sharerank.training.feed.auto import Validation, choose, fit_choice, score_trial
 from sharerank.training.feed.blend import BLEND, MIN_GAIN
+from sharerank.training.feed.fit import fit_model
 from sharerank.training.jobs import run_training, training_split
 
 
@@ -112,6 +113,27 @@ def test_no_blend_is_chosen_where_one_model_has_all_the_signal(tmp_path) -> None
     dataset = load_dataset(_pairs_world(tmp_path / "world"), with_test=False)
     choice = choose(dataset, training_split(dataset), families=["popularity", "itemknn"], budget_seconds=30)
     assert choice.name == "itemknn" and BLEND in choice.families, choice.families  # tried, not enough
+
+
+@pytest.mark.parametrize("links", [False, True])
+def test_the_social_weight_is_tuned_only_where_users_have_links(tmp_path, links) -> None:
+    world = _pairs_world(tmp_path / "world")
+    if links:  # each user linked to the next
+        (world / "social.csv").write_text("src_id,dst_id\n" + "".join(f"u{u},u{u + 1}\n" for u in range(299)))
+    dataset = load_dataset(world, with_test=False)
+    split = training_split(dataset)
+    trials = []
+    choose(dataset, split, families=["graphfilter"], budget_seconds=60, on_trial=trials.append, blend=False)
+    weights = [trial.params.get("social_weight") for trial in trials]
+    assert len(trials) == spec("graphfilter").trials, weights
+    if not links:
+        assert weights == [None] * len(trials)  # the search is the one it was without the setting
+        return
+    assert weights[2] == 1.0 and any(w not in (None, 0.0, 1.0) for w in weights[3:]), weights  # start, tuner
+    users = np.arange(dataset.num_users)
+    with_friends = fit_model("graphfilter", dataset, split, {"social_weight": 1.0}, refit=False, served=False)
+    alone = fit_model("graphfilter", dataset, split, {}, refit=False, served=False)
+    assert not torch.allclose(with_friends.scorer.score(users), alone.scorer.score(users))  # the links reached it
 
 
 def test_fixed_settings_run_each_family_once_untuned(tmp_path) -> None:

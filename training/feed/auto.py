@@ -164,6 +164,7 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     import optuna
 
     validation = Validation.of(dataset, split, seed)
+    has_links = len(dataset.network_arcs()[0]) > 0
     names = families or model_names(servable=True)
     deadline = time.monotonic() + budget_seconds
     search_deadline = time.monotonic() + search_share * budget_seconds
@@ -172,6 +173,7 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     for position, name in enumerate(names):
         entry = spec(name)
+        space, starts = _tuned(entry, has_links)
         share = max(0.0, (search_deadline - time.monotonic()) / (len(names) - position))
         family_deadline = time.monotonic() + share
         trials: list[tuple[float, float, dict[str, Any], dict[str, float]]] = []
@@ -202,12 +204,12 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
             # where they end: a graph family whose defaults were cut short by time is not tuned, and the time
             # it leaves goes to the families after it and to training the best such model on.
             defaults_cut_short = entry.trainable and not trials[0][3]["converged"]
-            if fixed is None and entry.space and entry.trials > 1 and not defaults_cut_short \
+            if fixed is None and space and entry.trials > 1 and not defaults_cut_short \
                     and time.monotonic() < family_deadline:
                 study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=seed))
-                for start in entry.starts:
-                    study.enqueue_trial(_with_defaults(entry, start), skip_if_exists=True)
-                study.optimize(lambda trial, space=entry.space: run(_suggest(trial, space), trial.number + 1),
+                for start in starts:
+                    study.enqueue_trial(_with_defaults(entry, space, start), skip_if_exists=True)
+                study.optimize(lambda trial, space=space: run(_suggest(trial, space), trial.number + 1),
                                n_trials=entry.trials - 1, timeout=max(family_deadline - time.monotonic(), 0.0))
         except SkippedModel as exc:
             results[name] = {"skipped": str(exc)}
@@ -310,10 +312,20 @@ def _refit(dataset: Dataset, split: Split, name: str, params: dict[str, Any],
     return fit_model(name, dataset, split, params, refit=True)
 
 
-def _with_defaults(entry, start: dict[str, Any]) -> dict[str, Any]:
+def _tuned(entry, has_links: bool) -> tuple[dict[str, tuple], tuple[dict[str, Any], ...]]:
+    """What the search tunes in ``entry`` and the settings it starts from: without social links a model's
+    social weight weighs nothing, so it is neither tuned nor started from (the search is as without it)."""
+    if entry.social is None or has_links:
+        return entry.space, entry.starts
+    space = {key: value for key, value in entry.space.items() if key != entry.social}
+    starts = ({key: value for key, value in start.items() if key != entry.social} for start in entry.starts)
+    return space, tuple(start for start in starts if start)
+
+
+def _with_defaults(entry, space: dict[str, tuple], start: dict[str, Any]) -> dict[str, Any]:
     """A starting setting with every other tuned argument at the model's default (not left to the tuner)."""
     arguments = inspect.signature(entry.load()).parameters
-    defaults = {key: arguments[key].default for key in entry.space
+    defaults = {key: arguments[key].default for key in space
                 if key in arguments and arguments[key].default is not inspect.Parameter.empty}
     return {**defaults, **start}
 

@@ -19,7 +19,7 @@ import numpy as np
 from sharerank import progress
 from sharerank.dataset.reader import Dataset, Interactions
 from sharerank.models.recommenders.factors import Factors, FactorScorer
-from sharerank.models.recommenders.graph import interaction_matrix
+from sharerank.models.recommenders.graph import friends_matrix, interaction_matrix
 from sharerank.models.recommenders.registry import spec
 from sharerank.training.feed.split import Split
 from sharerank.training.feed.train import TrainConfig, TrainResult, default_config, train_model
@@ -107,7 +107,8 @@ def fit_model(name: str, dataset: Dataset, split: Split, params: dict[str, Any] 
         matrix = interaction_matrix(part, dataset.num_users, dataset.num_products)
         try:
             with progress.stage(f"{name} fit"):  # one step (EASE's inversion): its elapsed time shows
-                model = entry.load()(**params).fit(matrix)
+                model = entry.load()(**params)
+                model = model.fit(matrix, social=friends_matrix(dataset)) if entry.social else model.fit(matrix)
         except MemoryError as exc:
             raise SkippedModel(str(exc)) from exc
         factors = model.factors() if served else None
