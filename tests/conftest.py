@@ -276,20 +276,20 @@ def registry(tmp_path_factory: pytest.TempPathFactory, tiny_world: Path):
     return settings, report
 
 
-def _free_cluster_port() -> int:
-    """A free loopback port whose cluster bus port (+10000) is free too, both below the OS's ephemeral range:
-    an outgoing connection's local port can then never take either between this check and the node's start
-    (or its restart after a kill), which an OS-picked port from that range allowed."""
+def port_below_ephemeral(*offsets: int) -> int:
+    """A free loopback port p with p + each of ``offsets`` free too, all below the OS's ephemeral range: an
+    outgoing connection's local port can then never take one between this check and a server's start (or its
+    restart after a kill), which an OS-picked port from that range allowed."""
     try:
         ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         ephemeral_low = 32768
-    candidates = list(range(10000, min(ephemeral_low, 65536) - 10000))
+    candidates = list(range(10000, min(ephemeral_low, 65536) - max(offsets, default=0)))
     random.shuffle(candidates)
     for port in candidates:
-        if all(_bindable(p) for p in (port, port + 10000)):
+        if all(_bindable(port + offset) for offset in (0, *offsets)):
             return port
-    raise RuntimeError("no free port pair for a Redis Cluster node below the ephemeral range")
+    raise RuntimeError(f"no free ports at offsets {offsets} below the ephemeral range")
 
 
 def _bindable(port: int) -> bool:
@@ -319,7 +319,7 @@ class RedisClusterProcess:
         self.nodes = [self._new_node() for _ in range(2 * masters)]
 
     def _new_node(self) -> RedisProcess:
-        port = _free_cluster_port()
+        port = port_below_ephemeral(10000)  # the cluster bus port
         node_dir = self.workdir / f"node-{port}"
         node_dir.mkdir(exist_ok=True)
         node = RedisProcess(self.binary, node_dir, port)

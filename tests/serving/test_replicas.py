@@ -4,9 +4,7 @@ stream (a real private nats-server); what a multi-process configuration refuses;
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -16,7 +14,7 @@ from pathlib import Path
 import grpc
 import pytest
 import redis
-from conftest import free_port, wait_for
+from conftest import free_port, port_below_ephemeral, wait_for
 from google.protobuf.timestamp_pb2 import Timestamp
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from typer.testing import CliRunner
@@ -72,28 +70,6 @@ def answers(port: int) -> bool:
         return False
 
 
-def metrics_ports() -> int:
-    """A port p with p and p + 1 both free, below the OS's ephemeral range: the replicas listen on p + index,
-    and a port from that range (what ``free_port`` gives) can be taken by any outgoing connection before the
-    second replica binds it (seen once in a full run: "metrics off: ... Address already in use")."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    rng = random.Random()
-    for _ in range(1000):
-        first = rng.randrange(10_000, low - 1)
-        if all(bindable(candidate) for candidate in (first, first + 1)):
-            return first
-    raise RuntimeError(f"no two free ports in a row below {low}")
-
-
-def bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def event(event_id: str, **kind) -> pb.Event:
     stamp = Timestamp()
     stamp.FromSeconds(int(time.time()) - 60)
@@ -105,7 +81,7 @@ def test_two_replicas_share_one_port_the_store_the_stream_and_page_tokens(regist
     settings, _ = registry
     store_url = redis_url.rsplit("/", 1)[0] + "/9"  # a database of this test's own: the replicas use the default prefix
     redis.Redis.from_url(store_url).flushdb()
-    port, metrics = free_port(), metrics_ports()
+    port, metrics = free_port(), port_below_ephemeral(1)  # replica i serves metrics on metrics + i
     env = {**os.environ, "SHARERANK_HOME": str(settings.home), "SHARERANK_REDIS_URL": store_url,
            "SHARERANK_EVENT_STREAM_URL": nats_url, "SHARERANK_EVENT_STREAM_NAME": event_stream,
            "SHARERANK_METRICS_PORT": str(metrics), "SHARERANK_RELOAD_POLL_SECONDS": "0",
