@@ -56,24 +56,29 @@ def channel(server: Server) -> Iterator[grpc.Channel]:
         yield channel
 
 
+DEADLINE = 60
+"""Seconds a call may take: the first seeding call compiles its kernels (numba, a cold cache on a fresh clone), which
+took over 10 s on a loaded machine."""
+
+
 def get_feed(channel: grpc.Channel, metadata=None) -> feed_service_pb2.GetFeedResponse:
     return feed_service_pb2_grpc.FeedServiceStub(channel).GetFeed(
-        feed_service_pb2.GetFeedRequest(user_id="anyone", page_size=3), metadata=metadata, timeout=10)
+        feed_service_pb2.GetFeedRequest(user_id="anyone", page_size=3), metadata=metadata, timeout=DEADLINE)
 
 
 def reload_model(channel: grpc.Channel, metadata=None) -> admin_service_pb2.ReloadModelResponse:
     return admin_service_pb2_grpc.AdminServiceStub(channel).ReloadModel(
-        admin_service_pb2.ReloadModelRequest(), metadata=metadata, timeout=30)
+        admin_service_pb2.ReloadModelRequest(), metadata=metadata, timeout=DEADLINE)
 
 
 def get_seed_targets(channel: grpc.Channel, metadata=None):
     return seeding_service_pb2_grpc.SeedingServiceStub(channel).GetSeedTargets(
-        seeding_service_pb2.GetSeedTargetsRequest(category="Beauty", budget=3), metadata=metadata, timeout=10)
+        seeding_service_pb2.GetSeedTargetsRequest(category="Beauty", budget=3), metadata=metadata, timeout=DEADLINE)
 
 
 def record_events(channel: grpc.Channel, metadata=None):
     return event_service_pb2_grpc.EventServiceStub(channel).RecordEvents(
-        event_service_pb2.RecordEventsRequest(), metadata=metadata, timeout=10)
+        event_service_pb2.RecordEventsRequest(), metadata=metadata, timeout=DEADLINE)
 
 
 def fails(call, code: grpc.StatusCode, reason: str | None = None) -> grpc.RpcError:
