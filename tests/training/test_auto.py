@@ -18,7 +18,7 @@ from sharerank.models.recommenders.registry import model_names, spec
 from sharerank.registry import connect
 from sharerank.training.bundle import build_bundle
 from sharerank.training.feed import train
-from sharerank.training.feed.auto import Validation, choose, fit_choice, score_trial
+from sharerank.training.feed.auto import Validation, _may_catch_up, _pace, choose, fit_choice, score_trial
 from sharerank.training.feed.blend import BLEND, MIN_GAIN
 from sharerank.training.feed.fit import fit_model
 from sharerank.training.jobs import run_training, training_split
@@ -189,6 +189,29 @@ def test_a_graph_winner_cut_short_by_its_share_trains_on_to_its_early_stop(tiny_
     assert continued["epochs_run"] > family["epochs_run"], (continued, family["epochs_run"])
     if continued["val_recall_20"] >= family["val_recall_20"]:
         assert choice.params["epochs"] == continued["epochs"]
+
+
+@pytest.mark.parametrize(("leader", "room", "recent_gain", "trains_on"), [
+    (0.24, 135.0, 0.005, False),  # Gowalla's case: ~7 epochs of room replay the trial's 6 and add one
+    (0.24, 1000.0, 0.005, True),  # 44 more epochs at that pace would pass the leader
+    (0.18, 135.0, 0.005, True),  # it leads already: training on decides how long its refit runs
+    (0.24, 135.0, None, True),  # one epoch shows no pace: it may catch up
+    (0.24, 1000.0, -0.002, False),  # falling at the cut, behind
+])
+def test_a_cut_short_graph_model_trains_on_only_while_its_pace_could_reach_the_leader(
+        leader, room, recent_gain, trains_on) -> None:
+    family = {"val_recall_20": 0.19, "epochs_run": 6, "epoch_seconds": 20.0, "recent_gain": recent_gain}
+    assert _may_catch_up(family, leader, room) is trains_on
+
+
+def test_a_trials_pace_is_its_median_epoch_with_validation_and_its_largest_recent_gain() -> None:
+    history = [{"epoch_seconds": 10.0, "validation_seconds": 2.0, "val_recall_20": r}
+               for r in (0.05, 0.15, 0.17, 0.18, 0.185)]
+    history[0]["epoch_seconds"] = 40.0  # a slow first epoch (compilation) does not set the pace
+    pace = _pace(history)
+    assert pace["epoch_seconds"] == pytest.approx(12.0)
+    assert pace["recent_gain"] == pytest.approx(0.02)  # the last three steps: 0.02, 0.01, 0.005, not the first 0.1
+    assert "recent_gain" not in _pace(history[:1])
 
 
 def test_a_graph_family_whose_defaults_were_cut_short_is_not_tuned(tiny_world: Path, monkeypatch) -> None:
