@@ -47,7 +47,8 @@ def most_bought(world) -> tuple[str, set[str]]:
 
 
 def get(stub, **request) -> seeding_service_pb2.GetAudienceResponse:
-    # a deadline, not a wait: the first call compiles its kernels, over 30 s on a loaded machine with a cold cache
+    # a deadline, not a wait: the first call starts a worker process at the lowest CPU priority, which loads the
+    # model and compiles its kernels: over 30 s on a loaded machine with a cold cache
     return stub.GetAudience(seeding_service_pb2.GetAudienceRequest(**request), timeout=120)
 
 

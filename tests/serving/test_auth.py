@@ -57,8 +57,8 @@ def channel(server: Server) -> Iterator[grpc.Channel]:
 
 
 DEADLINE = 60
-"""Seconds a call may take: the first seeding call compiles its kernels (numba, a cold cache on a fresh clone), which
-took over 10 s on a loaded machine."""
+"""Seconds a call may take: the first seeding call starts its worker process, at the lowest CPU priority, which loads
+the model and compiles its kernels (a cold cache on a fresh clone): over 10 s on a loaded machine."""
 
 
 def get_feed(channel: grpc.Channel, metadata=None) -> feed_service_pb2.GetFeedResponse:
