@@ -3,6 +3,7 @@ import pytest
 import scipy.sparse as sp
 import torch
 
+from sharerank.models.recommenders.factors import FactorScorer
 from sharerank.models.recommenders.graph_filter import GraphFilter, _orthonormal, _top_eigenvectors
 
 
@@ -86,6 +87,18 @@ def test_graph_filter_matches_dense_reference(config: dict, shape: tuple[int, in
     assert torch.equal(scores[2], torch.zeros(num_products))  # the last user bought nothing
     own = torch.from_numpy(x[users].toarray() > 0)
     assert torch.isfinite(scores[own]).all()
+
+
+@pytest.mark.parametrize("config", CONFIGS)
+def test_the_served_form_with_every_neighbour_kept_scores_as_the_filter(config: dict) -> None:
+    """User and product vectors plus the item-item part, none of its entries cut: the exact scores, whatever the
+    blur (its first step on each block of products is a sparse product; a blur step below 1 also needs the block)."""
+    num_users, num_products = 40, 30
+    x = random_interactions(num_users, num_products, 0.15, seed=2)
+    model = GraphFilter(**config, chunk_size=7).fit(x)
+    served = FactorScorer(model.factors(neighbours=num_products), x).score(np.arange(num_users))
+    exact = model.score(np.arange(num_users))
+    np.testing.assert_allclose(served.numpy(), exact.numpy(), rtol=1e-4, atol=1e-5 * float(exact.abs().max()))
 
 
 @pytest.mark.parametrize("shape", [(40, 30), (26, 40)])
