@@ -251,7 +251,8 @@ def test_eval_seeding_scores_fatigue_aware_and_blind_seeds_under_the_true_fatigu
     report = invoke("eval-seeding", "--data", str(world), "--k", "10", "--mc-runs", "2000")
     fatigue = report["synthetic"]["fatigue"]
     assert fatigue["world_fatigue"] is True
-    assert set(fatigue["methods"]) == {"fatigue_blind", "fatigue_aware", "fatigue_aware_rings_excluded", "oracle"}
+    assert set(fatigue["methods"]) == {"fatigue_blind", "fatigue_aware", "fatigue_aware_rings_excluded", "oracle",
+                                       "fatigue_aware_true_factors", "truth_without_fatigue"}
     truth, rows = true_fatigue_graph_from_files(world, report["synthetic"]["category"], fatigue["launch_ts"])
     plain, _ = true_graph_from_files(world, report["synthetic"]["category"])
     assert truth.out_prob.sum() < 0.95 * plain.out_prob.sum()  # fatigue bites at the launch

@@ -135,7 +135,10 @@ def fatigue_section(data_dir: Path, dataset: Dataset, blind: InfluenceModel, tru
     """Fatigue-blind vs fatigue-aware seeds (and the aware ones with flagged ring members left out, as
     :func:`~sharerank.models.seeding.plan.plan_seeds` does by default), scored under the true fatigue at the
     launch time, against seeds picked on that truth itself (``oracle``). Needs a log of every share (the
-    true state counts the shares people saw)."""
+    true state counts the shares people saw). In a world with fatigue two more rows split the oracle's lead:
+    the aware model's probabilities times the world's *true* fatigue factors (``fatigue_aware_true_factors``: the
+    most a perfect fatigue estimate could give this influence model), and the true probabilities without any
+    fatigue (``truth_without_fatigue``)."""
     if blind.info.get("regime") != "recorded":
         return {"skipped": "a log of successes only: the shares people received are not in the folder"}
     world_fatigue = (Path(data_dir) / "truth" / "fatigue.csv").exists()
@@ -160,6 +163,11 @@ def fatigue_section(data_dir: Path, dataset: Dataset, blind: InfluenceModel, tru
                                                              seed=seed).seeds,
         "oracle": lambda: select_seeds(true_graph_now, k, epsilon=epsilon, seed=seed).seeds,
     }
+    if world_fatigue:  # where the oracle's lead comes from: knowing the fatigue, or knowing the probabilities
+        pickers["fatigue_aware_true_factors"] = lambda: select_seeds(
+            true_fatigue_graph(data_dir, dataset, aware.ic_graph(category, conversion=True), at_ts), k,
+            epsilon=epsilon, seed=seed).seeds
+        pickers["truth_without_fatigue"] = lambda: select_seeds(truth, k, epsilon=epsilon, seed=seed).seeds
     methods = {name: _scored(true_graph_now, pick, mc_runs, dataset.users) for name, pick in pickers.items()}
     base = methods["fatigue_blind"]["spread"]
     for row in methods.values():
