@@ -24,8 +24,9 @@ def test_lightgcn_beats_popularity_on_lastfm(lastfm: Path) -> None:
     dataset = load_dataset(lastfm)
     assert (dataset.num_users, dataset.num_products) == (1_892, 17_632)
     split = split_dataset(dataset, seed=0)
+    # 8 epochs at 1e-2: Recall@20 0.212, as 15 epochs at 5e-3, in half the time
     results = evaluate(dataset, split, ["popularity", "lightgcn"],
-                       params={"lightgcn": {"epochs": 15, "lr": 5e-3, "batch_size": 2048, "patience": 15}})
+                       params={"lightgcn": {"epochs": 8, "lr": 1e-2, "batch_size": 2048, "patience": 8}})
     popularity, lightgcn = (results[name]["metrics"] for name in ("popularity", "lightgcn"))
     assert popularity["Recall@20"] == pytest.approx(0.10, abs=0.02)  # published: 0.1027
     assert lightgcn["Recall@20"] > 1.3 * popularity["Recall@20"], results
