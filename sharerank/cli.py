@@ -198,9 +198,9 @@ SetOption = Annotated[list[Any] | None, typer.Option(
     "--set", parser=assignment, metavar="MODEL.KEY=VALUE",
     help="A setting of one model (a training setting such as lr or batch_size, or a model argument), e.g. "
          "sharegnn.temperature=0.2 or ease.reg=300; values are JSON or none; repeatable.")]
-BudgetOption = Annotated[float, typer.Option(min=1.0, help="Seconds the automatic choice may spend tuning every "
-                                                           "model family on validation (the refit comes after).")]
-AUTO_BUDGET_SECONDS = 540.0
+BudgetOption = Annotated[float, typer.Option(min=1.0, help="Seconds the automatic choice may spend fitting: tuning "
+                                                           "every model family on validation, then the refit.")]
+AUTO_BUDGET_SECONDS = 800.0
 """Default of every --budget: training.feed.auto.DEFAULT_BUDGET_SECONDS, written here so --help needs no torch."""
 
 
@@ -710,8 +710,8 @@ def console(
 @command
 def demo(
     users: Annotated[int, typer.Option(min=100, help="Users in the simulated world.")] = 3000,
-    budget: Annotated[float, typer.Option(min=1.0, help="Seconds the automatic choice may spend tuning, "
-                                                        "for the first model and again for the retrain.")] = 60.0,
+    budget: Annotated[float, typer.Option(min=1.0, help="Seconds the automatic choice may spend fitting, "
+                                                        "for the first model and again for the retrain.")] = 90.0,
     seed: SeedOption = 7,
 ) -> None:
     """End to end on an embedded default: simulate, train (auto), register, promote, serve feeds and seeds,

@@ -290,11 +290,16 @@ def run_evaluation(data_dir: str | Path, settings: Settings, names: list[str], *
                         on_epoch(model, epoch, figures)
 
                 if model == "auto":
+                    started = time.perf_counter()
                     choice = choose(dataset, split, budget_seconds=budget_seconds, seed=seed,
                                     on_trial=_trial_logger(experiment_id, None))
+                    choice_seconds = time.perf_counter() - started
                     fitted = fit_choice(dataset, split, choice, on_epoch=record_epoch)
                     users, seen, test = held_out_users(dataset, split)
                     result = score_fitted(fitted, dataset, users, seen, test, np.asarray(seen.sum(axis=0)).ravel(), k)
+                    # the budget bounds both: the search with training on and the blend's check, then the refit
+                    result.update(choice_seconds=round(choice_seconds, 2),
+                                  whole_fit_seconds=round(choice_seconds + fitted.fit_seconds, 2))
                     result["chosen"] = choice.name
                     result["choice"] = choice.to_json()
                     mlflow.log_dict(choice.to_json(), "choice.json")

@@ -1,3 +1,5 @@
+import time
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -205,3 +207,19 @@ def test_without_a_social_weight_the_links_change_nothing() -> None:
     assert torch.equal(GraphFilter(num_factors=6, social_weight=0.7).fit(x).score(np.arange(40)), alone)
     with pytest.raises(TypeError):
         GraphFilter().fit(np.ones((3, 3)))
+
+
+def test_the_served_forms_time_is_estimated_from_one_block() -> None:
+    """The automatic choice keeps this estimate of its budget for the graph filter's refit; a one-block timing
+    off by the block count, or missing the neighbour cut, would be off by far more than the bounds allow."""
+    x = random_interactions(3000, 5000, 0.004, seed=3)
+    model = GraphFilter(num_factors=64, chunk_size=128).fit(x)
+    model.factors(neighbours=50)  # compiled kernels, warm caches: as after the trial's ranking
+    estimates, actual = [], []
+    for seed in range(3):
+        estimates.append(model.served_seconds(neighbours=50, seed=seed))
+        started = time.perf_counter()
+        model.factors(neighbours=50)
+        actual.append(time.perf_counter() - started)
+    ratio = np.median(estimates) / np.median(actual)
+    assert 0.33 < ratio < 3.0, (estimates, actual)

@@ -1,5 +1,7 @@
 """The model to serve, chosen on validation only: every family of the registry tuned within a budget on a
-validation split carved from the training data, the winner refit on training + validation.
+validation split carved from the training data, the winner refit on training + validation. The budget bounds
+the whole fit: the search, training on, the blend's check and the refit, whose cost each trial estimates (a
+graph model's epochs, a baseline's fit and the time its served form takes) and the search keeps back.
 
 Each family first runs with its defaults, then the starting settings its registry entry lists, then Optuna
 (TPE, seeded) tunes the settings the entry names, up to its trial count and its share of the budget (what a
@@ -38,14 +40,16 @@ from sharerank.training.feed.split import Split
 log = logging.getLogger(__name__)
 
 TUNING_USERS = 5000
-DEFAULT_BUDGET_SECONDS = 540.0
-"""Gowalla on a quiet machine: the search and the GNN's training on 556 s, the blend's check 36 s, then the
-graph filter's refit 100 s."""
-SEARCH_SHARE = 0.75
-"""The share of the budget the families' search gets. The rest lets the best graph model whose trials were cut
-short by time train on until validation stops improving: a trial gets a few epochs of a family's share (Ciao: 1-3
-where 11 were best), so both the choice and a refit for the trial's epoch count would judge and serve an
-undertrained model. It is skipped when even the model's recent pace could not reach the leader in that time."""
+DEFAULT_BUDGET_SECONDS = 800.0
+"""Seconds for the whole fit. Until session 12 the budget (540 s) bounded the search and training on, 75% / 25%,
+and the blend's check and the refit came on top (Ciao: 405 + 135-170 + 20 + 190 s): 800 s at half for the search
+keeps those parts' time, now inside the budget."""
+SEARCH_SHARE = 0.5
+"""The share of the budget the families' search gets, less what the refit of the best family so far would take.
+The rest lets the best graph model whose trials were cut short by time train on until validation stops
+improving: a trial gets a few epochs of a family's share (Ciao: 1-3 where 11 were best), so both the choice and a
+refit for the trial's epoch count would judge and serve an undertrained model. It is skipped when even the
+model's recent pace could not reach the leader in that time; then the blend's check and the refit."""
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,11 @@ class Validation:
     users: np.ndarray
     popularity: np.ndarray
 
+    @property
+    def growth(self) -> float:
+        """How much more data the refit fits than a trial: training + validation over training purchases."""
+        return (self.train.nnz + self.valid.nnz) / max(self.train.nnz, 1)
+
     @classmethod
     def of(cls, dataset: Dataset, split: Split, seed: int = 0) -> Validation:
         """Raises ValueError when there is no validation purchase to choose on."""
@@ -129,10 +138,15 @@ def _fit_and_score(name: str, params: dict[str, Any],
     if trainable:
         figures = _best_epoch(fitted)
     else:
+        ranking = time.perf_counter()
         top, _ = rank(fitted.scorer, validation.users, validation.train, 20)
         scores = evaluate_ranking(top, validation.valid, validation.users, validation.dataset.num_products,
                                   validation.popularity, ks=(20,))
-        figures = {"val_recall_20": float(scores["Recall@20"]), "val_ndcg_20": float(scores["NDCG@20"])}
+        figures = {"val_recall_20": float(scores["Recall@20"]), "val_ndcg_20": float(scores["NDCG@20"]),
+                   "rank_seconds": time.perf_counter() - ranking}
+        if name != BLEND:
+            served = getattr(fitted.model, "served_seconds", None)
+            figures["refit_seconds"] = fitted.fit_seconds * validation.growth + (served() if served else 0.0)
     figures["seconds"] = time.perf_counter() - started
     settings = {key: value for key, value in params.items() if key != "max_seconds"}  # a trial's budget
     history = list(fitted.result.history) if fitted.result is not None else []
@@ -142,6 +156,9 @@ def _fit_and_score(name: str, params: dict[str, Any],
         figures["converged"] = float(ran >= config.epochs or ran - best >= config.patience)
         figures["epochs_run"] = float(ran)
         figures.update(_pace(history))
+        training = float(np.median([h["epoch_seconds"] for h in history])) if history else 0.0
+        figures["rank_seconds"] = max(figures["epoch_seconds"] - training, 0.0)  # one validation pass
+        figures["refit_seconds"] = max(best, 1) * training * validation.growth  # the best epoch's count, no validation
     return figures, {**settings, **_epochs(fitted)}, history, fitted
 
 
@@ -149,15 +166,18 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
            families: list[str] | None = None, fixed: dict[str, Any] | None = None, seed: int = 0,
            on_trial: TrialCallback | None = None, search_share: float = SEARCH_SHARE, blend: bool = True) -> Choice:
     """Tunes every servable family (or ``families``) on ``split.valid`` and returns the best; with ``fixed``
-    settings each family runs once, with them, untuned. Each family gets an equal share of what is left of
-    ``budget_seconds`` (``search_share`` of it); one whose single fit is known to need more (EASE on many
-    products) is skipped, and a graph model whose defaults did not reach their early stop in their slice of the
-    share is not tuned. Then the best graph model whose trials were stopped by their time share rather than
-    by validation trains once more, on the rest of the budget, to its early stop (a few epochs can leave it
-    behind a baseline it beats when trained: Ciao, 1 epoch of the share-aware GNN against tuned item-kNN), and
-    the winner is chosen; a graph model's refit runs the epoch count its best run found. With ``blend`` (and
-    no ``fixed`` settings) the two best families are also tried as a weighted sum, which wins only by at least
-    :data:`~sharerank.training.feed.blend.MIN_GAIN` over the better of them.
+    settings each family runs once, with them, untuned. ``budget_seconds`` bounds the whole fit, the winner's
+    refit (:func:`fit_choice`) included. Each family gets an equal share of what is left of the search's part
+    (``search_share`` of the budget, less the largest refit a family scored so far would need); one whose single
+    fit is known to need more (EASE on many products) is skipped, and a graph model whose defaults did not reach
+    their early stop in their slice of the share is not tuned. Then the best graph model whose trials were
+    stopped by their time share rather than by validation trains once more, to its early stop, on what the
+    budget has left after the refit it would then need, the leader's refit and the blend's check (a few epochs
+    can leave it behind a baseline it beats when trained: Ciao, 1 epoch of the share-aware GNN against tuned
+    item-kNN); a graph model's refit runs the epoch count its best run found. With ``blend`` (and no ``fixed``
+    settings) the two best families are also tried as a weighted sum when its check and both members' refits fit
+    in what is left; it wins only by at least :data:`~sharerank.training.feed.blend.MIN_GAIN` over the better of
+    them.
 
     Raises:
         ValueError: there is no validation purchase to choose on, or no family could run.
@@ -175,7 +195,8 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     for position, name in enumerate(names):
         entry = spec(name)
         space, starts = _tuned(entry, has_links)
-        share = max(0.0, (search_deadline - time.monotonic()) / (len(names) - position))
+        reserve = max((r["refit_seconds"] for r in results.values() if "refit_seconds" in r), default=0.0)
+        share = max(0.0, (min(search_deadline, deadline - reserve) - time.monotonic()) / (len(names) - position))
         family_deadline = time.monotonic() + share
         trials: list[tuple[float, float, dict[str, Any], dict[str, float]]] = []
 
@@ -216,7 +237,8 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
             results[name] = {"skipped": str(exc)}
             continue
         recall, ndcg, params, figures = max(trials, key=lambda t: (t[0], t[1]))
-        results[name] = {"val_recall_20": recall, "val_ndcg_20": ndcg, "params": params, "trials": len(trials)}
+        results[name] = {"val_recall_20": recall, "val_ndcg_20": ndcg, "params": params, "trials": len(trials),
+                         "refit_seconds": figures["refit_seconds"], "rank_seconds": figures["rank_seconds"]}
         if entry.trainable:
             results[name].update(converged=bool(figures["converged"]), epochs_run=int(figures["epochs_run"]),
                                  epoch_seconds=figures["epoch_seconds"], recent_gain=figures.get("recent_gain"))
@@ -224,20 +246,31 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
         raise ValueError(f"no model could run here: {results}")
     cut_short = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items()
                  if "skipped" not in r and not r.get("converged", True)]
-    room = max(deadline - time.monotonic(), (1.0 - search_share) * budget_seconds)  # kept even if the search overran
     name = max(cut_short)[2] if cut_short else None
-    leader = max((r["val_recall_20"] for n, r in results.items() if n != name and "skipped" not in r), default=0.0)
-    # read off the clock: rank 0 decides for all
-    if name is not None and distributed.agree([float(room > 1.0 and _may_catch_up(results[name], leader, room))])[0]:
-        figures, fitted = _train_on(name, results[name], room, fixed, validation, on_trial)
-        if blend and fixed is None:
-            _keep(kept, name, figures, fitted, ties=True)  # as the family's figures: a tie goes to the longer run
+    others = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if n != name and "skipped" not in r]
+    leader = max(others, default=None)
+    if name is not None:
+        room = _training_room(results[name], None if leader is None else results[leader[2]],
+                              deadline - time.monotonic(), blend and fixed is None)
+        # read off the clock: rank 0 decides for all
+        go = room > (results[name]["epochs_run"] + 1) * results[name]["epoch_seconds"] \
+            and _may_catch_up(results[name], leader[0] if leader else 0.0, room)
+        if distributed.agree([float(go)])[0]:
+            figures, fitted = _train_on(name, results[name], room, fixed, validation, on_trial)
+            if blend and fixed is None:
+                _keep(kept, name, figures, fitted, ties=True)  # as the family's figures: a tie goes to the longer run
     ranked = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if "skipped" not in r]
     if blend and fixed is None and len(ranked) >= 2:
-        _try_blend([name for *_, name in sorted(ranked, reverse=True)[:2]], results, kept, validation, on_trial)
-        gain = results[BLEND]["val_recall_20"] / max(max(ranked)[0], results[BLEND]["members_recall_20"], 1e-12)
-        if gain >= 1.0 + MIN_GAIN:
-            ranked.append((results[BLEND]["val_recall_20"], results[BLEND]["val_ndcg_20"], BLEND))
+        best_two = [name for *_, name in sorted(ranked, reverse=True)[:2]]
+        needs = sum(results[n]["rank_seconds"] + results[n]["refit_seconds"] for n in best_two)
+        if distributed.agree([float(needs <= deadline - time.monotonic())])[0]:
+            _try_blend(best_two, results, kept, validation, on_trial)
+            gain = results[BLEND]["val_recall_20"] / max(max(ranked)[0], results[BLEND]["members_recall_20"], 1e-12)
+            if gain >= 1.0 + MIN_GAIN:
+                ranked.append((results[BLEND]["val_recall_20"], results[BLEND]["val_ndcg_20"], BLEND))
+        else:
+            results[BLEND] = {"skipped": f"its check and both refits need ~{needs:.0f} s, "
+                                         f"{max(deadline - time.monotonic(), 0.0):.0f} s of the budget left"}
     recall, ndcg, winner = max(ranked)
     best = results[winner]
     return Choice(winner, best["params"], {"val_recall_20": recall, "val_ndcg_20": ndcg}, results)
@@ -259,7 +292,8 @@ def _train_on(name: str, family: dict[str, Any], room: float, fixed: dict[str, A
                            "epochs": settings["epochs"], "epochs_run": int(figures["epochs_run"]),
                            "converged": bool(figures["converged"])}
     if (figures["val_recall_20"], figures["val_ndcg_20"]) >= (family["val_recall_20"], family["val_ndcg_20"]):
-        family.update(val_recall_20=figures["val_recall_20"], val_ndcg_20=figures["val_ndcg_20"], params=settings)
+        family.update(val_recall_20=figures["val_recall_20"], val_ndcg_20=figures["val_ndcg_20"], params=settings,
+                      refit_seconds=figures["refit_seconds"])
     return figures, fitted
 
 
@@ -273,6 +307,18 @@ def _may_catch_up(family: dict[str, Any], leader: float, room: float) -> bool:
         return True
     more_epochs = max(room / max(family["epoch_seconds"], 1e-9) - family["epochs_run"], 0.0)
     return family["val_recall_20"] + max(family["recent_gain"], 0.0) * more_epochs > leader
+
+
+def _training_room(family: dict[str, Any], leader: dict[str, Any] | None, left: float, blend: bool) -> float:
+    """Seconds a cut-short graph family may train on when ``left`` seconds of the budget remain: what is left
+    after the leader's refit and (``blend``) both members' validation passes, shared between training on and the
+    refit it would need (that many more seconds of training epochs, on the refit's larger data, no validation)."""
+    kept_back = 0.0 if leader is None else leader["refit_seconds"]
+    if blend and leader is not None:
+        kept_back += leader["rank_seconds"] + family["rank_seconds"]
+    epoch = max(family["epoch_seconds"], 1e-9)
+    refit_per_second = family["refit_seconds"] / max(family["params"].get("epochs", 1), 1) / epoch
+    return max(left - kept_back, 0.0) / (1.0 + refit_per_second)
 
 
 def _pace(history: list[dict[str, float]], window: int = 3) -> dict[str, float]:
