@@ -286,7 +286,7 @@ class GraphFilter:
         return (time.perf_counter() - started) * blocks
 
     def _served_rows(self, ids: np.ndarray) -> np.ndarray:
-        """Rows ``ids`` of :math:`g(\tilde{\mathbf{P}})`: its columns (it is symmetric), the first application of
+        r"""Rows ``ids`` of :math:`g(\tilde{\mathbf{P}})`: its columns (it is symmetric), the first application of
         :math:`\tilde{\mathbf{P}}` a sparse product (R̃ᵀ times R̃'s columns), not two dense passes over one-hot
         columns."""
         num_products = self._interactions.shape[1]

@@ -18,8 +18,15 @@ from sharerank.models.recommenders.registry import model_names, spec
 from sharerank.registry import connect
 from sharerank.training.bundle import build_bundle
 from sharerank.training.feed import train
-from sharerank.training.feed.auto import (Validation, _may_catch_up, _pace, _training_room, choose, fit_choice,
-                                         score_trial)
+from sharerank.training.feed.auto import (
+    Validation,
+    _may_catch_up,
+    _pace,
+    _training_room,
+    choose,
+    fit_choice,
+    score_trial,
+)
 from sharerank.training.feed.blend import BLEND, MIN_GAIN
 from sharerank.training.feed.fit import fit_model
 from sharerank.training.jobs import run_training, training_split
