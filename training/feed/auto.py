@@ -32,6 +32,7 @@ from sharerank.models.recommenders.registry import model_names, spec
 from sharerank.training.feed import distributed
 from sharerank.training.feed.blend import BLEND, MIN_GAIN, fit_blend, members
 from sharerank.training.feed.blend import search as search_blend
+from sharerank.training.feed.blend import search_seconds as blend_search_seconds
 from sharerank.training.feed.evaluate import rank
 from sharerank.training.feed.fit import Fitted, SkippedModel, fit_model, known_interactions, train_config
 from sharerank.training.feed.metrics import evaluate_ranking
@@ -250,8 +251,9 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     others = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if n != name and "skipped" not in r]
     leader = max(others, default=None)
     if name is not None:
+        weighing = blend_search_seconds(validation.users, validation.train) if blend and fixed is None else None
         room = _training_room(results[name], None if leader is None else results[leader[2]],
-                              deadline - time.monotonic(), blend and fixed is None)
+                              deadline - time.monotonic(), weighing)
         # read off the clock: rank 0 decides for all
         go = room > (results[name]["epochs_run"] + 1) * results[name]["epoch_seconds"] \
             and _may_catch_up(results[name], leader[0] if leader else 0.0, room)
@@ -262,7 +264,8 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     ranked = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if "skipped" not in r]
     if blend and fixed is None and len(ranked) >= 2:
         best_two = [name for *_, name in sorted(ranked, reverse=True)[:2]]
-        needs = sum(results[n]["rank_seconds"] + results[n]["refit_seconds"] for n in best_two)
+        needs = sum(results[n]["rank_seconds"] + results[n]["refit_seconds"] for n in best_two) \
+            + blend_search_seconds(validation.users, validation.train)
         if distributed.agree([float(needs <= deadline - time.monotonic())])[0]:
             _try_blend(best_two, results, kept, validation, on_trial)
             gain = results[BLEND]["val_recall_20"] / max(max(ranked)[0], results[BLEND]["members_recall_20"], 1e-12)
@@ -309,13 +312,14 @@ def _may_catch_up(family: dict[str, Any], leader: float, room: float) -> bool:
     return family["val_recall_20"] + max(family["recent_gain"], 0.0) * more_epochs > leader
 
 
-def _training_room(family: dict[str, Any], leader: dict[str, Any] | None, left: float, blend: bool) -> float:
+def _training_room(family: dict[str, Any], leader: dict[str, Any] | None, left: float, weighing: float | None) -> float:
     """Seconds a cut-short graph family may train on when ``left`` seconds of the budget remain: what is left
-    after the leader's refit and (``blend``) both members' validation passes, shared between training on and the
-    refit it would need (that many more seconds of training epochs, on the refit's larger data, no validation)."""
+    after the leader's refit and, unless ``weighing`` is None, the blend's check (both members' validation passes
+    and ``weighing`` seconds of weighing their scores), shared between training on and the refit it would need
+    (that many more seconds of training epochs, on the refit's larger data, no validation)."""
     kept_back = 0.0 if leader is None else leader["refit_seconds"]
-    if blend and leader is not None:
-        kept_back += leader["rank_seconds"] + family["rank_seconds"]
+    if weighing is not None and leader is not None:
+        kept_back += leader["rank_seconds"] + family["rank_seconds"] + weighing
     epoch = max(family["epoch_seconds"], 1e-9)
     refit_per_second = family["refit_seconds"] / max(family["params"].get("epochs", 1), 1) / epoch
     return max(left - kept_back, 0.0) / (1.0 + refit_per_second)
