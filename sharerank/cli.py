@@ -200,7 +200,7 @@ SetOption = Annotated[list[Any] | None, typer.Option(
          "sharegnn.temperature=0.2 or ease.reg=300; values are JSON or none; repeatable.")]
 BudgetOption = Annotated[float, typer.Option(min=1.0, help="Seconds the automatic choice may spend fitting: tuning "
                                                            "every model family on validation, then the refit.")]
-AUTO_BUDGET_SECONDS = 800.0
+AUTO_BUDGET_SECONDS = 900.0
 """Default of every --budget: training.feed.auto.DEFAULT_BUDGET_SECONDS, written here so --help needs no torch."""
 
 
