@@ -251,8 +251,9 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     name = max(cut_short)[2] if cut_short else None
     others = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if n != name and "skipped" not in r]
     leader = max(others, default=None)
+    # the blend's weighing of its members' scores, timed once for training on's room and the blend's own check
+    weighing = blend_search_seconds(validation.users, validation.train) if blend and fixed is None else None
     if name is not None:
-        weighing = blend_search_seconds(validation.users, validation.train) if blend and fixed is None else None
         room = _training_room(results[name], None if leader is None else results[leader[2]],
                               deadline - time.monotonic(), weighing)
         # read off the clock: rank 0 decides for all
@@ -265,8 +266,7 @@ def choose(dataset: Dataset, split: Split, *, budget_seconds: float = DEFAULT_BU
     ranked = [(r["val_recall_20"], r["val_ndcg_20"], n) for n, r in results.items() if "skipped" not in r]
     if blend and fixed is None and len(ranked) >= 2:
         best_two = [name for *_, name in sorted(ranked, reverse=True)[:2]]
-        needs = sum(results[n]["rank_seconds"] + results[n]["refit_seconds"] for n in best_two) \
-            + blend_search_seconds(validation.users, validation.train)
+        needs = sum(results[n]["rank_seconds"] + results[n]["refit_seconds"] for n in best_two) + weighing
         if distributed.agree([float(needs <= deadline - time.monotonic())])[0]:
             _try_blend(best_two, results, kept, validation, on_trial)
             gain = results[BLEND]["val_recall_20"] / max(max(ranked)[0], results[BLEND]["members_recall_20"], 1e-12)
